@@ -1,0 +1,36 @@
+"""The ``driftloop`` command line. Each stage's commands live in ``driftloop/commands/``."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import typer
+
+
+def build_app() -> typer.Typer:
+    """The app with every ``driftloop/commands/<module>.py`` registered via ``register(app)``."""
+    from driftloop import commands
+
+    app = typer.Typer(
+        name="driftloop",
+        help="Keep a tabular model healthy in production: ingest, train, serve, monitor, retrain.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+
+    @app.callback()
+    def _root() -> None:
+        """driftloop: ingest, train, serve, monitor and retrain a tabular model by itself."""
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"driftloop.commands.{info.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(app)
+    return app
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    build_app()()

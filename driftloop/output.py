@@ -1,0 +1,77 @@
+"""How every CLI command reports: one JSON object on stdout with ``--json``, else rich text.
+
+Errors are one line on stderr (``error: ...``) and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn
+
+import typer
+
+EXIT_BAD_INPUT = 1  # the input was bad, or an operation could not be done
+EXIT_GATE = 3  # the run completed but a quality gate failed
+
+Renderer = Callable[[dict[str, Any]], None]
+
+
+class CLIError(Exception):
+    """An error to print as one line and exit with ``code`` (and ``result`` with --json)."""
+
+    def __init__(self, message: str, code: int = EXIT_BAD_INPUT, result: dict | None = None):
+        super().__init__(message)
+        self.code = code
+        self.result = result
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "isoformat"):
+        return obj.isoformat()
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(mode="json")
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def dumps(result: dict[str, Any]) -> str:
+    return json.dumps(result, default=_default)
+
+
+def emit(result: dict[str, Any], as_json: bool, render: Renderer | None = None) -> None:
+    """Print ``result``: exactly one JSON object with ``as_json``, else a human rendering."""
+    if as_json:
+        sys.stdout.write(dumps(result) + "\n")
+        sys.stdout.flush()
+    elif render is not None:
+        render(result)
+    else:
+        from rich.console import Console
+        from rich.pretty import Pretty
+
+        Console().print(Pretty(result))
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def errors_as_exit(as_json: bool = False) -> Iterator[None]:
+    """Turn expected errors into one stderr line + exit code (and the JSON result, if any)."""
+    try:
+        yield
+    except CLIError as exc:
+        if as_json and exc.result is not None:
+            emit(exc.result, True)
+        fail(str(exc), exc.code)
+    except (FileNotFoundError, LookupError, ValueError, RuntimeError) as exc:
+        fail(str(exc) or type(exc).__name__)

@@ -1,0 +1,1 @@
+"""Prefect flows: thin wiring of tasks, one flow per deployable job."""

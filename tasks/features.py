@@ -1,0 +1,77 @@
+"""The one feature function, shared by training, batch scoring and the online service.
+
+Features are numeric: numeric columns become Float64, categorical columns become the integer
+code of the value in the contract's domain (unknown or missing -> null, which LightGBM treats
+as missing). The domain order is frozen into a :class:`FeatureSpec` stored with each model, so
+a model keeps decoding its inputs the same way even after the contract grows new categories.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from schemas.base import DatasetSpec
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Ordered feature columns and the category domains of the categorical ones."""
+
+    columns: tuple[str, ...]
+    categories: dict[str, tuple[str, ...]]
+
+    @classmethod
+    def from_dataset(cls, dataset: DatasetSpec) -> FeatureSpec:
+        cols = tuple(dataset.feature_columns)
+        cats = {c: dataset.columns[c].categories for c in dataset.categorical_features}
+        return cls(columns=cols, categories=cats)  # type: ignore[arg-type]
+
+    @property
+    def categorical_indices(self) -> list[int]:
+        return [i for i, c in enumerate(self.columns) if c in self.categories]
+
+    def to_dict(self) -> dict[str, Any]:
+        cats = {k: list(v) for k, v in self.categories.items()}
+        return {"columns": list(self.columns), "categories": cats}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeatureSpec:
+        return cls(
+            columns=tuple(data["columns"]),
+            categories={k: tuple(v) for k, v in data["categories"].items()},
+        )
+
+
+def feature_exprs(spec: FeatureSpec) -> list[pl.Expr]:
+    """Polars expressions turning contract columns into model features, in model order."""
+    exprs: list[pl.Expr] = []
+    for col in spec.columns:
+        if col in spec.categories:
+            domain = list(spec.categories[col])
+            codes = list(range(len(domain)))
+            expr = (
+                pl.col(col)
+                .cast(pl.String)
+                .replace_strict(domain, codes, default=None, return_dtype=pl.Float64)
+            )
+        else:
+            expr = pl.col(col).cast(pl.Float64, strict=False)
+        exprs.append(expr.alias(col))
+    return exprs
+
+
+def build_features(frame: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:
+    """Select and encode the feature columns of ``frame`` (extra columns are ignored)."""
+    missing = [c for c in spec.columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"feature columns missing from input: {', '.join(missing)}")
+    return frame.select(feature_exprs(spec))
+
+
+def to_matrix(features: pl.DataFrame) -> np.ndarray:
+    """A C-ordered float64 matrix (nulls as NaN), the form LightGBM predicts fastest from."""
+    return np.ascontiguousarray(features.to_numpy(order="c"), dtype=np.float64)

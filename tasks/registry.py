@@ -1,0 +1,309 @@
+"""The model registry: BentoML's model store plus a small, atomically updated alias index.
+
+BentoML stores the artefacts (``model.txt``, the feature spec, the model card) with labels and
+metadata. Which model is ``champion`` and which is ``challenger`` lives in
+``$DRIFTLOOP_HOME/models/index.json``: rewritten whole through temp file + fsync + rename under
+a file lock, so a crash leaves either the old or the new index, never half of one. A model is
+saved completely before any alias can point at it, and its sha256 is checked before it loads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+
+from tasks.features import FeatureSpec
+from tasks.settings import Settings, get_settings
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+MODEL_FILE = "model.txt"
+FEATURES_FILE = "features.json"
+CARD_FILE = "model_card.md"
+CHECKSUM_FILE = "checksum.json"
+
+
+class RegistryError(RuntimeError):
+    """A registry operation cannot be done (unknown model, no alias, nothing to roll back)."""
+
+
+class CorruptModelError(RegistryError):
+    """A stored model's files do not match the checksum recorded when it was saved."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to predict, with everything needed to use it the way it was trained."""
+
+    tag: str
+    booster: lgb.Booster
+    features: FeatureSpec
+    metadata: dict[str, Any]
+    path: Path
+    num_threads: int = 1
+
+    @property
+    def threshold(self) -> float:
+        return float(self.metadata.get("threshold", 0.5))
+
+    def predict(self, matrix: Any) -> Any:
+        """Scores for a feature matrix (see ``tasks.features.to_matrix``)."""
+        return self.booster.predict(matrix, num_threads=self.num_threads)
+
+
+def _store(settings: Settings):
+    # An explicit store, not BentoML's process-wide singleton: the home is a setting.
+    from bentoml._internal.models.model import ModelStore
+
+    path = settings.bentoml_home / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return ModelStore(str(path))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: temp file, fsync, rename, fsync the directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save_model(
+    booster: lgb.Booster,
+    *,
+    name: str,
+    features: FeatureSpec,
+    metadata: dict[str, Any],
+    labels: dict[str, str] | None = None,
+    card: str = "",
+    settings: Settings | None = None,
+) -> str:
+    """Store a trained booster with its feature spec, metadata and model card; return its tag.
+
+    ``{{MODEL_TAG}}`` in ``card`` is replaced by the tag the store assigns.
+    """
+    import bentoml
+
+    settings = settings or get_settings()
+    model_bytes = booster.model_to_string(num_iteration=booster.best_iteration or -1).encode()
+    features_bytes = json.dumps(features.to_dict(), sort_keys=True).encode()
+    checksums = {
+        MODEL_FILE: hashlib.sha256(model_bytes).hexdigest(),
+        FEATURES_FILE: hashlib.sha256(features_bytes).hexdigest(),
+    }
+    meta = {**metadata, "sha256": checksums[MODEL_FILE], "saved_at": _now()}
+    with bentoml.models.create(
+        name,
+        labels=labels or {},
+        metadata=meta,
+        module="driftloop.lightgbm",
+        _model_store=_store(settings),
+    ) as ref:
+        Path(ref.path_of(MODEL_FILE)).write_bytes(model_bytes)
+        Path(ref.path_of(FEATURES_FILE)).write_bytes(features_bytes)
+        Path(ref.path_of(CARD_FILE)).write_text(card.replace("{{MODEL_TAG}}", str(ref.tag)))
+        Path(ref.path_of(CHECKSUM_FILE)).write_text(json.dumps(checksums))
+        tag = str(ref.tag)
+    return tag
+
+
+def _get(tag: str, settings: Settings):
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    try:
+        return bentoml.models.get(tag, _model_store=_store(settings))
+    except NotFound:
+        raise RegistryError(f"no model {tag!r} in the store at {settings.bentoml_home}") from None
+
+
+def model_path(tag: str, settings: Settings | None = None) -> Path:
+    settings = settings or get_settings()
+    return Path(_get(resolve(tag, settings), settings).path)
+
+
+def model_metadata(tag: str, settings: Settings | None = None) -> dict[str, Any]:
+    settings = settings or get_settings()
+    return dict(_get(resolve(tag, settings), settings).info.metadata)
+
+
+def verify_files(path: Path) -> None:
+    """Raise :class:`CorruptModelError` unless every stored file matches its recorded sha256."""
+    try:
+        expected = json.loads((path / CHECKSUM_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise CorruptModelError(f"{path}: checksum file unreadable ({exc})") from None
+    for fname, digest in expected.items():
+        try:
+            actual = hashlib.sha256((path / fname).read_bytes()).hexdigest()
+        except OSError as exc:
+            raise CorruptModelError(f"{path / fname}: unreadable ({exc})") from None
+        if actual != digest:
+            raise CorruptModelError(
+                f"{path / fname}: sha256 {actual[:12]} != recorded {digest[:12]}"
+            )
+
+
+def load_model(tag: str, settings: Settings | None = None, num_threads: int = 1) -> LoadedModel:
+    """Load a stored model after checking its checksum. ``tag`` may be ``name:champion``."""
+    settings = settings or get_settings()
+    tag = resolve(tag, settings)
+    bento_model = _get(tag, settings)
+    path = Path(bento_model.path)
+    verify_files(path)
+    booster = lgb.Booster(model_file=str(path / MODEL_FILE))
+    features = FeatureSpec.from_dict(json.loads((path / FEATURES_FILE).read_text()))
+    meta = dict(bento_model.info.metadata)
+    return LoadedModel(str(bento_model.tag), booster, features, meta, path, num_threads)
+
+
+def list_models(name: str | None = None, settings: Settings | None = None) -> list[dict[str, Any]]:
+    """Stored models (newest first) with their aliases."""
+    settings = settings or get_settings()
+    index = read_index(settings)
+    rows = []
+    for m in _store(settings).list(name):
+        tag = str(m.tag)
+        aliases = index.get(m.tag.name, {}).get("aliases", {})
+        rows.append(
+            {
+                "tag": tag,
+                "name": m.tag.name,
+                "created": m.info.creation_time.isoformat(),
+                "aliases": [a for a, t in aliases.items() if t == tag],
+                "metrics": m.info.metadata.get("metrics", {}),
+                "data_version": m.info.metadata.get("data_version"),
+            }
+        )
+    return sorted(rows, key=lambda r: r["created"], reverse=True)
+
+
+# --- alias index ------------------------------------------------------------------------
+
+
+def read_index(settings: Settings | None = None) -> dict[str, Any]:
+    """The alias index: ``{name: {"aliases": {alias: tag}, "history": [...]}}``."""
+    path = (settings or get_settings()).alias_index
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+
+
+@contextlib.contextmanager
+def _locked_index(settings: Settings) -> Iterator[dict[str, Any]]:
+    """Read-modify-write the index under an exclusive lock; written atomically on exit."""
+    settings.alias_index.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = settings.alias_index.with_suffix(".lock")
+    with open(lock_path, "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        index = read_index(settings)
+        yield index
+        atomic_write(settings.alias_index, json.dumps(index, indent=2, sort_keys=True).encode())
+
+
+def get_alias(name: str, alias: str, settings: Settings | None = None) -> str | None:
+    return read_index(settings).get(name, {}).get("aliases", {}).get(alias)
+
+
+def resolve(ref: str, settings: Settings | None = None) -> str:
+    """``name:champion`` / ``name:challenger`` -> the tag the alias points at; tags pass through."""
+    name, _, version = ref.partition(":")
+    if version in (CHAMPION, CHALLENGER):
+        tag = get_alias(name, version, settings)
+        if tag is None:
+            raise RegistryError(f"model {name!r} has no {version}")
+        return tag
+    return ref
+
+
+def _record(entry: dict[str, Any], alias: str, old: str | None, new: str | None, why: str) -> None:
+    entry["history"].append({"time": _now(), "alias": alias, "from": old, "to": new, "reason": why})
+
+
+def set_alias(
+    name: str, alias: str, tag: str | None, *, reason: str = "", settings: Settings | None = None
+) -> None:
+    """Point ``alias`` at ``tag`` (``None`` removes it). The model must be stored and intact."""
+    settings = settings or get_settings()
+    if tag is not None:
+        verify_files(Path(_get(tag, settings).path))
+    with _locked_index(settings) as index:
+        entry = index.setdefault(name, {"aliases": {}, "history": []})
+        old = entry["aliases"].get(alias)
+        if tag is None:
+            entry["aliases"].pop(alias, None)
+        else:
+            entry["aliases"][alias] = tag
+        _record(entry, alias, old, tag, reason)
+
+
+def promote(
+    name: str, tag: str | None = None, *, reason: str = "", settings: Settings | None = None
+) -> str:
+    """Make ``tag`` (default: the challenger) champion; the challenger alias is cleared."""
+    settings = settings or get_settings()
+    tag = tag or get_alias(name, CHALLENGER, settings)
+    if tag is None:
+        raise RegistryError(f"model {name!r} has no challenger to promote")
+    verify_files(Path(_get(tag, settings).path))
+    with _locked_index(settings) as index:
+        entry = index.setdefault(name, {"aliases": {}, "history": []})
+        old = entry["aliases"].get(CHAMPION)
+        entry["aliases"][CHAMPION] = tag
+        if entry["aliases"].get(CHALLENGER) == tag:
+            entry["aliases"].pop(CHALLENGER)
+        _record(entry, CHAMPION, old, tag, reason or "promote")
+    return tag
+
+
+def rollback(name: str, *, reason: str = "", settings: Settings | None = None) -> str:
+    """Restore the champion before the current one; return its tag."""
+    settings = settings or get_settings()
+    with _locked_index(settings) as index:
+        entry = index.get(name)
+        if not entry or CHAMPION not in entry["aliases"]:
+            raise RegistryError(f"model {name!r} has no champion")
+        current = entry["aliases"][CHAMPION]
+        previous = next(
+            (
+                m["from"]
+                for m in reversed(entry["history"])
+                if m["alias"] == CHAMPION and m["to"] == current and m["from"]
+            ),
+            None,
+        )
+        if previous is None:
+            raise RegistryError(f"model {name!r}: no earlier champion to roll back to")
+        verify_files(Path(_get(previous, settings).path))
+        entry["aliases"][CHAMPION] = previous
+        _record(entry, CHAMPION, current, previous, reason or "rollback")
+    return previous

@@ -1,0 +1,68 @@
+"""Shared test fixtures.
+
+The session gets its own temporary ``DRIFTLOOP_HOME`` (nothing is written outside it), W&B is
+disabled unless a test turns offline mode on, and Prefect points at a throwaway home. Fixtures
+that start servers live next to the tests that need them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TELCO_CSV = REPO / "data" / "telco_churn.csv"
+_SESSION_HOME: Path | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _SESSION_HOME
+    # Always a fresh directory made here, so cleanup can never reach anything else.
+    _SESSION_HOME = Path(tempfile.mkdtemp(prefix="driftloop-test-"))
+    home = _SESSION_HOME
+    os.environ["DRIFTLOOP_HOME"] = str(home)
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    os.environ["WANDB_SILENT"] = "true"
+    os.environ["WHYLOGS_NO_ANALYTICS"] = "True"
+    os.environ["PREFECT_HOME"] = str(home / "prefect")
+    os.environ["BENTOML_HOME"] = str(home / "bentoml")
+    os.environ["WANDB_DIR"] = str(home / "wandb")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    home = _SESSION_HOME
+    if (
+        home is not None
+        and home.name.startswith("driftloop-test-")
+        and home.parent == Path(tempfile.gettempdir())
+        and not os.environ.get("DRIFTLOOP_TEST_KEEP")
+    ):
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh, empty DRIFTLOOP_HOME for one test."""
+    path = tmp_path / "home"
+    monkeypatch.setenv("DRIFTLOOP_HOME", str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def telco_csv() -> Path:
+    return TELCO_CSV
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """A real, temporary Prefect server (SQLite) for the session; opt-in per test."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -1,0 +1,372 @@
+"""whylogs behind one module: the NumPy 2 shim, a vectorised fast path, profiles and the report.
+
+This is the only driftloop module that imports whylogs. whylogs 1.6.4 is unmaintained; it needs
+``numpy.unicode_`` (gone in NumPy 2) and checks ``np.isinf`` element by element on float columns,
+which makes profiling ~17x slower than it has to be. :func:`_whylogs` applies both fixes once,
+lazily, so importing this module costs nothing.
+
+The reference of a model is three files under ``settings.reference_profiles_dir``:
+
+* ``<tag>.bin`` - the whylogs profile of the training features and the model's scores
+  (column :data:`SCORE_COLUMN`): counts, nulls, types, KLL quantiles, frequent items.
+* ``<tag>.sample.parquet`` - a bounded, seeded random sample of the same rows. KS and
+  chi-square need samples: a KLL sketch only gives quantiles up to its rank error (~1-2%),
+  which is as large as the KS critical value for a 1,000-row window, and frequent-items
+  sketches drop rare categories. A bounded sample (:data:`REFERENCE_SAMPLE_ROWS`) keeps the
+  tests exact and the files small whatever the size of the training set.
+* ``<tag>.json`` - what the reference is (model tag, dataset, schema hash, row counts, files).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from schemas.base import DatasetSpec
+from tasks.registry import atomic_write
+from tasks.settings import Settings, get_settings
+
+SCORE_COLUMN = "__score__"
+REFERENCE_SAMPLE_ROWS = 20_000
+PROFILE_CHUNK_ROWS = 250_000  # profile big frames in chunks and merge: bounds pandas memory
+_SEED = 20_241
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A model's reference: the whylogs profile, the bounded sample and what they describe."""
+
+    model_tag: str
+    profile_path: Path
+    sample_path: Path
+    meta: dict[str, Any]
+    sample: pl.DataFrame
+
+    def profile(self) -> Any:
+        return read_profile(self.profile_path)
+
+
+# --- whylogs, fixed -----------------------------------------------------------------------
+
+
+@cache
+def _whylogs() -> Any:
+    """Import whylogs with the NumPy 2 shim and the vectorised inf check installed (once)."""
+    os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")
+    if not hasattr(np, "unicode_"):
+        np.unicode_ = np.str_  # type: ignore[attr-defined]  # removed in NumPy 2
+    import whylogs as why
+    from whylogs.core.preprocessing import PreprocessedColumn
+
+    if not getattr(PreprocessedColumn._pandas_split, "_driftloop_fast", False):
+        PreprocessedColumn._stock_pandas_split = PreprocessedColumn._pandas_split
+        PreprocessedColumn._pandas_split = _fast_pandas_split
+    return why
+
+
+def _fast_pandas_split(self: Any, series: Any, parse_numeric_string: bool = False) -> None:
+    """Vectorised ``PreprocessedColumn._pandas_split`` for NumPy float columns.
+
+    Same counts as whylogs (nulls are NaN, so ``nan_count == null_count``; infinities are kept
+    in ``floats`` and counted), without a Python call per element. Other dtypes go to whylogs.
+    """
+    dtype = getattr(series, "dtype", None)
+    if not (isinstance(dtype, np.dtype) and dtype.kind == "f"):
+        return self._stock_pandas_split(series, parse_numeric_string)
+    values = series.to_numpy()
+    nulls = np.isnan(values)
+    n_null = int(nulls.sum())
+    floats = values[~nulls] if n_null else values
+    self.null_count = self.nan_count = n_null
+    self.inf_count = int(np.count_nonzero(np.isinf(floats)))
+    self.numpy.floats = floats.astype(float, copy=False)
+
+
+_fast_pandas_split._driftloop_fast = True  # type: ignore[attr-defined]
+
+
+def use_stock_whylogs(stock: bool) -> None:
+    """Switch the fast path off (``True``) or on again; for the benchmark's side-by-side run."""
+    _whylogs()
+    from whylogs.core.preprocessing import PreprocessedColumn
+
+    PreprocessedColumn._pandas_split = (
+        PreprocessedColumn._stock_pandas_split if stock else _fast_pandas_split
+    )
+
+
+# --- profiles -----------------------------------------------------------------------------
+
+
+def profile_frame(frame: pl.DataFrame, chunk_rows: int = PROFILE_CHUNK_ROWS) -> Any:
+    """A whylogs ``DatasetProfileView`` of a polars frame (converted to pandas chunk by chunk)."""
+    why = _whylogs()
+    view = None
+    for start in range(0, max(frame.height, 1), chunk_rows):
+        chunk = _to_pandas(frame.slice(start, chunk_rows))
+        with np.errstate(invalid="ignore"):  # whylogs' mean/variance of a column with inf
+            part = why.log(pandas=chunk).view()
+        with np.errstate(invalid="ignore"):
+            view = part if view is None else view.merge(part)
+    return view
+
+
+def _to_pandas(frame: pl.DataFrame) -> Any:
+    # Booleans and enums/categoricals become plain strings: whylogs counts them as categories.
+    casts = [
+        pl.col(c).cast(pl.String)
+        for c, t in frame.schema.items()
+        if t == pl.Boolean or isinstance(t, pl.Categorical | pl.Enum)
+    ]
+    return (frame.with_columns(casts) if casts else frame).to_pandas()
+
+
+def write_profile(view: Any, path: Path) -> Path:
+    """Serialise a profile view atomically (whylogs' own binary format)."""
+    atomic_write(path, view.serialize())
+    return path
+
+
+def read_profile(path: Path) -> Any:
+    """Read a profile written by :func:`write_profile`."""
+    _whylogs()
+    from whylogs.core.view.dataset_profile_view import DatasetProfileView
+
+    try:
+        return DatasetProfileView.deserialize(Path(path).read_bytes())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no whylogs profile at {path}") from None
+
+
+def summarize_profile(view: Any) -> dict[str, dict[str, Any]]:
+    """Per-column summary (count, nulls, mean, stddev, quantiles, top values) as plain JSON."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, col in view.get_columns().items():
+        m = col.to_summary_dict()
+        row = {
+            "n": m.get("counts/n"),
+            "null": m.get("counts/null"),
+            "inf": m.get("counts/inf"),
+            "mean": m.get("distribution/mean"),
+            "stddev": m.get("distribution/stddev"),
+            "min": m.get("distribution/min"),
+            "q_25": m.get("distribution/q_25"),
+            "median": m.get("distribution/median"),
+            "q_75": m.get("distribution/q_75"),
+            "max": m.get("distribution/max"),
+            "cardinality": m.get("cardinality/est"),
+        }
+        items = m.get("frequent_items/frequent_strings") or []
+        if items and not m.get("distribution/n"):
+            row["top"] = {str(i.value): int(i.est) for i in items[:5]}
+        out[name] = {k: _plain(v) for k, v in row.items() if v is not None}
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return value
+    value = value.item() if hasattr(value, "item") else value
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# --- the reference ------------------------------------------------------------------------
+
+
+def _safe_tag(model_tag: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", model_tag)
+
+
+def reference_paths(model_tag: str, settings: Settings | None = None) -> tuple[Path, Path, Path]:
+    """(profile .bin, sample .parquet, meta .json) of a model's reference."""
+    base = (settings or get_settings()).reference_profiles_dir / _safe_tag(model_tag)
+    return base.with_suffix(".bin"), Path(f"{base}.sample.parquet"), base.with_suffix(".json")
+
+
+def save_reference_profile(
+    frame: pl.DataFrame,
+    scores: np.ndarray,
+    model_tag: str,
+    dataset: DatasetSpec,
+    settings: Settings | None = None,
+    sample_rows: int = REFERENCE_SAMPLE_ROWS,
+) -> Path:
+    """Profile the training rows' features and the model's scores; store them with a sample.
+
+    Returns the path of the whylogs profile (``<reference_profiles_dir>/<tag>.bin``).
+    """
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    if len(scores) != frame.height:
+        raise ValueError(f"{len(scores)} scores for {frame.height} training rows")
+    missing = [c for c in dataset.feature_columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"reference frame lacks feature columns: {', '.join(missing)}")
+    rows = frame.select(dataset.feature_columns).with_columns(pl.Series(SCORE_COLUMN, scores))
+    profile_path, sample_path, meta_path = reference_paths(model_tag, settings)
+    write_profile(profile_frame(rows), profile_path)
+    sample = rows.sample(min(sample_rows, rows.height), seed=_SEED) if rows.height else rows
+    tmp = sample_path.with_name(f".{sample_path.name}.tmp")
+    sample.write_parquet(tmp)
+    os.replace(tmp, sample_path)
+    meta = {
+        "model_tag": model_tag,
+        "dataset": dataset.name,
+        "schema_hash": dataset.schema_hash,
+        "rows": frame.height,
+        "sample_rows": sample.height,
+        "numeric_features": dataset.numeric_features,
+        "categorical_features": dataset.categorical_features,
+        "score_column": SCORE_COLUMN,
+        "profile": str(profile_path),
+        "sample": str(sample_path),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    atomic_write(meta_path, json.dumps(meta, indent=2).encode())
+    return profile_path
+
+
+def load_reference(model_tag: str, settings: Settings | None = None) -> Reference:
+    """The stored reference of ``model_tag`` (a full tag, not an alias)."""
+    profile_path, sample_path, meta_path = reference_paths(model_tag, settings)
+    if not meta_path.exists() or not sample_path.exists() or not profile_path.exists():
+        raise FileNotFoundError(
+            f"no reference profile for model {model_tag!r} under {profile_path.parent} "
+            f"(the train flow writes it with save_reference_profile)"
+        )
+    meta = json.loads(meta_path.read_text())
+    return Reference(model_tag, profile_path, sample_path, meta, pl.read_parquet(sample_path))
+
+
+# --- the HTML report ----------------------------------------------------------------------
+
+_CSS = (
+    "body{font-family:system-ui,sans-serif;margin:2em;color:#222}"
+    "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
+    "text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}"
+    ".drift{background:#fde2e2}.ok{background:#e6f4e6}.warn{background:#fff4d6}"
+)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return html.escape(str(v))
+
+
+def _table(headers: list[str], rows: list[list[Any]], classes: list[str] | None = None) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join(
+        f'<tr class="{(classes or [""] * len(rows))[i]}">'
+        + "".join(f"<td>{_fmt(v)}</td>" for v in row)
+        + "</tr>"
+        for i, row in enumerate(rows)
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def render_report_html(report: dict[str, Any]) -> str:
+    """A self-contained HTML page from the monitor report's JSON (no CDN, works offline).
+
+    Column statistics come from the whylogs profiles (``report["profiles"]``); drift rows from
+    the drift statistics. whylogs' own viz pages load scripts from a CDN, hence this page.
+    """
+    drift = report.get("drift") or {}
+    decision = report.get("decision") or {}
+    feats = drift.get("features", [])
+    drifted = [f["feature"] for f in feats if f.get("drifted")]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>driftloop monitor "
+        f"{_fmt(report.get('run_at'))}</title><style>{_CSS}</style></head><body>",
+        f"<h1>Monitor report: {_fmt(report.get('model_name'))}</h1>",
+        f"<p>Champion <b>{_fmt(report.get('champion_tag'))}</b>, window "
+        f"{_fmt(report.get('window', {}).get('since'))} to "
+        f"{_fmt(report.get('window', {}).get('until'))} "
+        f"({_fmt(report.get('window', {}).get('rows'))} rows).</p>",
+        f"<h2>Decision: {_fmt(decision.get('action'))}</h2><p>{_fmt(decision.get('reason'))}</p>",
+        f"<p>Drift score {_fmt(drift.get('score'))} (threshold "
+        f"{_fmt(drift.get('threshold'))}, method: {_fmt(drift.get('mode'))}).</p>",
+        "<h2>Drifted features</h2>",
+        "<ul id='drifted-features'>"
+        + "".join(f"<li>{html.escape(f)}</li>" for f in drifted)
+        + "</ul>"
+        if drifted
+        else "<p id='drifted-features'>No feature drifted.</p>",
+        "<h2>Per-feature drift</h2>",
+        _table(
+            [
+                "feature",
+                "kind",
+                "method",
+                "statistic",
+                "p-value",
+                "p (BH)",
+                "JS",
+                "Wasserstein",
+                "PSI",
+                "Hellinger",
+                "importance",
+                "drifted",
+            ],  # fmt: skip
+            [
+                [
+                    f["feature"],
+                    f["kind"],
+                    f["method"],
+                    f.get("statistic"),
+                    f.get("p_value"),
+                    f.get("p_adjusted"),
+                    f.get("jensen_shannon"),
+                    f.get("wasserstein"),
+                    f.get("psi"),
+                    f.get("hellinger"),
+                    f.get("importance"),
+                    "DRIFT" if f.get("drifted") else "ok",
+                ]  # fmt: skip
+                for f in feats
+            ],
+            ["drift" if f.get("drifted") else "ok" for f in feats],
+        ),
+    ]
+    pred = drift.get("prediction")
+    if pred:
+        parts += ["<h2>Prediction drift (score)</h2>", _table(list(pred), [list(pred.values())])]
+    for section in ("quality", "performance", "health"):
+        body = report.get(section)
+        if body:
+            flat = {k: v for k, v in body.items() if not isinstance(v, dict | list)}
+            parts += [f"<h2>{section.title()}</h2>", _table(list(flat), [list(flat.values())])]
+            issues = body.get("issues") or []
+            if issues:
+                items = "".join(f"<li>{html.escape(str(i))}</li>" for i in issues)
+                parts.append(f"<ul>{items}</ul>")
+    profiles = report.get("profiles") or {}
+    ref, cur = profiles.get("reference", {}), profiles.get("current", {})
+    if ref or cur:
+        stats = ["n", "null", "mean", "stddev", "median", "min", "max"]
+        rows = []
+        for col in sorted(set(ref) | set(cur)):
+            for side, prof in (("reference", ref), ("current", cur)):
+                c = prof.get(col, {})
+                top = ", ".join(f"{k}:{v}" for k, v in (c.get("top") or {}).items())
+                rows.append([col, side, *[c.get(s) for s in stats], top])
+        parts += [
+            "<h2>whylogs profiles (reference vs current)</h2>",
+            _table(["column", "profile", *stats, "top values"], rows),
+        ]
+    parts.append("</body></html>")
+    return "".join(parts)

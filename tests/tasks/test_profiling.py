@@ -1,0 +1,125 @@
+"""tasks.profiling: the whylogs shim and fast path, profiles, the reference, the HTML page."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from schemas import load_dataset
+from tasks import profiling
+from tasks.settings import get_settings
+
+
+def _frame(n: int = 500, seed: int = 0) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    x[:7] = np.nan
+    x[7:10] = np.inf
+    return pl.DataFrame(
+        {
+            "x": x,
+            "k": rng.integers(0, 5, n),
+            "c": rng.choice(["a", "b", "c"], n),
+            "flag": rng.random(n) < 0.5,
+        }
+    )
+
+
+def test_fast_path_counts_match_stock_whylogs():
+    frame = _frame()
+    profiling.use_stock_whylogs(True)
+    try:
+        stock = profiling.summarize_profile(profiling.profile_frame(frame))
+    finally:
+        profiling.use_stock_whylogs(False)
+    fast = profiling.summarize_profile(profiling.profile_frame(frame))
+    assert fast == stock
+    assert fast["x"]["null"] == 7 and fast["x"]["inf"] == 3 and fast["x"]["n"] == 500
+    assert set(fast["c"]["top"]) == {"a", "b", "c"}
+
+
+def test_numpy2_shim_installed():
+    profiling._whylogs()
+    assert np.unicode_ is np.str_
+
+
+def test_chunked_profile_equals_one_pass():
+    frame = _frame(1_000, seed=1).drop("x")
+    one = profiling.summarize_profile(profiling.profile_frame(frame))
+    chunked = profiling.summarize_profile(profiling.profile_frame(frame, chunk_rows=300))
+    assert one["k"]["n"] == chunked["k"]["n"] == 1_000
+    assert one["k"]["mean"] == pytest.approx(chunked["k"]["mean"])
+    assert one["c"]["top"] == chunked["c"]["top"]
+
+
+def test_profile_roundtrip(tmp_path):
+    view = profiling.profile_frame(_frame())
+    path = profiling.write_profile(view, tmp_path / "p.bin")
+    back = profiling.summarize_profile(profiling.read_profile(path))
+    assert back == profiling.summarize_profile(view)
+    with pytest.raises(FileNotFoundError, match="no whylogs profile"):
+        profiling.read_profile(tmp_path / "missing.bin")
+
+
+def _telco_rows(n: int, seed: int = 0) -> pl.DataFrame:
+    ds = load_dataset("telco")
+    rng = np.random.default_rng(seed)
+    cols = {}
+    for name in ds.feature_columns:
+        info = ds.columns[name]
+        if info.is_categorical:
+            cols[name] = rng.choice(list(info.categories), n)
+        elif info.dtype == pl.Int64:
+            cols[name] = rng.integers(0, 2 if name == "SeniorCitizen" else 72, n)
+        else:
+            cols[name] = rng.uniform(18, 118, n)
+    return pl.DataFrame(cols)
+
+
+def test_save_and_load_reference(home):
+    ds = load_dataset("telco")
+    rows = _telco_rows(300)
+    scores = np.linspace(0, 1, 300)
+    path = profiling.save_reference_profile(rows, scores, "telco:abc123", ds, sample_rows=100)
+    settings = get_settings()
+    assert path == settings.reference_profiles_dir / "telco_abc123.bin"
+    ref = profiling.load_reference("telco:abc123")
+    assert ref.sample.height == 100
+    assert set(ref.sample.columns) == {*ds.feature_columns, profiling.SCORE_COLUMN}
+    assert ref.meta["rows"] == 300 and ref.meta["dataset"] == "telco"
+    summary = profiling.summarize_profile(ref.profile())
+    assert summary[profiling.SCORE_COLUMN]["n"] == 300
+    assert summary["tenure"]["n"] == 300
+
+
+def test_save_reference_rejects_bad_input(home):
+    ds = load_dataset("telco")
+    rows = _telco_rows(10)
+    with pytest.raises(ValueError, match="3 scores for 10"):
+        profiling.save_reference_profile(rows, np.zeros(3), "telco:x", ds)
+    with pytest.raises(ValueError, match="tenure"):
+        profiling.save_reference_profile(rows.drop("tenure"), np.zeros(10), "telco:x", ds)
+    with pytest.raises(FileNotFoundError, match="no reference profile"):
+        profiling.load_reference("telco:never")
+
+
+def test_report_html_names_drifted_features():
+    report = {
+        "model_name": "telco",
+        "drift": {
+            "score": 0.6,
+            "threshold": 0.3,
+            "mode": "tests",
+            "features": [
+                {"feature": "tenure", "kind": "numeric", "method": "ks", "drifted": True},
+                {"feature": "gender", "kind": "categorical", "method": "chi2", "drifted": False},
+            ],
+        },
+        "decision": {"action": "fire", "reason": "<drift>"},
+        "profiles": {"reference": {"tenure": {"n": 5, "mean": 1.0}}, "current": {}},
+    }
+    page = profiling.render_report_html(report)
+    drifted = page.split("id='drifted-features'>")[1].split("</ul>")[0]
+    assert "tenure" in drifted and "gender" not in drifted
+    assert "&lt;drift&gt;" in page  # escaped

@@ -23,6 +23,10 @@ def build_app() -> typer.Typer:
     @app.callback()
     def _root() -> None:
         """driftloop: ingest, train, serve, monitor and retrain a tabular model by itself."""
+        from tasks.settings import get_settings
+
+        # before any library reads its env: Prefect, BentoML and W&B keep state under home
+        get_settings().apply_env()
 
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"driftloop.commands.{info.name}")

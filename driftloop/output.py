@@ -73,5 +73,5 @@ def errors_as_exit(as_json: bool = False) -> Iterator[None]:
         if as_json and exc.result is not None:
             emit(exc.result, True)
         fail(str(exc), exc.code)
-    except (FileNotFoundError, LookupError, ValueError, RuntimeError) as exc:
+    except (FileNotFoundError, FileExistsError, LookupError, ValueError, RuntimeError) as exc:
         fail(str(exc) or type(exc).__name__)

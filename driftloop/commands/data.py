@@ -1,0 +1,85 @@
+"""``driftloop ingest`` and ``driftloop schema infer``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from driftloop.output import EXIT_GATE, CLIError, emit, errors_as_exit
+
+JSON = typer.Option(False, "--json", help="Print exactly one JSON object on stdout.")
+schema_app = typer.Typer(help="Dataset contracts (schema modules).", no_args_is_help=True)
+
+
+def ingest(
+    path: Path = typer.Argument(..., help="CSV or Parquet file."),
+    dataset: str = typer.Option("telco", "--dataset", "-d", help="Schema module name."),
+    delimiter: str = typer.Option(",", help="CSV field delimiter."),
+    encoding: str = typer.Option("utf-8", help="CSV text encoding."),
+    extra_columns: str = typer.Option(
+        None, help="Columns the contract does not name: 'reject' or 'drop' (default: schema's)."
+    ),
+    max_quarantine_share: float = typer.Option(0.05, help="Fail if more rows are quarantined."),
+    max_missing_share: float = typer.Option(0.2, help="Fail if a column is more missing."),
+    as_json: bool = JSON,
+) -> None:
+    """Validate a file against its contract; write a versioned snapshot, quarantine and report."""
+    with errors_as_exit(as_json):
+        from flows.ingest import IngestConfig, QualityGateError, ingest
+        from schemas import load_dataset
+        from tasks.data import check_file
+
+        if extra_columns not in (None, "reject", "drop"):
+            raise CLIError(f"--extra-columns must be 'reject' or 'drop', not {extra_columns!r}")
+        spec = load_dataset(dataset)
+        check_file(path, spec, delimiter, encoding, extra_columns)  # clean one-line errors first
+        config = IngestConfig(
+            path=str(path), dataset=dataset, delimiter=delimiter, encoding=encoding,
+            extra_columns=extra_columns, max_quarantine_share=max_quarantine_share,
+            max_missing_share=max_missing_share,
+        )  # fmt: skip
+        try:
+            result = ingest(config)
+        except QualityGateError as exc:
+            raise CLIError(str(exc), EXIT_GATE, exc.result) from None
+        emit(result, as_json, _render)
+
+
+def _render(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"ingested data version {result['data_version']}", show_header=False)
+    for key in ("rows_in", "rows_accepted", "rows_quarantined", "snapshot", "quarantine", "report"):
+        table.add_row(key, str(result[key]))
+    Console().print(table)
+
+
+@schema_app.command("infer")
+def infer(
+    path: Path = typer.Argument(..., help="CSV or Parquet file to learn the contract from."),
+    target: str = typer.Option(..., "--target", help="Label column."),
+    id_column: str = typer.Option(None, "--id", help="Entity id column (never a feature)."),
+    name: str = typer.Option(None, "--name", help="Dataset name (default: the file's stem)."),
+    event_time: str = typer.Option(None, "--event-time", help="Event time column, if any."),
+    delimiter: str = typer.Option(",", help="CSV field delimiter."),
+    out_dir: Path = typer.Option(None, "--out-dir", help="Where to write (default: schemas/)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing module."),
+    as_json: bool = JSON,
+) -> None:
+    """Write schemas/NAME.py (a pandera contract + metadata) inferred from a data file."""
+    with errors_as_exit(as_json):
+        from tasks.infer import infer_schema, write_schema_module
+
+        inferred = infer_schema(
+            Path(path), target=target, id_column=id_column, name=name,
+            event_time=event_time, delimiter=delimiter,
+        )  # fmt: skip
+        module = write_schema_module(inferred, out_dir=out_dir, force=force)
+        emit({"dataset": inferred.name, "module": str(module), **inferred.summary()}, as_json)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ingest")(ingest)
+    app.add_typer(schema_app, name="schema")

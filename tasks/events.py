@@ -1,0 +1,296 @@
+"""driftloop's events: names, payloads and a durable outbox. The only ``prefect.events`` importer.
+
+``emit_event`` returns in milliseconds and silently drops the event when the Prefect server is
+down, so every event first goes to an outbox under ``$DRIFTLOOP_HOME/events/outbox/<id>.json``.
+:func:`flush_outbox` (run at the start of every :func:`emit`, and by the monitor each cycle)
+asks the Prefect API which outbox events it has stored, moves those to ``events/sent/`` and
+re-emits the rest with their original id, so delivery is at least once. A re-emitted event that
+did arrive after all is harmless: the server stores an id once and its trigger service skips
+ids it has already seen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from tasks.settings import Settings, get_settings
+
+DRIFT_DETECTED = "driftloop.drift.detected"
+PERFORMANCE_DEGRADED = "driftloop.performance.degraded"
+DATA_QUALITY_FAILED = "driftloop.data_quality.failed"
+MODEL_PROMOTED = "driftloop.model.promoted"
+MODEL_REJECTED = "driftloop.model.rejected"
+ALL_EVENTS = (
+    DRIFT_DETECTED,
+    PERFORMANCE_DEGRADED,
+    DATA_QUALITY_FAILED,
+    MODEL_PROMOTED,
+    MODEL_REJECTED,
+)
+RETRAIN_TRIGGERS = (DRIFT_DETECTED, PERFORMANCE_DEGRADED)  # a data-quality event never retrains
+RESOURCE_PREFIX = "driftloop.model."
+
+DEFAULT_GRACE_S = 30.0  # how long a sent event may take to show up in the API before a resend
+_API_TIMEOUT_S = 5.0
+
+
+@dataclass
+class OutboxReport:
+    """What one :func:`flush_outbox` pass did."""
+
+    confirmed: list[str] = field(default_factory=list)
+    resent: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+    api_reachable: bool = False
+
+
+def model_resource(model_name: str) -> dict[str, str]:
+    """The Prefect resource an event is about: the model (registry name == dataset name)."""
+    if not model_name or not isinstance(model_name, str):
+        raise ValueError(f"model_name must be a non-empty string, got {model_name!r}")
+    return {
+        "prefect.resource.id": f"{RESOURCE_PREFIX}{model_name}",
+        "prefect.resource.name": model_name,
+    }
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, set | frozenset | tuple):
+        return list(obj)
+    if hasattr(obj, "isoformat"):
+        return obj.isoformat()
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(mode="json")
+    if hasattr(obj, "_asdict"):
+        return obj._asdict()
+    if hasattr(obj, "tolist"):  # numpy scalars and arrays
+        return obj.tolist()
+    raise TypeError(f"event payload value of type {type(obj).__name__} is not JSON serialisable")
+
+
+def normalise_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload as plain JSON types (paths, datetimes, numpy values converted)."""
+    if not isinstance(payload, dict):
+        raise ValueError(f"event payload must be a dict, got {type(payload).__name__}")
+    return json.loads(json.dumps(payload, default=_jsonable, allow_nan=False))
+
+
+# --- outbox -----------------------------------------------------------------------------
+
+
+def outbox_dir(settings: Settings | None = None) -> Path:
+    return (settings or get_settings()).root / "events" / "outbox"
+
+
+def sent_dir(settings: Settings | None = None) -> Path:
+    return (settings or get_settings()).root / "events" / "sent"
+
+
+def _write(path: Path, record: dict[str, Any]) -> None:
+    from tasks.registry import atomic_write
+
+    atomic_write(path, json.dumps(record, indent=2, sort_keys=True).encode())
+
+
+@contextlib.contextmanager
+def _outbox_lock(settings: Settings) -> Iterator[None]:
+    folder = outbox_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / "outbox.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def pending_events(settings: Settings | None = None) -> list[dict[str, Any]]:
+    """Outbox records not yet confirmed by the Prefect API, oldest first."""
+    folder = outbox_dir(settings)
+    if not folder.exists():
+        return []
+    records = [json.loads(p.read_text()) for p in folder.glob("*.json")]
+    return sorted(records, key=lambda r: r["occurred"])
+
+
+def sent_events(settings: Settings | None = None) -> list[dict[str, Any]]:
+    """Outbox records the Prefect API has confirmed, oldest first."""
+    folder = sent_dir(settings)
+    if not folder.exists():
+        return []
+    return sorted(
+        (json.loads(p.read_text()) for p in folder.glob("*.json")), key=lambda r: r["occurred"]
+    )
+
+
+def _send(record: dict[str, Any]) -> bool:
+    """Hand one record to Prefect's events worker; False when Prefect is not emitting events."""
+    from prefect.events import emit_event
+
+    sent = emit_event(
+        event=record["event"],
+        resource=record["resource"],
+        payload=record["payload"],
+        id=uuid.UUID(record["id"]),
+        occurred=datetime.fromisoformat(record["occurred"]),
+    )
+    return sent is not None
+
+
+def _stored_ids(ids: list[str], since: datetime) -> set[str] | None:
+    """Which of ``ids`` the Prefect API has stored; None when the API cannot be reached."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventIDFilter, EventOccurredFilter
+
+    found: set[str] = set()
+    try:
+        with get_client(sync_client=True, httpx_settings={"timeout": _API_TIMEOUT_S}) as client:
+            for start in range(0, len(ids), 50):
+                chunk = ids[start : start + 50]
+                flt = EventFilter(
+                    id=EventIDFilter(id=[uuid.UUID(i) for i in chunk]),
+                    occurred=EventOccurredFilter(
+                        since=since, until=datetime.now(UTC) + timedelta(minutes=5)
+                    ),
+                )
+                page = client.read_events(filter=flt, limit=len(chunk))
+                found.update(str(e.id) for e in page.events)
+    except Exception:  # noqa: BLE001 - any API failure means "not confirmed", never an error
+        return None
+    return found
+
+
+def flush_outbox(
+    settings: Settings | None = None, *, grace_s: float = DEFAULT_GRACE_S
+) -> OutboxReport:
+    """Confirm outbox events through the Prefect API; re-emit those unconfirmed after ``grace_s``.
+
+    Never raises for an unreachable server: the events just stay pending for the next call.
+    """
+    settings = settings or get_settings()
+    report = OutboxReport()
+    with _outbox_lock(settings):
+        records = pending_events(settings)
+        if not records:
+            report.api_reachable = True
+            return report
+        since = min(datetime.fromisoformat(r["occurred"]) for r in records) - timedelta(seconds=1)
+        stored = _stored_ids([r["id"] for r in records], since)
+        report.api_reachable = stored is not None
+        now = datetime.now(UTC)
+        for record in records:
+            path = outbox_dir(settings) / f"{record['id']}.json"
+            if stored is not None and record["id"] in stored:
+                record["confirmed_at"] = now.isoformat()
+                _write(sent_dir(settings) / path.name, record)
+                path.unlink(missing_ok=True)
+                report.confirmed.append(record["id"])
+                continue
+            last = datetime.fromisoformat(record.get("last_sent") or record["occurred"])
+            if stored is not None and (now - last).total_seconds() >= grace_s and _send(record):
+                record["attempts"] = record.get("attempts", 0) + 1
+                record["last_sent"] = now.isoformat()
+                _write(path, record)
+                report.resent.append(record["id"])
+            report.pending.append(record["id"])
+    return report
+
+
+def wait_confirmed(
+    event_ids: list[str],
+    settings: Settings | None = None,
+    *,
+    timeout_s: float = 30.0,
+    grace_s: float = DEFAULT_GRACE_S,
+) -> bool:
+    """Block until every id in ``event_ids`` is confirmed (or ``timeout_s`` passes), re-emitting
+    unconfirmed events older than ``grace_s`` meanwhile."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    wanted = set(event_ids)
+    while True:
+        flush_outbox(settings, grace_s=grace_s)
+        if not wanted & {r["id"] for r in pending_events(settings)}:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+
+
+# --- emitting ---------------------------------------------------------------------------
+
+
+def emit(
+    event: str,
+    model_name: str,
+    payload: dict[str, Any],
+    *,
+    settings: Settings | None = None,
+    flush: bool = True,
+) -> str | None:
+    """Record ``event`` in the outbox and emit it; return its id, or None if Prefect is off.
+
+    A None result still leaves the event in the outbox: the next flush sends it.
+    """
+    if event not in ALL_EVENTS:
+        raise ValueError(f"unknown event {event!r}; known: {', '.join(ALL_EVENTS)}")
+    settings = settings or get_settings()
+    if flush:
+        flush_outbox(settings)
+    record = {
+        "id": str(uuid.uuid4()),
+        "event": event,
+        "resource": model_resource(model_name),
+        "payload": normalise_payload(payload),
+        "occurred": datetime.now(UTC).isoformat(),
+        "attempts": 1,
+    }
+    record["last_sent"] = record["occurred"]
+    with _outbox_lock(settings):
+        _write(outbox_dir(settings) / f"{record['id']}.json", record)
+    return record["id"] if _send(record) else None
+
+
+def _with_reason(reason: str, evidence: dict[str, Any]) -> dict[str, Any]:
+    return {"reason": reason, **evidence}
+
+
+def emit_drift_detected(model_name: str, evidence: dict[str, Any], **kw: Any) -> str | None:
+    """Drift beyond the configured bounds: triggers a retrain."""
+    return emit(DRIFT_DETECTED, model_name, _with_reason("drift", evidence), **kw)
+
+
+def emit_performance_degraded(model_name: str, evidence: dict[str, Any], **kw: Any) -> str | None:
+    """Live metrics on labeled feedback fell below the bound: triggers a retrain."""
+    return emit(PERFORMANCE_DEGRADED, model_name, _with_reason("performance", evidence), **kw)
+
+
+def emit_data_quality_failed(model_name: str, evidence: dict[str, Any], **kw: Any) -> str | None:
+    """A schema break or failed quality check: alerts, never retrains."""
+    return emit(DATA_QUALITY_FAILED, model_name, _with_reason("data_quality", evidence), **kw)
+
+
+def emit_model_promoted(model_name: str, evidence: dict[str, Any], **kw: Any) -> str | None:
+    """The challenger won the gate and is now champion (evidence: both scores)."""
+    return emit(MODEL_PROMOTED, model_name, _with_reason("promoted", evidence), **kw)
+
+
+def emit_model_rejected(model_name: str, evidence: dict[str, Any], **kw: Any) -> str | None:
+    """The challenger lost the gate; the champion stays (evidence: both scores)."""
+    return emit(MODEL_REJECTED, model_name, _with_reason("rejected", evidence), **kw)
+
+
+def prefect_api_url() -> str | None:
+    """The Prefect API URL this process would emit to (for diagnostics)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value() or os.environ.get("PREFECT_API_URL")

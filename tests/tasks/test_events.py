@@ -1,0 +1,140 @@
+"""tasks.events: payload checks (pure) and the outbox against a real Prefect server (SQLite).
+
+One server for the module, started by the stack runner on a free loopback port. The outage test
+stops the server, emits (Prefect drops the event silently), restarts it on the same port and
+database, and checks that the outbox re-emits the event and the API then has it exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tasks import events
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from driftloop.stack import LocalStack, StackConfig, free_port
+    from tasks.settings import Settings
+
+    home = tmp_path_factory.mktemp("events-stack")
+    settings = Settings(home=home)
+    config = StackConfig(port=free_port(), deploy=False, worker=False, event_flush_s=0.3)
+    stack = LocalStack(settings, config)
+    stack.up()
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: stack.api_url}):
+            yield stack
+    finally:
+        outcomes = stack.down()
+        assert all(o in ("terminated", "killed", "not-running") for o in outcomes.values())
+
+
+def _api_events(ids: list[str]):
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventIDFilter
+
+    with get_client(sync_client=True) as client:
+        flt = EventFilter(id=EventIDFilter(id=[uuid.UUID(i) for i in ids]))
+        return client.read_events(filter=flt, limit=50).events
+
+
+# --- pure -------------------------------------------------------------------------------
+
+
+def test_resource_names_the_model():
+    assert events.model_resource("telco") == {
+        "prefect.resource.id": "driftloop.model.telco",
+        "prefect.resource.name": "telco",
+    }
+    with pytest.raises(ValueError, match="model_name"):
+        events.model_resource("")
+
+
+def test_payload_is_normalised_to_json_types():
+    payload = events.normalise_payload(
+        {"score": np.float64(0.25), "n": np.int64(3), "path": Path("/x/y"), "feats": ("a", "b")}
+    )
+    assert payload == {"score": 0.25, "n": 3, "path": "/x/y", "feats": ["a", "b"]}
+    assert type(payload["score"]) is float and type(payload["n"]) is int
+
+
+def test_bad_event_and_payload_are_refused(home):
+    with pytest.raises(ValueError, match="unknown event"):
+        events.emit("driftloop.nope", "telco", {}, flush=False)
+    with pytest.raises(TypeError, match="not JSON serialisable"):
+        events.emit(events.DRIFT_DETECTED, "telco", {"x": object()}, flush=False)
+    with pytest.raises(ValueError, match="NaN|Out of range"):
+        events.emit(events.DRIFT_DETECTED, "telco", {"x": float("nan")}, flush=False)
+    assert events.pending_events() == []  # nothing recorded for a refused event
+
+
+def test_data_quality_is_not_a_retrain_trigger():
+    assert events.DATA_QUALITY_FAILED not in events.RETRAIN_TRIGGERS
+    assert set(events.RETRAIN_TRIGGERS) == {events.DRIFT_DETECTED, events.PERFORMANCE_DEGRADED}
+
+
+# --- against the server ---------------------------------------------------------------
+
+
+def test_emit_records_confirms_and_moves_to_sent(server, home):
+    evidence = {"drift_share": 0.4, "drifted_features": ["tenure"], "champion_tag": "telco:abc"}
+    event_id = events.emit_drift_detected("telco", evidence)
+    assert event_id is not None
+    (pending,) = events.pending_events()
+    assert pending["id"] == event_id and pending["payload"]["drift_share"] == 0.4
+
+    assert events.wait_confirmed([event_id], timeout_s=30)
+    assert events.pending_events() == []
+    (sent,) = events.sent_events()
+    assert sent["id"] == event_id and "confirmed_at" in sent
+
+    (stored,) = _api_events([event_id])
+    assert stored.event == events.DRIFT_DETECTED
+    assert stored.resource.id == "driftloop.model.telco"
+    assert stored.payload == {"reason": "drift", **evidence}
+
+
+def test_outage_event_is_reemitted_after_restart(server, home):
+    """A process that emits while the server is down and exits loses the event in Prefect's
+    client; the outbox still has it and re-emits it once the server is back."""
+    api_url = server.api_url
+    assert server.stop_process("prefect-server") in ("terminated", "killed")
+
+    code = (
+        "from tasks import events; "
+        "print(events.emit_performance_degraded('telco', {'auc': 0.61, 'bound': 0.7}))"
+    )
+    env = {**server.env(), "DRIFTLOOP_HOME": str(home), "PREFECT_API_URL": api_url}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    event_id = out.stdout.strip().splitlines()[-1]
+    assert [r["id"] for r in events.pending_events()] == [event_id]
+
+    report = events.flush_outbox(grace_s=0)
+    assert not report.api_reachable and report.pending == [event_id]
+    assert report.confirmed == [] and report.resent == []
+
+    server.start_server()  # same port, same SQLite database
+    assert server.api_url == api_url
+    time.sleep(1.0)  # had the dead process's event arrived, the 0.3 s persister would show it
+    assert _api_events([event_id]) == []
+
+    assert events.wait_confirmed([event_id], timeout_s=30, grace_s=0)
+    record = json.loads((events.sent_dir() / f"{event_id}.json").read_text())
+    assert record["attempts"] >= 2  # it went out again after the restart
+    stored = _api_events([event_id])
+    assert [e.event for e in stored] == [events.PERFORMANCE_DEGRADED]
+    assert stored[0].payload["auc"] == 0.61

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import re
+import sys
 from pathlib import Path
 
 from schemas.base import DatasetSpec
@@ -33,6 +34,7 @@ def load_dataset(name: str) -> DatasetSpec:
         spec = importlib.util.spec_from_file_location(f"schemas._user_{path.stem}", path)
         assert spec and spec.loader
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # pandera resolves annotations through sys.modules
         spec.loader.exec_module(module)
     else:
         if not _NAME.match(name):

@@ -96,8 +96,11 @@ def _infer_column(name: str, values: pl.Series, markers: list[str]) -> InferredC
         lo_b = 0.0 if lo >= 0 and lo - HEADROOM * span < 0 else _nice(lo - HEADROOM * span, False)
         hi_b = _nice(hi + HEADROOM * span, True)
         return InferredColumn(name, "int" if is_int else "float", nullable, None, lo_b, hi_b)
-    as_dt = present.str.to_datetime(strict=False)
-    if as_dt.null_count() == 0:
+    try:
+        as_dt = present.str.to_datetime(strict=False)
+    except pl.exceptions.ComputeError:  # no datetime format fits
+        as_dt = None
+    if as_dt is not None and as_dt.null_count() == 0:
         return InferredColumn(name, "datetime", nullable)
     n_unique = present.n_unique()
     if n_unique <= MAX_CATEGORIES and n_unique / present.len() <= MAX_CATEGORY_SHARE:

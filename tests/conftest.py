@@ -48,9 +48,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh, empty DRIFTLOOP_HOME for one test."""
+    """A fresh, empty DRIFTLOOP_HOME for one test (library env vars follow it, and are restored)."""
+    from tasks.settings import Settings
+
     path = tmp_path / "home"
-    monkeypatch.setenv("DRIFTLOOP_HOME", str(path))
+    for key, value in Settings(home=path).library_env().items():
+        if key != "PREFECT_HOME":  # the session's Prefect server keeps its own home
+            monkeypatch.setenv(key, value)
+    monkeypatch.setenv("PREFECT_HOME", os.environ["PREFECT_HOME"])
     return path
 
 

@@ -1,0 +1,176 @@
+"""`driftloop ingest` and `driftloop schema infer` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from driftloop.cli import build_app
+
+
+def _run(*args: str):
+    return CliRunner().invoke(build_app(), list(args))
+
+
+def _telco_variant(telco_csv: Path, tmp_path: Path, name: str, edit) -> Path:
+    path = tmp_path / name
+    path.write_bytes(edit(telco_csv.read_bytes()))
+    return path
+
+
+FILE_FAILURES = {
+    "missing": (lambda b: None, "file not found"),
+    "empty": (lambda b: b"", "file is empty"),
+    "header_only": (lambda b: b.split(b"\n")[0] + b"\n", "header but no data rows"),
+    "semicolons": (lambda b: b.replace(b",", b";"), "wrong delimiter"),
+    "latin1": (lambda b: b.replace(b"Female", "F\xe9male".encode("latin-1")), "not valid utf-8"),
+    "renamed": (lambda b: b.replace(b"tenure", b"tenure_months", 1), "missing required columns"),
+    "dropped_col": (
+        lambda b: b"\n".join(
+            b",".join(x for i, x in enumerate(ln.split(b",")) if i != 5) for ln in b.split(b"\n")
+        ),
+        "missing required columns: tenure",
+    ),
+    "extra_col": (
+        lambda b: b"\n".join(
+            (ln.rstrip(b"\r") + (b",note" if i == 0 else b",x")) if ln else ln
+            for i, ln in enumerate(b.split(b"\n"))
+        ),
+        "unexpected extra columns: note",
+    ),
+    "no_target": (lambda b: b.replace(b",Churn", b",Label", 1), "target column 'Churn' is absent"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FILE_FAILURES))
+def test_file_level_failures_are_one_clear_line(
+    case: str, telco_csv: Path, tmp_path: Path, home: Path
+):
+    edit, message = FILE_FAILURES[case]
+    data = edit(telco_csv.read_bytes())
+    path = tmp_path / f"{case}.csv"
+    if data is not None:
+        path.write_bytes(data)
+    result = _run("ingest", str(path), "--dataset", "telco", "--json")
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ""
+    err = result.stderr.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    assert message.lower() in err.lower(), err
+    assert "Traceback" not in result.output
+    assert not (home / "data" / "snapshots").exists() or not any(
+        (home / "data" / "snapshots").iterdir()
+    ), "nothing is written for a file that cannot be ingested"
+
+
+def test_renamed_column_gets_a_hint(telco_csv: Path, tmp_path: Path, home: Path) -> None:
+    path = _telco_variant(
+        telco_csv, tmp_path, "r.csv", lambda b: b.replace(b"tenure", b"Tenure", 1)
+    )
+    result = _run("ingest", str(path), "--dataset", "telco")
+    assert result.exit_code == 1
+    assert "'Tenure'" in result.stderr and "renamed?" in result.stderr
+
+
+def test_unknown_dataset(telco_csv: Path, home: Path) -> None:
+    result = _run("ingest", str(telco_csv), "--dataset", "nope")
+    assert result.exit_code == 1
+    assert "unknown dataset 'nope'" in result.stderr and "schema infer" in result.stderr
+
+
+def test_ingest_json_through_the_flow(telco_csv: Path, home: Path, prefect_harness) -> None:
+    result = _run("ingest", str(telco_csv), "--dataset", "telco", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)  # exactly one JSON object, nothing else on stdout
+    assert data["rows_in"] == 7043 == data["rows_accepted"] + data["rows_quarantined"]
+    for key in ("data_version", "snapshot", "quarantine", "report"):
+        assert data[key]
+    assert Path(data["snapshot"]).is_relative_to(home.resolve())
+    assert Path(data["report"]).exists()
+
+
+def test_quality_gate_failure_exits_3_with_report(
+    telco_csv: Path, tmp_path: Path, home: Path, prefect_harness
+) -> None:
+    frame = pl.read_csv(telco_csv, infer_schema=False)
+    frame = frame.with_columns(
+        pl.when(pl.int_range(pl.len()) < 500).then(pl.lit("Weekly")).otherwise("Contract")
+        .alias("Contract")
+    )  # fmt: skip
+    path = tmp_path / "weekly.csv"
+    frame.write_csv(path)
+    result = _run("ingest", str(path), "--dataset", "telco", "--json")
+    assert result.exit_code == 3, result.output
+    data = json.loads(result.stdout)
+    assert data["rows_quarantined"] == 500 and not data["quality_passed"]
+    assert Path(data["report"]).exists()
+    assert "data quality failed" in result.stderr and "quarantined" in result.stderr
+
+
+def _unseen_dataset(rows: int = 600, seed: int = 0) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    income = rng.normal(50_000, 12_000, rows).round(2).astype(str).astype(object)
+    income[rng.random(rows) < 0.05] = "?"
+    return pl.DataFrame(
+        {
+            "account": [f"A{i:05d}" for i in range(rows)],
+            "age": rng.integers(18, 90, rows).astype(str),
+            "income": income.astype(str),
+            "plan": rng.choice(["basic", "plus", "pro"], rows),
+            "region": rng.choice(["north", "south", "east", "west", "?"], rows),
+            "defaulted": rng.choice(["0", "1"], rows),
+        }
+    )
+
+
+def test_schema_infer_on_unseen_data(tmp_path: Path, home: Path) -> None:
+    data = _unseen_dataset()
+    src = tmp_path / "loans.csv"
+    data.write_csv(src)
+    out = tmp_path / "schemas_out"
+    result = _run(
+        "schema", "infer", str(src), "--target", "defaulted", "--id", "account",
+        "--name", "loans", "--out-dir", str(out), "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["task"] == "binary" and "?" in info["null_markers"]
+    module = Path(info["module"])
+    assert module.exists()
+
+    from schemas import load_dataset
+    from tasks.data import ingest_file
+
+    spec = load_dataset(str(module))
+    assert spec.columns["plan"].categories == ("basic", "plus", "pro")
+    assert spec.columns["income"].nullable and spec.columns["age"].min_value is not None
+    clean = ingest_file(src, spec)
+    assert clean.rows_quarantined == 0 and clean.rows_accepted == 600
+    assert clean.accepted["income"].null_count() > 0  # "?" read as missing
+
+    bad = data.with_columns(
+        pl.when(pl.int_range(pl.len()) == 3).then(pl.lit("platinum")).otherwise("plan")
+        .alias("plan"),
+        pl.when(pl.int_range(pl.len()) == 7).then(pl.lit("-400")).otherwise("age").alias("age"),
+        pl.when(pl.int_range(pl.len()) == 9).then(pl.lit("lots")).otherwise("income")
+        .alias("income"),
+    )  # fmt: skip
+    bad_path = tmp_path / "loans_bad.csv"
+    bad.write_csv(bad_path)
+    corrupted = ingest_file(bad_path, spec)
+    assert corrupted.rows_quarantined == 3 and corrupted.rows_accepted == 597
+    assert sorted(corrupted.quarantined["_line"].to_list()) == [5, 9, 11]
+
+
+def test_schema_infer_refuses_to_overwrite(tmp_path: Path, home: Path) -> None:
+    src = tmp_path / "loans.csv"
+    _unseen_dataset(50).write_csv(src)
+    args = ["schema", "infer", str(src), "--target", "defaulted", "--out-dir", str(tmp_path)]
+    assert _run(*args).exit_code == 0
+    again = _run(*args)
+    assert again.exit_code == 1 and "--force" in again.stderr

@@ -666,3 +666,23 @@ def ingest_file(
     stem = f"{snapshot.data_version}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
     write_quality_report(report, settings.reports_dir / "ingest", stem)
     return make_result(snapshot, split, report)
+
+
+def read_valid_rows(path: Path | str, dataset: DatasetSpec, delimiter: str = ",") -> Split:
+    """Parse and validate a file without writing anything (for simulation and scoring)."""
+    parsed = parse_table(read_table(Path(path), dataset, delimiter), dataset)
+    return split_rows(parsed, validate_table(parsed, dataset))
+
+
+def write_table(frame: pl.DataFrame, path: Path | str) -> Path:
+    """Write a frame as CSV or Parquet, by the file's suffix (atomically)."""
+    import io
+
+    path = Path(path)
+    buf = io.BytesIO()
+    if path.suffix.lower() in (".parquet", ".pq"):
+        frame.write_parquet(buf, compression="zstd")
+    else:
+        frame.write_csv(buf)
+    atomic_write(path, buf.getvalue())
+    return path

@@ -1,0 +1,198 @@
+"""The monitor flow under a real Prefect server: drifted windows report and emit, quiet ones
+do not, a schema break alerts without asking for a retrain."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+import pytest
+
+from flows.monitor import MonitorConfig, monitor
+from schemas import load_dataset
+from schemas.records import TS
+from tasks import registry
+from tasks.drift import DriftConfig
+from tasks.features import FeatureSpec, build_features, to_matrix
+from tasks.profiling import save_reference_profile
+from tasks.settings import get_settings
+
+DS = load_dataset("telco")
+UNTIL = datetime(2026, 3, 1, 12, tzinfo=UTC)
+
+
+def telco_rows(n: int, rng: np.random.Generator, drifted: bool = False) -> pl.DataFrame:
+    """Telco-shaped rows; ``drifted`` moves tenure down, charges up, contracts to monthly."""
+    cols: dict[str, object] = {}
+    for name in DS.feature_columns:
+        info = DS.columns[name]
+        if info.is_categorical:
+            cols[name] = rng.choice(list(info.categories), n)
+        elif name == "SeniorCitizen":
+            cols[name] = rng.integers(0, 2, n)
+    contracts = ["Month-to-month", "One year", "Two year"]
+    cols["Contract"] = rng.choice(
+        contracts, n, p=[0.9, 0.05, 0.05] if drifted else [0.5, 0.25, 0.25]
+    )
+    cols["tenure"] = rng.integers(0, 12 if drifted else 72, n)
+    cols["MonthlyCharges"] = rng.uniform(70 if drifted else 18, 118, n)
+    cols["TotalCharges"] = cols["tenure"] * cols["MonthlyCharges"]
+    cols[DS.id_column] = [f"C{uuid.UUID(int=int(rng.integers(2**62))).hex[:10]}" for _ in range(n)]
+    logit = 1.5 * (cols["Contract"] == "Month-to-month") - np.asarray(cols["tenure"]) / 20
+    cols[DS.target] = np.where(rng.random(n) < 1 / (1 + np.exp(-logit)), "Yes", "No")
+    return pl.DataFrame(cols).select(DS.column_names)
+
+
+@pytest.fixture(scope="module")
+def champion(tmp_path_factory):
+    """A champion trained on synthetic Telco rows, with its reference profile."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DRIFTLOOP_HOME", str(tmp_path_factory.mktemp("monitor-home")))
+        rng = np.random.default_rng(7)
+        train = telco_rows(2_000, rng)
+        fspec = FeatureSpec.from_dataset(DS)
+        X = to_matrix(build_features(train, fspec))
+        y = (train[DS.target] == "Yes").to_numpy().astype(float)
+        params = {"objective": "binary", "num_threads": 1, "verbose": -1, "seed": 1}
+        booster = lgb.train(params, lgb.Dataset(X, y, feature_name=list(fspec.columns)), 30)
+        gains = dict(
+            zip(fspec.columns, map(float, booster.feature_importance("gain")), strict=True)
+        )
+        meta = {"metrics": {"roc_auc": 0.8, "precision": 0.6, "recall": 0.6}, "threshold": 0.5,
+                "feature_importance": gains}  # fmt: skip
+        tag = registry.save_model(booster, name="telco", features=fspec, metadata=meta)
+        registry.set_alias("telco", "champion", tag, reason="test")
+        save_reference_profile(train, booster.predict(X), tag, DS)
+        yield registry.load_model(tag)
+
+
+def write_log(model, *, drifted: bool, n: int = 600, drop: str | None = None, seed: int = 0):
+    """A fresh prediction log (one Parquet file) of ``n`` scored rows in the hour to UNTIL."""
+    settings = get_settings()
+    folder = settings.predictions_dir
+    assert "monitor-home" in str(folder)  # only ever clear our own temp dir
+    for old in folder.glob("*.parquet"):
+        old.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = telco_rows(n, rng, drifted).drop(DS.target)
+    scores = model.predict(to_matrix(build_features(rows, model.features)))
+    head = pl.DataFrame(
+        {
+            "request_id": [f"req-{seed}-{i}" for i in range(n)],
+            "entity_id": rows[DS.id_column],
+            "ts": pl.Series([UNTIL - timedelta(seconds=5 * (i + 1)) for i in range(n)], dtype=TS),
+            "model_tag": [model.tag] * n,
+            "score": scores,
+            "decision": scores >= 0.5,
+            "shadow_tag": pl.Series([None] * n, dtype=pl.String),
+            "shadow_score": pl.Series([None] * n, dtype=pl.Float64),
+            "latency_ms": rng.gamma(2.0, 3.0, n),
+        }
+    )
+    frame = pl.concat([head, rows], how="horizontal")
+    (frame.drop(drop) if drop else frame).write_parquet(folder / f"batch-{seed}.parquet")
+
+
+class FakeEmitter:
+    """Records what the flow would emit (same API as tasks.events)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, dict]] = []
+
+    def _rec(self, kind):
+        def emit(model_name: str, evidence: dict) -> str:
+            self.events.append((kind, model_name, evidence))
+            return f"fake-{len(self.events)}"
+
+        return emit
+
+    def __getattr__(self, name: str):
+        if name.startswith("emit_"):
+            return self._rec(name.removeprefix("emit_"))
+        raise AttributeError(name)
+
+
+def config(**drift) -> MonitorConfig:
+    d = {"hysteresis_windows": 1, "cooldown_minutes": 0, **drift}
+    return MonitorConfig(window_minutes=60, until=UNTIL, drift=DriftConfig(**d))
+
+
+@pytest.fixture(autouse=True)
+def fresh_state(champion):
+    get_settings().monitor_state.unlink(missing_ok=True)
+
+
+def test_drifted_window_reports_and_emits_drift(champion, prefect_harness):
+    write_log(champion, drifted=True)
+    fake = FakeEmitter()
+    report = monitor(config=config(), emitter=fake)
+    assert report["decision"]["action"] == "fire"
+    drifted = set(report["drift"]["drifted_features"])
+    assert {"tenure", "Contract", "MonthlyCharges"} <= drifted
+    assert report["drift"]["mode"] == "tests" and report["drift"]["prediction"]["drifted"]
+    # the HTML names the drifted features in its list
+    html = Path(report["report"]["html"]).read_text()
+    listed = html.split("id='drifted-features'>")[1].split("</ul>")[0]
+    assert all(f"<li>{f}</li>" in listed for f in drifted) and "gender" not in listed
+    on_disk = json.loads(Path(report["report"]["json"]).read_text())
+    assert on_disk["events"][0]["id"] == "fake-1"
+    # the event and its evidence
+    assert [(k, n) for k, n, _ in fake.events] == [("drift_detected", "telco")]
+    ev = fake.events[0][2]
+    assert ev["champion_tag"] == champion.tag and ev["score"] >= ev["threshold"] == 0.3
+    tenure = next(f for f in ev["drifted_features"] if f["feature"] == "tenure")
+    assert tenure["p_adjusted"] < 0.05 and tenure["wasserstein"] > 0.1 and tenure["method"] == "ks"
+    assert ev["window"]["rows"] == 600 and ev["window"]["until"] == UNTIL.isoformat()
+    assert Path(ev["reference_profile"]).exists() and Path(ev["current_profile"]).exists()
+    assert ev["report_html"] == report["report"]["html"] and "drift score" in ev["reason"]
+    assert _artifact_keys() >= {"monitor-telco", "monitor-telco-drift"}
+
+
+def test_in_distribution_window_stays_quiet(champion, prefect_harness):
+    write_log(champion, drifted=False, seed=3)
+    fake = FakeEmitter()
+    report = monitor(config=config(), emitter=fake)
+    assert fake.events == []
+    assert report["decision"]["action"] == "quiet" and report["drift"]["drifted_features"] == []
+    assert report["quality"]["ok"] and report["health"]["requests"] == 600
+    assert "No feature drifted" in Path(report["report"]["html"]).read_text()
+
+
+def test_schema_break_alerts_and_does_not_retrain(champion, prefect_harness):
+    write_log(champion, drifted=True, drop="Contract", seed=4)
+    fake = FakeEmitter()
+    report = monitor(config=config(), emitter=fake)
+    assert [k for k, _, _ in fake.events] == ["data_quality_failed"]
+    assert fake.events[0][2]["reason"].startswith("schema break")
+    assert report["drift"] is None and report["decision"]["action"] == "blocked"
+
+
+def test_hysteresis_then_event_reaches_prefect(champion, prefect_harness):
+    """Two drifting windows are needed; the second emits through tasks.events to Prefect."""
+    from tasks import events
+
+    write_log(champion, drifted=True, seed=5)
+    first = monitor(config=config(hysteresis_windows=2))
+    assert first["decision"]["action"] == "drifting" and first["events"] == []
+    second = monitor(config=config(hysteresis_windows=2))
+    assert second["decision"]["action"] == "fire"
+    (sent,) = second["events"]
+    assert sent["event"] == "drift_detected" and sent["id"]
+    assert events.wait_confirmed([sent["id"]], timeout_s=30)
+    stored = {r["id"]: r for r in events.sent_events()}[sent["id"]]
+    assert stored["event"] == events.DRIFT_DETECTED
+    assert stored["resource"]["prefect.resource.id"] == "driftloop.model.telco"
+    assert stored["payload"]["report_html"] == second["report"]["html"]
+
+
+def _artifact_keys() -> set[str]:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return {a.key for a in client.read_artifacts() if a.key}

@@ -1,0 +1,179 @@
+"""tasks.monitor: window, data quality, performance on feedback, health, evidence."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+
+from schemas import load_dataset
+from schemas.records import TS
+from tasks import monitor as m
+from tasks.drift import DriftConfig, DriftDecision
+from tasks.settings import get_settings
+
+UNTIL = datetime(2026, 3, 1, 12, tzinfo=UTC)
+DS = load_dataset("telco")
+
+
+def _inputs(n: int, rng: np.random.Generator) -> dict[str, object]:
+    cols: dict[str, object] = {}
+    for name in DS.column_names:
+        info = DS.columns[name]
+        if name == DS.target:
+            continue
+        if name == DS.id_column:
+            cols[name] = [f"C{i:06d}" for i in range(n)]
+        elif info.is_categorical:
+            cols[name] = rng.choice(list(info.categories), n)
+        elif info.dtype == pl.Int64:
+            cols[name] = rng.integers(0, 2 if name == "SeniorCitizen" else 72, n)
+        else:
+            cols[name] = rng.uniform(18, 118, n)
+    return cols
+
+
+def _log(n: int, seed: int = 0, minutes: float = 50) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    ts = [UNTIL - timedelta(minutes=minutes * (i + 1) / (n + 1)) for i in range(n)]
+    scores = rng.random(n)
+    head = pl.DataFrame(
+        {
+            "request_id": [f"r{seed}-{i}" for i in range(n)],
+            "entity_id": [f"C{i:06d}" for i in range(n)],
+            "ts": pl.Series(ts, dtype=TS),
+            "model_tag": ["telco:v1"] * n,
+            "score": scores,
+            "decision": scores >= 0.5,
+            "shadow_tag": pl.Series([None] * n, dtype=pl.String),
+            "shadow_score": pl.Series([None] * n, dtype=pl.Float64),
+            "latency_ms": rng.gamma(2.0, 5.0, n),
+        }
+    )
+    return pl.concat([head, pl.DataFrame(_inputs(n, rng))], how="horizontal")
+
+
+def _champion(**metrics) -> m.Champion:
+    return m.Champion("telco", "telco:v1", metrics, None, 0.5, None)
+
+
+def test_window_bounds_and_loading(home):
+    settings = get_settings()
+    settings.predictions_dir.mkdir(parents=True)
+    frame = _log(100)
+    frame.write_parquet(settings.predictions_dir / "a.parquet")
+    _log(10, seed=1, minutes=200).write_parquet(settings.predictions_dir / "b.parquet")
+    bounds = m.window_bounds(60, UNTIL)
+    assert bounds.since == UNTIL - timedelta(hours=1) and bounds.minutes == 60
+    window = m.load_window(bounds, settings)
+    assert window.height == 100 + 3  # the older file has 3 rows inside the last hour
+    assert window["ts"].max() < UNTIL
+
+
+def test_quality_of_a_clean_window():
+    q = m.check_quality(_log(300), DS, m.QualityConfig())
+    assert q.ok and not q.schema_break and q.issues == []
+    assert q.missing_share["tenure"] == 0.0 and q.violation_share["Contract"] == 0.0
+
+
+def test_quality_flags_missing_share_and_domain_violations():
+    frame = _log(200).with_columns(
+        pl.when(pl.int_range(200) < 100).then(None).otherwise(pl.col("tenure")).alias("tenure"),
+        pl.when(pl.int_range(200) < 30).then(pl.lit("Weekly")).otherwise(pl.col("Contract"))
+        .alias("Contract"),
+        pl.when(pl.int_range(200) < 20).then(-5.0).otherwise(pl.col("MonthlyCharges"))
+        .alias("MonthlyCharges"),
+    )  # fmt: skip
+    q = m.check_quality(frame, DS, m.QualityConfig(max_missing_share=0.2))
+    assert not q.ok and not q.schema_break
+    assert q.missing_share["tenure"] == pytest.approx(0.5)
+    assert q.violation_share["Contract"] == pytest.approx(0.15)
+    assert q.violation_share["MonthlyCharges"] == pytest.approx(0.10)
+    assert any("tenure" in i for i in q.issues) and any("Contract" in i for i in q.issues)
+
+
+def test_schema_break_missing_column_and_wrong_type():
+    frame = _log(50).drop("Contract").with_columns(pl.col("tenure").cast(pl.String))
+    q = m.check_quality(frame, DS, m.QualityConfig())
+    assert q.schema_break and not q.ok
+    assert q.missing_columns == ["Contract"] and "tenure" in q.type_mismatches
+
+
+def _labels(window: pl.DataFrame, flip: float, seed: int = 99) -> pl.DataFrame:
+    """Labels agreeing with the scores, with a share ``flip`` of them inverted."""
+    rng = np.random.default_rng(seed)
+    y = (window["score"].to_numpy() > rng.random(window.height)).astype(float)
+    y = np.where(rng.random(window.height) < flip, 1 - y, y)
+    return pl.DataFrame(
+        {
+            "request_id": window["request_id"],
+            "entity_id": pl.Series([None] * window.height, dtype=pl.String),
+            "label": y,
+            "ts": window["ts"],
+        }  # fmt: skip
+    )
+
+
+def test_performance_against_champion_test_metrics():
+    window = _log(400)
+    config = m.PerformanceConfig(min_labels=100, max_auc_drop=0.05)
+    champ = _champion(roc_auc=0.80, precision=0.6, recall=0.7)
+    good = m.compute_performance(window, _labels(window, 0.0), champ, config)
+    assert good.labelled == 400 and good.auc > 0.75 and not good.degraded
+    bad = m.compute_performance(window, _labels(window, 0.45), champ, config)
+    assert bad.degraded and bad.auc < 0.75 and "AUC" in bad.reason
+    few = m.compute_performance(window, _labels(window.head(50), 0.45), champ, config)
+    assert few.labelled == 50 and not few.degraded and "min_labels" in few.reason
+    none = m.compute_performance(window, _labels(window.head(0), 0.0), champ, config)
+    assert none.labelled == 0 and none.auc is None
+
+
+def test_health_rate_latency_errors():
+    window = _log(600).with_columns(
+        pl.when(pl.int_range(600) < 60).then(None).otherwise(pl.col("score")).alias("score")
+    )
+    h = m.compute_health(window, m.window_bounds(60, UNTIL), m.HealthConfig(max_error_rate=0.05))
+    assert h.requests == 600 and h.rate_per_min == pytest.approx(10.0)
+    assert h.latency_p50_ms < h.latency_p95_ms <= h.latency_p99_ms
+    assert h.error_rate == pytest.approx(0.1) and not h.ok
+    served = m.compute_health(_log(10), m.window_bounds(60, UNTIL), m.HealthConfig(),
+                              serving_errors=10)  # fmt: skip
+    assert served.error_rate == 0.5 and served.error_source == "serving error log"
+
+
+def test_importance_is_read_defensively():
+    assert m._importance({"feature_importance": {"a": 2, "b": 1}}) == {"a": 2.0, "b": 1.0}
+    assert m._importance({"feature_importance": [["a", 1]]}) == {"a": 1.0}
+    assert m._importance({"feature_importance": {"gain": {"a": 3}}}) == {"a": 3.0}
+    assert m._importance({}) is None and m._importance({"importance": "x"}) is None
+
+
+def test_quality_failure_blocks_the_drift_decision(home):
+    q = m.check_quality(_log(50).drop("Contract"), DS, m.QualityConfig())
+    perf = m.Performance(0, None, None, None, None, None, None, False, "")
+    due = m.decide_window(None, q, perf, _champion(), DriftConfig(), UNTIL)
+    assert due["decision"].action == "blocked" and not due["drift_fire"]
+
+    class Fake:
+        calls: list = []
+
+        def emit_data_quality_failed(self, name, evidence):
+            self.calls.append((name, evidence))
+            return "id-1"
+
+    report = m.build_report(model_name="telco", champion_tag="telco:v1", drift=None,
+                            decision=due["decision"], quality=q,
+                            report={"json": "r.json", "html": "r.html"})  # fmt: skip
+    sent = m.emit_events(report, due, q, Fake())
+    assert [e["event"] for e in sent] == ["data_quality_failed"]
+    name, ev = Fake.calls[0]
+    assert name == "telco" and ev["reason"].startswith("schema break")
+    assert ev["report_html"] == "r.html" and "missing column Contract" in ev["quality_issues"]
+
+
+def test_build_report_is_plain_json():
+    decision = DriftDecision("quiet", False, 0, 2, "x")
+    rep = m.build_report(a=np.float64(1.5), b=float("nan"), when=UNTIL, d=decision)
+    assert rep == {"a": 1.5, "b": None, "when": UNTIL.isoformat(), "d": decision.to_dict()}

@@ -64,12 +64,23 @@ def feature_exprs(spec: FeatureSpec) -> list[pl.Expr]:
     return exprs
 
 
+_EXPRS: dict[int, tuple[FeatureSpec, list[pl.Expr]]] = {}
+
+
+def _cached_exprs(spec: FeatureSpec) -> list[pl.Expr]:
+    # Building the expressions costs more than running them on a one-row request (serving).
+    hit = _EXPRS.get(id(spec))
+    if hit is None or hit[0] is not spec:
+        hit = _EXPRS[id(spec)] = (spec, feature_exprs(spec))
+    return hit[1]
+
+
 def build_features(frame: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:
     """Select and encode the feature columns of ``frame`` (extra columns are ignored)."""
     missing = [c for c in spec.columns if c not in frame.columns]
     if missing:
         raise ValueError(f"feature columns missing from input: {', '.join(missing)}")
-    return frame.select(feature_exprs(spec))
+    return frame.select(_cached_exprs(spec))
 
 
 def to_matrix(features: pl.DataFrame) -> np.ndarray:

@@ -1,0 +1,226 @@
+"""The serving runtime: the models in use, the watcher that swaps them, and the logs.
+
+Each worker process watches the alias index itself (an HTTP call reaches one worker only).
+A candidate is checked before it is used: its files against the sha256 recorded at save time,
+then a prediction in a subprocess with a timeout (a corrupted LightGBM file can abort the
+process that loads it), then loaded here. The swap is one attribute assignment of an immutable
+:class:`Models`, so a request in flight keeps the models it started with. A failed load keeps
+the old model and is counted.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from bentos.metrics import ServingMetrics, observe_scores
+from tasks import registry
+from tasks.predlog import BufferedLog, ScoredBatch, prediction_frame
+from tasks.registry import CHALLENGER, CHAMPION, LoadedModel
+from tasks.scoring import score_frame
+from tasks.settings import Settings
+
+log = logging.getLogger("driftloop.serving")
+
+WATCH_SECONDS = 0.5
+PROBE_TIMEOUT_SECONDS = 60.0
+
+_PROBE = """
+import sys, json, lightgbm as lgb, numpy as np
+b = lgb.Booster(model_file=sys.argv[1])
+x = np.full((1, b.num_feature()), np.nan)
+print(json.dumps([float(v) for v in np.ravel(b.predict(x, num_threads=1))]))
+"""
+
+
+@dataclass(frozen=True)
+class Models:
+    champion: LoadedModel | None
+    challenger: LoadedModel | None
+
+
+def probe_model(path: Path, timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
+    """Load and predict with the model in a child process; raise if it crashes or hangs."""
+    registry.verify_files(path)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _PROBE, str(path / registry.MODEL_FILE)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        raise registry.CorruptModelError(f"{path}: model probe hung for {timeout:.0f}s") from None
+    scores = json.loads(done.stdout or "null") if done.returncode == 0 else None
+    if not scores or not all(np.isfinite(scores)):
+        raise registry.CorruptModelError(
+            f"{path}: model probe failed (exit {done.returncode}): {done.stderr[-300:]}"
+        )
+
+
+def load_stored(stored) -> LoadedModel:
+    """A model straight from a BentoML store entry (e.g. the one a built bento packs)."""
+    import lightgbm as lgb
+
+    from tasks.features import FeatureSpec
+
+    path = Path(stored.path)
+    probe_model(path)
+    booster = lgb.Booster(model_file=str(path / registry.MODEL_FILE))
+    features = FeatureSpec.from_dict(json.loads((path / registry.FEATURES_FILE).read_text()))
+    return LoadedModel(str(stored.tag), booster, features, dict(stored.info.metadata), path)
+
+
+def load_checked(tag: str, settings: Settings) -> LoadedModel:
+    """A stored model, loaded only after its checksum and a subprocess probe pass."""
+    probe_model(registry.model_path(tag, settings))
+    return registry.load_model(tag, settings)
+
+
+class ModelWatcher:
+    """Holds the current :class:`Models`; reloads them when the alias index changes."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        metrics: ServingMetrics,
+        loader: Callable[[str, Settings], LoadedModel] = load_checked,
+        poll_seconds: float = WATCH_SECONDS,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.metrics = metrics
+        self.loader = loader
+        self.poll_seconds = poll_seconds
+        self.models = Models(None, None)
+        self._signature: tuple | None = None
+        self._failed: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _index_signature(self) -> tuple | None:
+        try:
+            st = self.settings.alias_index.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def check(self, force: bool = False) -> Models:
+        """Reload whichever alias moved since the last check; return the models in use."""
+        with self._lock:
+            signature = self._index_signature()
+            if signature == self._signature and not force:
+                return self.models
+            self._signature = signature
+            aliases = registry.read_index(self.settings).get(self.name, {}).get("aliases", {})
+            current = self.models
+            champion = self._maybe_load(CHAMPION, aliases.get(CHAMPION), current.champion)
+            challenger = self._maybe_load(CHALLENGER, aliases.get(CHALLENGER), current.challenger)
+            if champion is not None and challenger is not None and challenger.tag == champion.tag:
+                challenger = None
+            self.models = Models(champion, challenger)
+            return self.models
+
+    def _maybe_load(
+        self, alias: str, tag: str | None, current: LoadedModel | None
+    ) -> LoadedModel | None:
+        if tag is None:
+            # a champion alias never disappears by itself: keep serving what we have
+            return current if alias == CHAMPION else None
+        if current is not None and current.tag == tag:
+            return current
+        if tag in self._failed:
+            return current
+        try:
+            model = self.loader(tag, self.settings)
+        except Exception as exc:
+            self._failed.add(tag)
+            self.metrics.swaps.labels(alias=alias, outcome="failed").inc()
+            log.error("not switching %s to %s: %s (keeping %s)", alias, tag, exc, _tag(current))
+            return current
+        self.metrics.swaps.labels(alias=alias, outcome="loaded").inc()
+        log.info("%s: %s -> %s", alias, _tag(current), tag)
+        return model
+
+    def start(self) -> ModelWatcher:
+        self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                self.check()
+            except Exception:
+                log.exception("alias index check failed; keeping the current models")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+def _tag(model: LoadedModel | None) -> str | None:
+    return model.tag if model is not None else None
+
+
+def prediction_log(settings: Settings, metrics: ServingMetrics, **kwargs) -> BufferedLog:
+    """The prediction log: entries are ``(ScoredBatch, challenger)``; shadow-scored at flush."""
+
+    def to_frame(entries: list[tuple[ScoredBatch, LoadedModel | None]]) -> pl.DataFrame:
+        batches: list[ScoredBatch] = []
+        for _, run in itertools.groupby(entries, key=lambda e: id(e[1])):
+            group = list(run)
+            batches += _with_shadow([b for b, _ in group], group[0][1])
+        return pl.concat([prediction_frame(b) for b in batches], how="vertical_relaxed")
+
+    def on_flush(frame: pl.DataFrame) -> None:
+        for (tag,), part in frame.group_by(["model_tag"]):
+            observe_scores(metrics.scores, str(tag), part["score"].to_numpy())
+
+    return BufferedLog(
+        settings.predictions_dir, to_frame, prefix="predictions", on_flush=on_flush, **kwargs
+    ).start()
+
+
+def _with_shadow(batches: list[ScoredBatch], challenger: LoadedModel | None) -> list[ScoredBatch]:
+    """Score many requests' inputs with the challenger at once, then split the scores back."""
+    if challenger is None or not batches:
+        return batches
+    inputs = pl.concat([b.inputs for b in batches], how="vertical_relaxed")
+    shadow = score_frame(inputs, challenger).scores
+    bounds = np.cumsum([0] + [len(b) for b in batches])
+    return [
+        replace(b, shadow_tag=challenger.tag, shadow_scores=shadow[lo:hi])
+        for b, lo, hi in zip(batches, bounds[:-1], bounds[1:], strict=True)
+    ]
+
+
+def feedback_log(settings: Settings, **kwargs) -> BufferedLog:
+    """The feedback log: entries are feedback frames (already typed and validated)."""
+    return BufferedLog(
+        settings.feedback_dir,
+        lambda frames: pl.concat(frames, how="vertical_relaxed"),
+        prefix="feedback",
+        **kwargs,
+    ).start()
+
+
+def env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default

@@ -1,0 +1,197 @@
+"""The driftloop service: the champion scores requests, the challenger shadows, both are logged.
+
+The dataset comes from ``DRIFTLOOP_DATASET`` (default ``telco``); state from ``DRIFTLOOP_HOME``.
+The model is named at class scope (so ``bentoml build`` packs the champion) and the
+alias-resolved champion is loaded in ``__init__``; a watcher thread in every worker swaps it
+when the alias index moves. Requests are validated by models generated from the dataset's
+contract; the prediction log is written off the request path (``tasks.predlog``).
+"""
+
+import hmac
+import logging
+import os
+import time
+from typing import Annotated
+
+import bentoml
+import orjson
+from pydantic import Field
+from starlette.responses import JSONResponse, Response
+
+from bentos.metrics import serving_metrics
+from bentos.middleware import MAX_BODY_BYTES, GuardMiddleware
+from bentos.runtime import (
+    ModelWatcher,
+    env_float,
+    feedback_log,
+    load_stored,
+    prediction_log,
+)
+from schemas import load_dataset
+from schemas.requests import (
+    MAX_BATCH_RECORDS,
+    MAX_FEEDBACK,
+    MAX_RECORDS,
+    FeedbackItem,
+    FeedbackResponse,
+    Prediction,
+    PredictResponse,
+    label_values,
+    records_to_frame,
+    records_type,
+    request_models,
+)
+from tasks import registry
+from tasks.predlog import ScoredBatch, feedback_frame
+from tasks.scoring import score_inputs
+from tasks.settings import get_settings
+
+log = logging.getLogger("driftloop.serving")
+
+DATASET = load_dataset(os.environ.get("DRIFTLOOP_DATASET", "telco"))
+REQUESTS = request_models(DATASET)
+Records = records_type(REQUESTS, int(os.environ.get("DRIFTLOOP_MAX_RECORDS", MAX_RECORDS)))
+BatchRecords = records_type(REQUESTS, MAX_BATCH_RECORDS)
+FeedbackItems = Annotated[list[FeedbackItem], Field(min_length=1, max_length=MAX_FEEDBACK)]
+
+
+def _class_scope_tag(name: str) -> str:
+    """The champion's tag when the alias index names one (what ``bentoml build`` packs)."""
+    try:
+        return registry.get_alias(name, registry.CHAMPION) or f"{name}:latest"
+    except (OSError, ValueError):
+        return f"{name}:latest"
+
+
+@bentoml.service(
+    name="driftloop",
+    workers=int(os.environ.get("DRIFTLOOP_SERVE_WORKERS", "1")),
+    http={"host": "127.0.0.1", "port": 3000},
+    traffic={"timeout": 60},
+    logging={"access": {"enabled": os.environ.get("DRIFTLOOP_ACCESS_LOG", "0") == "1"}},
+)
+class Driftloop:
+    model = bentoml.models.BentoModel(_class_scope_tag(DATASET.name))
+
+    def __init__(self) -> None:
+        settings = get_settings()
+        self.metrics = serving_metrics()
+        self.watcher = ModelWatcher(DATASET.name, settings, self.metrics)
+        if self.watcher.check(force=True).champion is None:
+            self._load_packed_model()
+        self.watcher.start()
+        flush = env_float("DRIFTLOOP_PREDLOG_FLUSH_SECONDS", 2.0)
+        self.prediction_log = prediction_log(settings, self.metrics, flush_seconds=flush)
+        self.feedback_log = feedback_log(settings, flush_seconds=flush)
+        self.admin_token = settings.admin_token
+
+    def _load_packed_model(self) -> None:
+        # No champion in this home's alias index: a built bento serves the model it packs.
+        if type(self).model.stored is None:
+            log.warning("no %s champion yet: not ready until one is promoted", DATASET.name)
+            return
+        self.watcher.models = self.watcher.models.__class__(load_stored(self.model), None)
+
+    def __is_ready__(self) -> bool:
+        return self.watcher.models.champion is not None
+
+    @bentoml.on_shutdown
+    def _shutdown(self) -> None:
+        self.watcher.stop()
+        self.prediction_log.close()  # nothing lost on a clean stop
+        self.feedback_log.close()
+
+    def _score(self, frame, started: float) -> ScoredBatch | None:
+        models = self.watcher.models  # one read: a swap mid-request cannot mix models
+        if models.champion is None:
+            return None
+        batch = score_inputs(frame, models.champion, DATASET.id_column, started)
+        self.prediction_log.append((batch, models.challenger), len(batch))
+        self.metrics.predictions.labels(model_tag=batch.model_tag).inc(len(batch))
+        return batch
+
+    @bentoml.api(route="/predict")
+    async def predict(self, records: Records) -> PredictResponse:
+        """Score one or many records with the champion."""
+        batch = self._score(records.frame, time.perf_counter())
+        if batch is None:
+            return _no_model()
+        tag = batch.model_tag
+        return Response(
+            orjson.dumps({"model_tag": tag, "predictions": _predictions(batch)}),
+            media_type="application/json",
+        )
+
+    @bentoml.api(
+        route="/predict_batch",
+        batchable=True,
+        max_batch_size=MAX_BATCH_RECORDS,
+        max_latency_ms=int(env_float("DRIFTLOOP_BATCH_MAX_LATENCY_MS", 10_000)),
+    )
+    async def predict_batch(self, records: BatchRecords) -> list[Prediction]:
+        """Large batches; concurrent calls are merged by BentoML's adaptive batching."""
+        batch = self._score(records_to_frame(records, REQUESTS), time.perf_counter())
+        if batch is None:
+            raise bentoml.exceptions.ServiceUnavailable(f"no {DATASET.name} champion model yet")
+        return _predictions(batch)
+
+    @bentoml.api(route="/feedback")
+    async def feedback(self, feedback: FeedbackItems) -> FeedbackResponse:
+        """Delayed ground truth, keyed by the prediction's request_id or the entity id."""
+        labels = label_values(feedback, REQUESTS)
+        frame = feedback_frame(
+            [f.request_id for f in feedback], [f.entity_id for f in feedback], labels,
+            [f.ts for f in feedback],
+        )  # fmt: skip
+        self.feedback_log.append(frame, frame.height)
+        for item in feedback:
+            key = "request_id" if item.request_id is not None else "entity_id"
+            self.metrics.feedback.labels(key=key).inc()
+        return FeedbackResponse(accepted=frame.height)
+
+    @bentoml.api(route="/models")
+    async def models(self) -> dict:
+        """The models in use by the worker that answers."""
+        m = self.watcher.models
+        return {
+            "dataset": DATASET.name,
+            "champion": m.champion.tag if m.champion else None,
+            "challenger": m.challenger.tag if m.challenger else None,
+            "threshold": m.champion.threshold if m.champion else None,
+        }
+
+    @bentoml.api(route="/admin/reload")
+    def admin_reload(self, ctx: bentoml.Context) -> dict:
+        """Re-read the alias index now (needs ``Authorization: Bearer $DRIFTLOOP_ADMIN_TOKEN``).
+
+        Each worker also does this by itself every half second; this only makes it immediate
+        for the worker that answers.
+        """
+        if not self.admin_token:
+            return JSONResponse({"error": "admin endpoints are off: no admin token"}, 403)
+        given = ctx.request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), self.admin_token.encode()):
+            return JSONResponse({"error": "missing or wrong admin token"}, 401)
+        m = self.watcher.check(force=True)
+        return {"champion": m.champion.tag if m.champion else None,
+                "challenger": m.challenger.tag if m.challenger else None}  # fmt: skip
+
+
+Driftloop.add_asgi_middleware(
+    GuardMiddleware,
+    max_body_bytes=int(os.environ.get("DRIFTLOOP_MAX_BODY_BYTES", MAX_BODY_BYTES)),
+)
+
+
+def _predictions(batch: ScoredBatch) -> list[dict]:
+    tag = batch.model_tag
+    ids = batch.entity_ids if batch.entity_ids is not None else [None] * len(batch)
+    decisions = batch.decisions.tolist() if batch.decisions is not None else [None] * len(batch)
+    return [
+        {"request_id": r, "id": i, "score": s, "decision": d, "model_tag": tag}
+        for r, i, s, d in zip(batch.request_ids, ids, batch.scores.tolist(), decisions, strict=True)
+    ]
+
+
+def _no_model() -> Response:
+    return JSONResponse({"error": f"no {DATASET.name} champion model yet"}, status_code=503)

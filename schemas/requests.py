@@ -1,0 +1,307 @@
+"""Serving request and response models, generated from a dataset's pandera contract.
+
+The request model is derived from the same ``DataFrameModel`` ingestion validates with, so
+the two cannot drift apart: each column becomes a pydantic field of the contract's type, with
+its nullability, allowed values (``isin`` -> ``Literal``), range (``ge``/``le``/``gt``/``lt``),
+pattern (``str_matches``) and length (``str_length``). Numbers are strict (``"5"`` is not a
+number) and finite. Checks pydantic cannot express (dataframe-level checks such as
+``total_charges_missing_only_when_new``, and column checks without a translation) are run on
+the typed frame by :func:`frame_errors`, and reported in pydantic's error format.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import polars as pl
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    create_model,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from schemas.base import DatasetSpec
+
+MAX_STRING = 1024  # no contract string needs more; a 10 MB string is refused early
+MAX_RECORDS = 1_000  # records per /predict call
+MAX_BATCH_RECORDS = 10_000  # records per /predict_batch call
+MAX_FEEDBACK = 10_000
+
+_BOUNDS = {
+    "greater_than_or_equal_to": ("ge", "min_value"),
+    "less_than_or_equal_to": ("le", "max_value"),
+    "greater_than": ("gt", "min_value"),
+    "less_than": ("lt", "max_value"),
+}
+
+
+@dataclass(frozen=True)
+class RequestModels:
+    """Everything the service needs to accept records of one dataset."""
+
+    dataset: DatasetSpec
+    record: type[BaseModel]
+    input_columns: tuple[str, ...]
+    polars_schema: dict[str, pl.DataType]
+    frame_checks: tuple[Any, ...]  # (column or None, pandera Check) pydantic cannot express
+    labels: dict[str, float]  # target class -> numeric label (binary tasks)
+
+
+def _base_type(dtype: pl.DataType) -> Any:
+    if dtype.is_integer():
+        return int
+    if dtype.is_float():
+        return float
+    if dtype == pl.Boolean:
+        return bool
+    if isinstance(dtype, pl.Datetime):
+        return dt.datetime
+    if dtype == pl.Date:
+        return dt.date
+    return str
+
+
+def _one_of(allowed: tuple[Any, ...]) -> Any:
+    expected = " or ".join(repr(v) for v in allowed)
+
+    def check(value: Any) -> Any:
+        if value not in allowed:
+            raise PydanticCustomError("literal_error", f"Input should be {expected}")
+        return value
+
+    return check
+
+
+def _field(name: str, column: Any) -> tuple[Any, Any, list[Any]]:
+    """(annotation, default, untranslated checks) for one pandera column."""
+    dtype = column.dtype.type if hasattr(column.dtype, "type") else column.dtype
+    base = _base_type(dtype)
+    kwargs: dict[str, Any] = {}
+    literal: tuple[Any, ...] | None = None
+    untranslated: list[Any] = []
+    for check in column.checks:
+        stats = check.statistics or {}
+        if check.name == "isin":
+            literal = tuple(stats["allowed_values"])
+        elif check.name in _BOUNDS:
+            key, stat = _BOUNDS[check.name]
+            kwargs[key] = stats[stat]
+        elif check.name == "in_range":
+            kwargs["ge" if stats.get("include_min", True) else "gt"] = stats["min_value"]
+            kwargs["le" if stats.get("include_max", True) else "lt"] = stats["max_value"]
+        elif check.name == "str_matches" and base is str:
+            kwargs["pattern"] = stats["pattern"]
+        elif check.name == "str_length" and base is str:
+            if stats.get("min_value") is not None:
+                kwargs["min_length"] = stats["min_value"]
+            if stats.get("max_value") is not None:
+                kwargs["max_length"] = stats["max_value"]
+        else:
+            untranslated.append(check)
+    if literal is not None and base is str:
+        annotation: Any = Literal[literal]  # type: ignore[valid-type]
+    elif literal is not None:  # a Literal would take True for 1: keep the type strict
+        annotation = Annotated[base, Field(strict=True), AfterValidator(_one_of(literal))]
+    elif base is str:
+        kwargs.setdefault("max_length", MAX_STRING)
+        pattern = kwargs.pop("pattern", None)
+        annotation = Annotated[str, StringConstraints(pattern=pattern, strict=True)]
+    elif base is float:
+        annotation = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+    elif base in (int, bool):
+        annotation = Annotated[base, Field(strict=True)]
+    else:
+        annotation = base
+    default: Any = ...
+    if column.nullable:
+        annotation, default = annotation | None, None
+    return annotation, Field(default, **kwargs), untranslated
+
+
+_CACHE: dict[tuple[str, str], RequestModels] = {}
+
+
+def request_models(dataset: DatasetSpec) -> RequestModels:
+    """The (cached) request models of ``dataset``."""
+    key = (dataset.name, dataset.schema_hash)
+    if key not in _CACHE:
+        _CACHE[key] = _build(dataset)
+    return _CACHE[key]
+
+
+def _build(dataset: DatasetSpec) -> RequestModels:
+    """Build the record model and collect the checks pydantic cannot express."""
+    schema = dataset.schema
+    fields: dict[str, Any] = {}
+    frame_checks: list[Any] = [(None, c) for c in schema.checks]
+    columns = [c for c in dataset.columns if c != dataset.target]
+    for name in columns:
+        annotation, field, untranslated = _field(name, schema.columns[name])
+        fields[name] = (annotation, field)
+        frame_checks += [(name, c) for c in untranslated]
+    extra = "forbid" if dataset.extra_columns == "reject" else "ignore"
+    record = create_model(
+        f"{dataset.name.title().replace('_', '')}Record",
+        __config__=ConfigDict(extra=extra, title=f"{dataset.name} record"),
+        **fields,
+    )
+    labels: dict[str, float] = {}
+    target = dataset.columns.get(dataset.target)
+    if dataset.task == "binary" and target is not None and target.categories:
+        labels = {c: float(str(c) == str(dataset.positive_class)) for c in target.categories}
+    return RequestModels(
+        dataset=dataset,
+        record=record,
+        input_columns=tuple(columns),
+        polars_schema={c: dataset.columns[c].dtype for c in columns},
+        frame_checks=tuple(frame_checks),
+        labels=labels,
+    )
+
+
+def records_to_frame(records: list[BaseModel], models: RequestModels) -> pl.DataFrame:
+    """Validated records -> a frame typed as the contract types it (one column per input)."""
+    rows = [r.__dict__ for r in records]
+    data = {c: [row[c] for row in rows] for c in models.input_columns}
+    return pl.DataFrame(data, schema=models.polars_schema)
+
+
+def frame_errors(frame: pl.DataFrame, models: RequestModels, loc: str = "records") -> list[dict]:
+    """Errors (pydantic's shape) for the contract checks pydantic cannot express."""
+    from pandera.api.polars.types import PolarsData
+
+    errors: list[dict] = []
+    lazy = frame.lazy()
+    for column, check in models.frame_checks:
+        result = check._check_fn(PolarsData(lazy, column or "*")).collect()
+        ok = result.select(pl.all_horizontal(pl.all().fill_null(False))).to_series()
+        where = f"column {column!r}" if column else f"columns {', '.join(result.columns)}"
+        for i in (~ok).arg_true().to_list():
+            errors.append(
+                {
+                    "type": check.name,
+                    "loc": (loc, i) if column is None else (loc, i, column),
+                    "msg": f"record violates the contract rule {check.name!r} on {where}",
+                }
+            )
+    return errors
+
+
+class RecordList(list):
+    """Validated records that carry their contract-typed frame (built once, during parsing)."""
+
+    frame: pl.DataFrame
+
+
+def _frame_validator(models: RequestModels, loc: str) -> Any:
+    def check(records: list[BaseModel]) -> RecordList:
+        out = RecordList(records)
+        out.frame = records_to_frame(records, models)
+        errors = frame_errors(out.frame, models, loc)
+        if errors:
+            first = errors[0]
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            where = ".".join(str(p) for p in first["loc"][1:])
+            raise PydanticCustomError(str(first["type"]), f"{loc}[{where}]: {first['msg']}{more}")
+        return out
+
+    return check
+
+
+def records_type(models: RequestModels, max_records: int, loc: str = "records") -> Any:
+    """The request's list of records: 1..max_records, each the record model, whole-checked."""
+    return Annotated[
+        list[models.record],  # type: ignore[name-defined]
+        Field(min_length=1, max_length=max_records),
+        AfterValidator(_frame_validator(models, loc)),
+    ]
+
+
+def raise_errors(errors: list[dict], title: str = "Input") -> None:
+    """Raise ``errors`` as a pydantic ``ValidationError`` (BentoML turns it into a 400)."""
+    if not errors:
+        return
+    details = [
+        InitErrorDetails(
+            type=PydanticCustomError(str(e["type"]), str(e["msg"])),
+            loc=tuple(e["loc"]),
+            input=e.get("input"),
+        )
+        for e in errors
+    ]
+    raise ValidationError.from_exception_data(title, details)
+
+
+# --- responses and feedback (the same for every dataset) ---------------------------------
+
+
+class Prediction(BaseModel):
+    """One scored record: the champion's output, never the shadow challenger's."""
+
+    request_id: str
+    id: str | None = Field(None, description="The record's entity id (the dataset's id column).")
+    score: float
+    decision: bool | None = Field(None, description="score >= the model's threshold.")
+    model_tag: str
+
+
+class PredictResponse(BaseModel):
+    model_tag: str
+    predictions: list[Prediction]
+
+
+_Key = Annotated[str, StringConstraints(min_length=1, max_length=256, strict=True)]
+
+
+class FeedbackItem(BaseModel):
+    """A delayed ground-truth label for a prediction (``request_id``) or an entity."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: _Key | None = None
+    entity_id: _Key | None = None
+    label: Annotated[float, Field(allow_inf_nan=False)] | _Key
+    ts: dt.datetime | None = Field(None, description="When the outcome was observed (UTC).")
+
+    @model_validator(mode="after")
+    def _has_key(self) -> FeedbackItem:
+        if self.request_id is None and self.entity_id is None:
+            raise ValueError("feedback needs a request_id or an entity_id")
+        return self
+
+
+class FeedbackResponse(BaseModel):
+    accepted: int
+
+
+def label_values(items: list[FeedbackItem], models: RequestModels) -> list[float]:
+    """Numeric labels (1/0 for binary: the positive class or 1 is 1); errors name the item."""
+    errors: list[dict] = []
+    out: list[float] = []
+    binary = models.dataset.task == "binary"
+    for i, item in enumerate(items):
+        value = item.label
+        if isinstance(value, str):
+            if value not in models.labels:
+                allowed = ", ".join(repr(k) for k in models.labels) or "a number"
+                errors.append(_label_error(i, f"unknown label {value!r}; expected {allowed}"))
+                continue
+            value = models.labels[value]
+        elif binary and value not in (0.0, 1.0):
+            errors.append(_label_error(i, f"binary label must be 0 or 1, got {value}"))
+            continue
+        out.append(float(value))
+    raise_errors(errors)
+    return out
+
+
+def _label_error(i: int, msg: str) -> dict:
+    return {"type": "label", "loc": ("feedback", i, "label"), "msg": msg}

@@ -1,0 +1,259 @@
+"""Scoring: the one code path from validated records to scores, online and in batch.
+
+The service (``bentos/service.py``) and batch scoring (``driftloop score``, ``flows/score.py``)
+both validate with the request model generated from the contract (``schemas.requests``), both
+build features with ``tasks.features`` and both call :func:`score_inputs`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from pydantic import TypeAdapter, ValidationError
+
+from schemas.base import DatasetSpec
+from schemas.requests import RequestModels, frame_errors, records_to_frame, request_models
+from tasks.features import build_features, to_matrix
+from tasks.predlog import ScoredBatch, prediction_frame
+from tasks.registry import LoadedModel
+from tasks.settings import Settings, get_settings
+
+READ_CHUNK = 50_000  # rows validated at once in batch scoring (bounds memory)
+
+
+@dataclass(frozen=True)
+class Scores:
+    scores: np.ndarray
+    decisions: np.ndarray | None
+
+
+def score_frame(frame: pl.DataFrame, model: LoadedModel) -> Scores:
+    """Scores (and decisions at the model's threshold) for contract-typed rows."""
+    matrix = to_matrix(build_features(frame, model.features))
+    scores = np.asarray(model.predict(matrix), dtype=np.float64).reshape(-1)
+    if model.metadata.get("task", "binary") == "regression":
+        return Scores(scores, None)
+    return Scores(scores, scores >= model.threshold)
+
+
+def score_inputs(
+    inputs: pl.DataFrame,
+    model: LoadedModel,
+    id_column: str | None,
+    started: float | None = None,
+) -> ScoredBatch:
+    """Score validated inputs; the result is both the response and the log entry."""
+    started = time.perf_counter() if started is None else started
+    out = score_frame(inputs, model)
+    base = uuid.uuid4().hex
+    n = inputs.height
+    entity = inputs[id_column].cast(pl.String).to_list() if id_column in inputs.columns else None
+    return ScoredBatch(
+        inputs=inputs,
+        request_ids=[f"{base}-{i}" for i in range(n)],
+        entity_ids=entity,
+        ts=datetime.now(UTC),
+        model_tag=model.tag,
+        scores=out.scores,
+        decisions=out.decisions,
+        latency_ms=(time.perf_counter() - started) * 1e3,
+    )
+
+
+def with_shadow(batch: ScoredBatch, challenger: LoadedModel | None) -> ScoredBatch:
+    """The batch with the challenger's scores beside the champion's (nothing if no challenger)."""
+    if challenger is None:
+        return batch
+    shadow = score_frame(batch.inputs, challenger)
+    return ScoredBatch(
+        **{**batch.__dict__, "shadow_tag": challenger.tag, "shadow_scores": shadow.scores}
+    )
+
+
+# --- batch scoring of files ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ValidatedRows:
+    valid: pl.DataFrame  # contract-typed input columns of the rows that passed
+    errors: pl.DataFrame  # row, column, check, message of the rows that did not
+
+
+def _parse(col: str, dtype: pl.DataType) -> pl.Expr:
+    text = pl.col(col)
+    if dtype == pl.String:
+        return text
+    if dtype.is_integer():  # "3.0" is an integer written as a float: accept it when exact
+        as_float = text.cast(pl.Float64, strict=False)
+        exact = as_float.is_finite() & (as_float == as_float.round(0))
+        return pl.when(exact).then(as_float).cast(dtype, strict=False)
+    if dtype.is_float():  # NaN / inf are left for validation to refuse by name
+        return text.cast(dtype, strict=False)
+    return text.cast(dtype, strict=False)
+
+
+def _typed(
+    raw: pl.DataFrame, dataset: DatasetSpec, models: RequestModels
+) -> tuple[pl.DataFrame, list[dict]]:
+    """Text cells -> contract types (null markers -> null); unparsable cells are errors."""
+    missing = [c for c in models.input_columns if c not in raw.columns]
+    present = raw.with_columns([pl.lit(None, pl.String).alias(c) for c in missing])
+    cleaned = present.select(
+        pl.when(pl.col(c).cast(pl.String).str.strip_chars().is_in(list(dataset.null_markers)))
+        .then(None)
+        .otherwise(pl.col(c).cast(pl.String).str.strip_chars())
+        .alias(c)
+        if raw.schema.get(c, pl.String) == pl.String
+        else pl.col(c)
+        for c in models.input_columns
+    )
+    typed = cleaned.select(
+        (_parse(c, dtype) if cleaned.schema[c] == pl.String else pl.col(c).cast(dtype)).alias(c)
+        for c, dtype in models.polars_schema.items()
+    )
+    errors = []
+    for c, dtype in models.polars_schema.items():
+        bad = (cleaned[c].is_not_null() & typed[c].is_null()).arg_true().to_list()
+        for i in bad:
+            errors.append(
+                {"row": i, "column": c, "check": "type", "message": f"not a valid {dtype}"}
+            )
+    return typed, errors
+
+
+def validate_rows(raw: pl.DataFrame, dataset: DatasetSpec) -> ValidatedRows:
+    """Validate rows exactly as the service validates a request; split good from bad."""
+    models = request_models(dataset)
+    extra = [c for c in raw.columns if c not in models.input_columns and c != dataset.target]
+    if extra and dataset.extra_columns == "reject":
+        raise ValueError(f"columns not in the {dataset.name} contract: {', '.join(extra)}")
+    typed, errors = _typed(raw, dataset, models)
+    unparsable = {e["row"] for e in errors}
+    adapter = TypeAdapter(models.record)
+    good: list[int] = []
+    records = []
+    for i, row in enumerate(typed.to_dicts()):
+        if i in unparsable:
+            continue
+        row = {k: v for k, v in row.items() if v is not None}  # absent, as in a request
+        try:
+            records.append(adapter.validate_python(row))
+            good.append(i)
+        except ValidationError as exc:
+            for e in exc.errors(include_url=False):
+                col = ".".join(str(p) for p in e["loc"]) or None
+                errors.append({"row": i, "column": col, "check": e["type"], "message": e["msg"]})
+    valid = (
+        records_to_frame(records, models) if records else pl.DataFrame(schema=models.polars_schema)
+    )
+    for e in frame_errors(valid, models):
+        errors.append(
+            {"row": good[e["loc"][1]], "column": None, "check": e["type"], "message": e["msg"]}
+        )
+    bad_rows = {e["row"] for e in errors}
+    keep = [j for j, i in enumerate(good) if i not in bad_rows]
+    schema = {"row": pl.Int64, "column": pl.String, "check": pl.String, "message": pl.String}
+    return ValidatedRows(valid[keep], pl.DataFrame(errors, schema=schema, orient="row"))
+
+
+def read_input(path: Path) -> pl.DataFrame:
+    """A CSV (every cell as text) or Parquet file to score."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return pl.read_parquet(path)
+    return pl.read_csv(path, infer_schema=False)
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    model_tag: str
+    rows: int
+    scored: int
+    rejected: int
+    out: Path
+    rejects: Path | None
+    shadow_tag: str | None
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in self.__dict__.items()}
+
+
+def score_table(
+    raw: pl.DataFrame,
+    dataset: DatasetSpec,
+    model: LoadedModel,
+    challenger: LoadedModel | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(prediction-log shaped scores of the valid rows, errors of the invalid rows)."""
+    started = time.perf_counter()
+    checked = validate_rows(raw, dataset)
+    batch = with_shadow(score_inputs(checked.valid, model, dataset.id_column, started), challenger)
+    return prediction_frame(batch), checked.errors
+
+
+def write_frame(frame: pl.DataFrame, out: Path) -> Path:
+    """Write Parquet (or CSV when ``out`` ends in .csv) atomically."""
+    import io
+
+    from tasks.registry import atomic_write
+
+    out = Path(out)
+    buf = io.BytesIO()
+    if out.suffix.lower() == ".csv":
+        frame.write_csv(buf)
+    else:
+        frame.write_parquet(buf, compression="zstd")
+    atomic_write(out, buf.getvalue())
+    return out
+
+
+def score_file(
+    path: Path,
+    out: Path,
+    *,
+    dataset: str,
+    model: str = "champion",
+    shadow: bool = False,
+    settings: Settings | None = None,
+) -> ScoreResult:
+    """Score a CSV/Parquet file; write scores to ``out`` and refused rows beside it.
+
+    ``model`` is an alias (``champion``/``challenger``) or a tag. Refused rows (with the field
+    and rule that refused them) go to ``<out stem>.rejects.parquet``; none is silently dropped.
+    """
+    from schemas import load_dataset
+    from tasks import registry
+
+    settings = settings or get_settings()
+    started = time.perf_counter()
+    spec = load_dataset(dataset)
+    ref = f"{spec.name}:{model}" if model in (registry.CHAMPION, registry.CHALLENGER) else model
+    champion = registry.load_model(ref, settings)
+    challenger = None
+    if shadow and registry.get_alias(spec.name, registry.CHALLENGER, settings):
+        challenger = registry.load_model(f"{spec.name}:{registry.CHALLENGER}", settings)
+    raw = read_input(path)
+    scored, errors = score_table(raw, spec, champion, challenger)
+    write_frame(scored, out)
+    rejects = None
+    if errors.height:
+        rejects = write_frame(errors, Path(out).with_suffix(".rejects.parquet"))
+    return ScoreResult(
+        model_tag=champion.tag,
+        rows=raw.height,
+        scored=scored.height,
+        rejected=errors["row"].n_unique() if errors.height else 0,
+        out=Path(out),
+        rejects=rejects,
+        shadow_tag=challenger.tag if challenger else None,
+        seconds=round(time.perf_counter() - started, 3),
+    )

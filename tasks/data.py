@@ -149,7 +149,9 @@ def check_file(
         return header
     data = path.read_bytes()
     try:
-        text = data.decode(encoding)
+        # validates the whole file; only the head is kept as text
+        data.decode(encoding)
+        head = data[:65536].decode(encoding, errors="ignore")
     except UnicodeDecodeError as exc:
         raise DataFileError(
             f"{path} is not valid {encoding} (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
@@ -157,7 +159,8 @@ def check_file(
         ) from None
     except LookupError:
         raise DataFileError(f"unknown encoding {encoding!r}") from None
-    first = text.lstrip("\ufeff").split("\n", 1)[0].rstrip("\r")
+    first, _, rest = head.lstrip("\ufeff").partition("\n")
+    first = first.rstrip("\r")
     if not first.strip():
         raise DataFileError(f"file has no header line: {path}")
     header = [h.strip().strip('"') for h in first.split(delimiter)]
@@ -169,7 +172,7 @@ def check_file(
                 f"{first.count(guess) + 1} with {guess!r}; pass --delimiter {guess!r}"
             )
     check_columns(header, dataset, extra_columns)
-    if not text[len(first) :].strip():
+    if not rest.strip() and len(data) <= len(head.encode(encoding)):
         raise DataFileError(f"file has a header but no data rows: {path}")
     return header
 
@@ -185,7 +188,11 @@ def _field_counts(path: Path, delimiter: str, encoding: str) -> pl.Series:
         encoding="utf8" if encoding.lower().replace("-", "") == "utf8" else "utf8-lossy",
         new_columns=["line"],
     )["line"].slice(1)
-    unquoted = lines.str.replace_all(r'"[^"]*"', "")
+    # the regex only where a quote could hide a delimiter: most lines have none
+    quoted = lines.str.contains('"', literal=True).fill_null(False)
+    unquoted = pl.select(
+        pl.when(quoted).then(lines.str.replace_all(r'"[^"]*"', "")).otherwise(lines)
+    ).to_series()
     counts = unquoted.str.count_matches(delimiter, literal=True) + 1
     return pl.select(pl.when(lines.is_null()).then(0).otherwise(counts)).to_series()
 
@@ -270,32 +277,45 @@ def parse_table(raw: RawTable, dataset: DatasetSpec) -> ParsedTable:
     """
     cols = dataset.column_names
     markers = list(dataset.null_markers)
-    cleaned = raw.frame.select(
-        LINE,
-        *[
-            pl.when(pl.col(c).str.strip_chars().is_in(markers))
-            .then(None)
-            .otherwise(pl.col(c).str.strip_chars())
-            .alias(c)
-            for c in cols
-        ],
+    typed_cols = [c for c in cols if dataset.columns[c].dtype != pl.String]
+
+    def cleaned(c: str) -> pl.Expr:
+        text = pl.col(c).str.strip_chars()
+        return pl.when(text.is_in(markers)).then(None).otherwise(text)
+
+    def typed(c: str) -> pl.Expr:
+        return _parse_expr(c, dataset.columns[c].dtype).alias(c)
+
+    # one lazy select: polars shares the stripped text between the typed value and its check
+    out = (
+        raw.frame.lazy()
+        .with_columns([cleaned(c).alias(c) for c in cols])
+        .select(
+            LINE,
+            *[typed(c) for c in cols],
+            *[
+                (
+                    pl.col(c).is_not_null() & _parse_expr(c, dataset.columns[c].dtype).is_null()
+                ).alias(f"__bad_{c}")
+                for c in typed_cols
+            ],
+        )
+        .collect()
     )
-    typed = cleaned.select(LINE, *[_parse_expr(c, dataset.columns[c].dtype).alias(c) for c in cols])
+    bad = [f"__bad_{c}" for c in typed_cols]
+    frame = out.drop(bad)
     failures = []
-    for c in cols:
-        dtype = dataset.columns[c].dtype
-        if dtype == pl.String:
-            continue
-        bad = cleaned[c].is_not_null() & typed[c].is_null()
-        if bad.any():
-            idx = bad.arg_true()
+    for c in typed_cols:
+        idx = out[f"__bad_{c}"].arg_true()
+        if len(idx):
+            dtype = dataset.columns[c].dtype
             failures.append(
                 pl.DataFrame(
                     {
                         "row": idx.cast(pl.Int64),
                         "column": pl.repeat(c, len(idx), eager=True),
                         "check": pl.repeat(f"type: not a valid {dtype}", len(idx), eager=True),
-                        "value": cleaned[c].gather(idx),
+                        "value": raw.frame[c].gather(idx).str.strip_chars(),
                     }
                 )
             )
@@ -314,7 +334,7 @@ def parse_table(raw: RawTable, dataset: DatasetSpec) -> ParsedTable:
                 }
             )
         )
-    return ParsedTable(typed, raw.frame, _concat_failures(failures))
+    return ParsedTable(frame, raw.frame, _concat_failures(failures))
 
 
 def _concat_failures(parts: list[pl.DataFrame]) -> pl.DataFrame:
@@ -421,7 +441,7 @@ def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
     import io
 
     buf = io.BytesIO()
-    frame.write_parquet(buf, compression="zstd")
+    frame.write_parquet(buf, compression="lz4")
     atomic_write(path, buf.getvalue())
 
 

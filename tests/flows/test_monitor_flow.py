@@ -4,6 +4,7 @@ do not, a schema break alerts without asking for a retrain."""
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -196,3 +197,30 @@ def _artifact_keys() -> set[str]:
 
     with get_client(sync_client=True) as client:
         return {a.key for a in client.read_artifacts() if a.key}
+
+
+@pytest.fixture
+def restore_env():
+    """The CLI exports its library env (Settings.apply_env); keep it out of other tests."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def test_cli_monitor_json(champion, prefect_harness, restore_env):
+    from typer.testing import CliRunner
+
+    from driftloop.cli import build_app
+
+    write_log(champion, drifted=True, seed=6)
+    args = ["monitor", "--json", "--until", UNTIL.isoformat(), "--window-minutes", "60",
+            "--hysteresis", "1", "--cooldown-minutes", "0"]  # fmt: skip
+    result = CliRunner().invoke(build_app(), args)
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)  # exactly one JSON object
+    assert out["action"] == "fire" and "tenure" in out["drifted_features"]
+    assert [e["event"] for e in out["events"]] == ["drift_detected"]
+    assert Path(out["report_html"]).exists()
+    bad = CliRunner().invoke(build_app(), ["monitor", "--until", "yesterday"])
+    assert bad.exit_code == 1 and "ISO 8601" in bad.stderr

@@ -1,0 +1,353 @@
+"""Profiling and monitoring benchmark.
+
+* whylogs profiling rows/s on N x 20 (mixed float/int/categorical columns), our fast path
+  (``tasks.profiling``: vectorised inf check) vs stock whylogs 1.6.4, side by side in one run.
+* monitor-flow wall time on a 100k-row prediction-log window (the real ``@flow`` on a real,
+  temporary Prefect server; quick mode times the flow's function without the engine).
+* drift report time on 100k reference + 100k current rows (whylogs profiles of both, drift
+  statistics, HTML) vs Evidently's ``DataDriftPreset`` on the same data. Evidently 0.7.23 does
+  not import with pandas 3 (our stack), so it runs in its own venv under /tmp with pandas < 3.
+* :func:`measure_monitor_memory`: peak RSS of a monitor run on a 1M-row window, measured from
+  outside a subprocess (the memory area of the system benchmark can call it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bench.harness import (
+    MiB,
+    Stats,
+    compare,
+    metric,
+    not_available,
+    quick_skip,
+    ratio,
+    run_measured,
+    scratch_dir,
+    synthetic_schema_source,
+    synthetic_table,
+)
+
+AREA = "profiling"
+UNTIL = datetime(2026, 6, 1, 12, tzinfo=UTC)
+EVIDENTLY_VENV = Path(tempfile.gettempdir()) / "driftloop-evidently-venv"
+EVIDENTLY_PIN = "evidently==0.7.23"
+
+
+class NullEmitter:
+    """Drops events (the benchmark measures the monitor, not Prefect's events API)."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("emit_"):
+            return lambda model_name, evidence: None
+        raise AttributeError(name)
+
+
+# --- data -----------------------------------------------------------------------------------
+
+
+def _features(frame):
+    return frame.drop("row_id", "target")
+
+
+def _shifted(frame):
+    """The same table with two numeric columns moved by one standard deviation."""
+    import polars as pl
+
+    return frame.with_columns(pl.col("num_0") + 1.0, pl.col("num_2") * 1.5 + 1.0)
+
+
+def prepare_monitored_home(rows: int, *, train_rows: int = 20_000, files: int = 10) -> str:
+    """Under the current DRIFTLOOP_HOME: a champion on a synthetic 20-column dataset, its
+    reference profile, and a drifted prediction log of ``rows`` rows in the hour to UNTIL.
+    Returns the dataset module path (``MonitorConfig.dataset``)."""
+    import lightgbm as lgb
+    import numpy as np
+    import polars as pl
+
+    from schemas import load_dataset
+    from schemas.records import TS
+    from tasks import registry
+    from tasks.features import FeatureSpec, build_features, to_matrix
+    from tasks.profiling import save_reference_profile
+    from tasks.settings import get_settings
+
+    settings = get_settings().ensure_dirs()
+    module = scratch_dir() / "synthetic.py"
+    module.write_text(synthetic_schema_source(20, "synthetic"))
+    ds = load_dataset(str(module))
+    fspec = FeatureSpec.from_dataset(ds)
+    train = synthetic_table(train_rows, 20, seed=0)
+    X = to_matrix(build_features(train, fspec))
+    y = (train["target"] == "Yes").to_numpy().astype(float)
+    params = {"objective": "binary", "num_threads": 1, "verbose": -1, "seed": 0}
+    booster = lgb.train(params, lgb.Dataset(X, y, feature_name=list(fspec.columns)), 20)
+    gains = booster.feature_importance("gain")
+    importance = dict(zip(fspec.columns, map(float, gains), strict=True))
+    meta = {"metrics": {"roc_auc": 0.7}, "threshold": 0.5, "feature_importance": importance}
+    tag = registry.save_model(booster, name=ds.name, features=fspec, metadata=meta)
+    registry.set_alias(ds.name, "champion", tag, reason="benchmark")
+    save_reference_profile(train, booster.predict(X, num_threads=1), tag, ds)
+    window = _shifted(synthetic_table(rows, 20, seed=1)).drop("target")
+    scores = booster.predict(to_matrix(build_features(window, fspec)), num_threads=1)
+    rng = np.random.default_rng(2)
+    offsets = np.sort(rng.uniform(1, 3_599, rows))[::-1]
+    head = pl.DataFrame(
+        {
+            "request_id": pl.Series([f"req-{i}" for i in range(rows)], dtype=pl.String),
+            "entity_id": window["row_id"].cast(pl.String),
+            "ts": pl.Series([UNTIL - timedelta(seconds=float(s)) for s in offsets], dtype=TS),
+            "model_tag": [tag] * rows,
+            "score": scores,
+            "decision": scores >= 0.5,
+            "shadow_tag": pl.Series([None] * rows, dtype=pl.String),
+            "shadow_score": pl.Series([None] * rows, dtype=pl.Float64),
+            "latency_ms": rng.gamma(2.0, 3.0, rows),
+        }
+    )
+    log = pl.concat([head, window.with_columns(pl.col("row_id"))], how="horizontal")
+    step = -(-rows // files)
+    for i in range(files):
+        log.slice(i * step, step).write_parquet(settings.predictions_dir / f"batch-{i:04d}.parquet")
+    return str(module)
+
+
+def _monitor_config(dataset: str):
+    from flows.monitor import MonitorConfig
+
+    return MonitorConfig(dataset=dataset, window_minutes=60, until=UNTIL)
+
+
+# --- measurements ---------------------------------------------------------------------------
+
+
+def _float_table(rows: int):
+    """20 float columns (1% NaN, a few infinities): the case whylogs' per-element check hits."""
+    import numpy as np
+    import polars as pl
+
+    rng = np.random.default_rng(0)
+    cols = {}
+    for i in range(20):
+        x = rng.normal(loc=i, size=rows)
+        x[rng.random(rows) < 0.01] = np.nan
+        x[rng.random(rows) < 0.0001] = np.inf
+        cols[f"f_{i}"] = x
+    return pl.DataFrame(cols)
+
+
+def bench_profiling_speed(rows: int, n: int, kind: str) -> list[dict[str, Any]]:
+    from tasks import profiling
+
+    if kind == "float":
+        frame, what = _float_table(rows), "20 float columns"
+    else:
+        frame = _features(synthetic_table(rows, 20, seed=0))
+        what = "20 mixed columns: 8 float, 4 int, 8 categorical"
+    profiling._whylogs()
+
+    def ours():
+        profiling.use_stock_whylogs(False)
+        profiling.profile_frame(frame)
+
+    def stock():
+        profiling.use_stock_whylogs(True)
+        try:
+            profiling.profile_frame(frame)
+        finally:
+            profiling.use_stock_whylogs(False)
+
+    timed = compare({"ours": ours, "stock": stock}, n=n, warmup=0)
+    return [
+        metric(AREA, f"whylogs profiling, ours (vectorised inf check), {rows:,} x 20 {kind}",
+               None, "rows/s", target="≥ 300000 rows/s",
+               stats=timed["ours"].map(lambda s: rows / s), note=what),
+        metric(AREA, f"whylogs profiling, stock 1.6.4, {rows:,} x 20 {kind}", None, "rows/s",
+               stats=timed["stock"].map(lambda s: rows / s),
+               note=f"{what}; same frame, same run, round-robin"),
+        metric(AREA, f"whylogs profiling speed-up ({kind}), ours ÷ stock", None, "x",
+               stats=ratio(timed["stock"], timed["ours"]), note="per-round ratio"),
+    ]  # fmt: skip
+
+
+def bench_monitor_flow(rows: int, n: int, quick: bool) -> list[dict[str, Any]]:
+    from flows.monitor import monitor
+
+    dataset = prepare_monitored_home(rows)
+    config = _monitor_config(dataset)
+    if quick:
+        times = [_timed(lambda: monitor.fn(config=config, emitter=NullEmitter())) for _ in range(n)]
+        report = monitor.fn(config=config, emitter=NullEmitter())
+        assert report["window"]["rows"] == rows, report["window"]
+        return [
+            metric(AREA, f"monitor run (flow function, no Prefect engine), {rows:,}-row window",
+                   None, "s", stats=Stats.of(times), note="quick mode: without the engine; "
+                   f"drifted: {', '.join(report['drift']['drifted_features'])}")
+        ]  # fmt: skip
+    from bench.harness import temporary_prefect_server
+
+    with temporary_prefect_server():
+        times = [_timed(lambda: monitor(config=config, emitter=NullEmitter())) for _ in range(n)]
+    report = monitor.fn(config=config, emitter=NullEmitter())
+    assert report["window"]["rows"] == rows, report["window"]
+    return [
+        metric(AREA, f"monitor flow wall time, {rows:,}-row window", None, "s",
+               target="≤ 10 s", stats=Stats.of(times),
+               note=f"real @flow on a temporary Prefect server; drifted: "
+                    f"{', '.join(report['drift']['drifted_features'])}")
+    ]  # fmt: skip
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def our_drift_report(reference, current, out: Path) -> dict[str, Any]:
+    """Whylogs profiles of both sides, drift statistics, JSON + HTML: the monitor's report."""
+    from tasks.drift import DriftConfig, compute_drift
+    from tasks.profiling import profile_frame, render_report_html, summarize_profile
+
+    num = [c for c in reference.columns if not c.startswith("cat_")]
+    cat = [c for c in reference.columns if c.startswith("cat_")]
+    profiles = {"reference": summarize_profile(profile_frame(reference)),
+                "current": summarize_profile(profile_frame(current))}  # fmt: skip
+    drift = compute_drift(reference, current, numeric=num, categorical=cat, importance=None,
+                          config=DriftConfig())  # fmt: skip
+    report = {"model_name": "synthetic", "drift": drift.to_dict(), "profiles": profiles,
+              "decision": {"action": "-", "reason": "benchmark"}}  # fmt: skip
+    out.with_suffix(".json").write_text(json.dumps(report, default=str))
+    out.with_suffix(".html").write_text(render_report_html(report))
+    return report
+
+
+def bench_drift_report(rows: int, n: int, quick: bool) -> list[dict[str, Any]]:
+    ref = _features(synthetic_table(rows, 20, seed=0))
+    cur = _features(_shifted(synthetic_table(rows, 20, seed=1)))
+    out = scratch_dir() / "drift_report"
+    times = [_timed(lambda: our_drift_report(ref, cur, out)) for _ in range(n)]
+    report = our_drift_report(ref, cur, out)
+    ours = metric(AREA, f"drift report, ours (whylogs + stats + HTML), {rows:,} + {rows:,} rows",
+                  None, "s", stats=Stats.of(times),
+                  note=f"drifted: {', '.join(report['drift']['drifted_features'])}")  # fmt: skip
+    name = f"drift report, Evidently DataDriftPreset, {rows:,} + {rows:,} rows"
+    if quick:
+        return [ours, quick_skip(AREA, name, "s")]
+    ref.write_parquet(scratch_dir() / "ref.parquet")
+    cur.write_parquet(scratch_dir() / "cur.parquet")
+    return [ours, _evidently(name, n)]
+
+
+_EVIDENTLY_SCRIPT = """
+import json, sys, time
+import pandas as pd
+from evidently import Report
+from evidently.presets import DataDriftPreset
+ref = pd.read_parquet(sys.argv[1]); cur = pd.read_parquet(sys.argv[2])
+times = []
+for _ in range(int(sys.argv[4])):
+    t0 = time.perf_counter()
+    snap = Report([DataDriftPreset()]).run(reference_data=ref, current_data=cur)
+    snap.save_html(sys.argv[3])
+    times.append(time.perf_counter() - t0)
+print(json.dumps(times))
+"""
+
+
+def _evidently(name: str, n: int) -> dict[str, Any]:
+    """Evidently in its own venv (pandas < 3); an honest 'not available' row if it cannot run."""
+    python = EVIDENTLY_VENV / "bin" / "python"
+    if not python.exists():
+        why = (f"no venv at {EVIDENTLY_VENV}: create it with `uv venv {EVIDENTLY_VENV} "
+               f"--python 3.11 && uv pip install --python {python} '{EVIDENTLY_PIN}' "
+               f"'pandas<3' pyarrow` (Evidently 0.7.23 fails to import with pandas 3)")  # fmt: skip
+        return not_available(AREA, name, "s", why)
+    script = scratch_dir() / "evidently_bench.py"
+    script.write_text(_EVIDENTLY_SCRIPT)
+    data = scratch_dir()
+    args = [str(python), str(script), str(data / "ref.parquet"), str(data / "cur.parquet"),
+            str(data / "evidently.html"), str(n)]  # fmt: skip
+    done = subprocess.run(args, capture_output=True, text=True, timeout=1_800)
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
+        return not_available(AREA, name, "s", f"Evidently failed: {' '.join(tail)}")
+    version = subprocess.run([str(python), "-c", "import evidently;print(evidently.__version__)"],
+                             capture_output=True, text=True).stdout.strip()  # fmt: skip
+    return metric(AREA, name, None, "s", stats=Stats.of(json.loads(done.stdout)),
+                  note=f"evidently {version} in its own venv (pandas < 3), same Parquet data, "
+                       f"with HTML")  # fmt: skip
+
+
+def measure_monitor_memory(rows: int = 1_000_000, timeout_s: float = 1_200) -> dict[str, Any]:
+    """Peak RSS of one monitor run on a ``rows``-row window, measured from outside.
+
+    A first subprocess builds the home (champion, reference, prediction log); a second one
+    runs the monitor flow's function on it; only the second is measured. Safe to call from
+    any process: it uses its own temporary DRIFTLOOP_HOME.
+    """
+    from bench.harness import bench_env, make_temp_base, remove_temp
+
+    base = make_temp_base()
+    try:
+        env = bench_env(base)
+        me = [sys.executable, "-m", "bench.bench_profiling"]
+        prep = run_measured([*me, "--prepare", str(rows)], env, timeout=timeout_s).check()
+        dataset = prep.stdout.strip().splitlines()[-1]
+        run = run_measured([*me, "--monitor-child", dataset], env, timeout=timeout_s).check()
+        out = json.loads(run.stdout.strip().splitlines()[-1])
+    finally:
+        remove_temp(base)
+    return metric(AREA, f"monitor run peak memory, {rows:,}-row window", run.peak_rss / MiB,
+                  "MiB", target="≤ 1024 MiB",
+                  note=f"peak RSS of the monitor process from outside; {out['rows']:,} rows "
+                       f"in {run.wall_s:.1f} s; drifted: {', '.join(out['drifted'])}")  # fmt: skip
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for kind in ("float", "mixed"):
+        rows += bench_profiling_speed(20_000 if quick else 1_000_000, 2 if quick else 3, kind)
+    rows += bench_monitor_flow(5_000 if quick else 100_000, n=1 if quick else 3, quick=quick)
+    rows += bench_drift_report(5_000 if quick else 100_000, n=1 if quick else 3, quick=quick)
+    if quick:
+        rows.append(quick_skip(AREA, "monitor run peak memory, 1,000,000-row window", "MiB",
+                               target="≤ 1024 MiB"))  # fmt: skip
+    else:
+        rows.append(measure_monitor_memory(1_000_000))
+    return rows
+
+
+def _child(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--prepare", type=int)
+    parser.add_argument("--monitor-child")
+    args = parser.parse_args(argv)
+    if args.prepare:
+        print(prepare_monitored_home(args.prepare))
+        return
+    from flows.monitor import monitor
+
+    report = monitor.fn(config=_monitor_config(args.monitor_child), emitter=NullEmitter())
+    print(json.dumps({"rows": report["window"]["rows"],
+                      "drifted": report["drift"]["drifted_features"]}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    if {"--prepare", "--monitor-child"} & set(sys.argv):
+        os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")
+        _child(sys.argv[1:])
+    else:
+        from bench.harness import main
+
+        main(AREA, run)

@@ -1,0 +1,95 @@
+"""``driftloop monitor``: one monitoring run (drift, quality, performance, health)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import typer
+
+from driftloop.output import CLIError, emit, errors_as_exit
+
+JSON = typer.Option(False, "--json", help="Print exactly one JSON object on stdout.")
+
+
+def monitor(
+    dataset: str = typer.Option("telco", "--dataset", "-d", help="Dataset (= model name)."),
+    window_minutes: float = typer.Option(None, help="Window length (default: the flow's)."),
+    until: str = typer.Option(None, help="End of the window, ISO 8601 (default: now)."),
+    hysteresis: int = typer.Option(None, help="Consecutive drifting windows needed to fire."),
+    cooldown_minutes: float = typer.Option(None, help="Quiet time after a fire or retrain."),
+    as_json: bool = JSON,
+) -> None:
+    """Profile the recent prediction-log window against the champion's reference, write the
+    report (reports/monitor/<time>.{html,json}) and emit drift/quality/performance events."""
+    with errors_as_exit(as_json):
+        from flows.monitor import MonitorConfig
+        from flows.monitor import monitor as monitor_flow
+
+        config = _config(
+            MonitorConfig, dataset, window_minutes, until, hysteresis, cooldown_minutes
+        )
+        report = monitor_flow(config=config)
+        emit(summarize(report), as_json, _render)
+
+
+def _config(model: Any, dataset, window_minutes, until, hysteresis, cooldown) -> Any:
+    base = model(dataset=dataset).model_dump()
+    if window_minutes is not None:
+        base["window_minutes"] = window_minutes
+    if until is not None:
+        try:
+            base["until"] = datetime.fromisoformat(until)
+        except ValueError:
+            raise CLIError(f"--until {until!r} is not an ISO 8601 time") from None
+        if base["until"].tzinfo is None:
+            raise CLIError(f"--until {until!r} needs a time zone, e.g. {until}+00:00")
+    if hysteresis is not None:
+        base["drift"]["hysteresis_windows"] = hysteresis
+    if cooldown is not None:
+        base["drift"]["cooldown_minutes"] = cooldown
+    try:
+        return model.model_validate(base)
+    except ValueError as exc:
+        raise CLIError(f"invalid monitor option: {exc}") from None
+
+
+def summarize(report: dict[str, Any]) -> dict[str, Any]:
+    """The CLI's result: the decision and its grounds, with the report's paths."""
+    drift = report.get("drift") or {}
+    return {
+        "model": report["model_name"],
+        "champion": report["champion_tag"],
+        "window": report["window"],
+        "action": report["decision"]["action"],
+        "reason": report["decision"]["reason"],
+        "drift_score": drift.get("score"),
+        "threshold": drift.get("threshold"),
+        "mode": drift.get("mode"),
+        "drifted_features": drift.get("drifted_features", []),
+        "quality_ok": report["quality"]["ok"],
+        "quality_issues": report["quality"]["issues"],
+        "performance": report["performance"],
+        "health": report["health"],
+        "events": report.get("events", []),
+        "report_html": report["report"]["html"],
+        "report_json": report["report"]["json"],
+    }
+
+
+def _render(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"monitor {result['model']} ({result['champion']})", show_header=False)
+    for key in ("action", "reason", "drift_score", "threshold", "mode", "drifted_features",
+                "quality_ok", "events", "report_html"):  # fmt: skip
+        value = result[key]
+        if key == "events":
+            value = ", ".join(e["event"] for e in value) or "none"
+        table.add_row(key, str(value))
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("monitor")(monitor)

@@ -1,0 +1,44 @@
+"""``driftloop demo``: the whole loop on the shipped data, on local servers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from driftloop.output import emit, errors_as_exit
+
+
+def demo(
+    fast: bool = typer.Option(False, "--fast", help="Smaller budgets (for tests): ≤ 2 minutes."),
+    keep: bool = typer.Option(False, "--keep", help="Leave the Prefect UI and service running."),
+    scenario: str = typer.Option(
+        "concept", help="'concept': drift a retrain can fix; 'noise': labels become pure noise."
+    ),
+    home: Path = typer.Option(
+        Path(".driftloop") / "demo", help="State directory of the demo (reset at start)."
+    ),
+    dataset: str = typer.Option("telco", "--dataset", help="Dataset (schemas/<name>.py)."),
+    data: Path = typer.Option(None, "--data", help="Data file (default: the shipped Telco CSV)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+) -> None:
+    """Run the closed loop: train, serve, drift, detect, retrain, gate, promote, swap."""
+    with errors_as_exit(as_json):
+        from driftloop.demo import DemoConfig, run_demo
+
+        if scenario not in ("concept", "noise"):
+            raise ValueError(f"unknown scenario {scenario!r}: use 'concept' or 'noise'")
+        config = DemoConfig(fast=fast, keep=keep, scenario=scenario, home=home, dataset=dataset)
+        if data is not None:
+            config = config.model_copy(update={"data": data})
+        try:
+            summary = run_demo(config)
+        except KeyboardInterrupt:
+            typer.echo("interrupted: everything the demo started was stopped", err=True)
+            raise typer.Exit(130) from None
+        if as_json:
+            emit(summary, True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)

@@ -136,8 +136,9 @@ class ManagedProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.record.pgid, signal.SIGTERM)
         for proc in members:  # descendants that left the group get the signal directly
-            with contextlib.suppress(psutil.Error):
-                proc.terminate()
+            with contextlib.suppress(psutil.Error, OSError):
+                if os.getpgid(proc.pid) != self.record.pgid:
+                    proc.terminate()
         _, alive = psutil.wait_procs(members, timeout=timeout_s)
         if self._popen is not None:
             self._popen.poll()
@@ -307,17 +308,25 @@ class LocalStack:
             )
         self.processes.clear()
         self.settings.ensure_dirs()
+        timings: dict[str, float] = {}
         try:
+            t0 = time.monotonic()
             self.start_server()
-            if self.config.deploy:
+            timings["server_s"] = time.monotonic() - t0
+            if self.config.deploy or self.config.worker:
                 self.create_pool()
+            worker = self._start_worker_process() if self.config.worker else None
+            if self.config.deploy:  # deploys while the worker boots: both are slow starters
+                t1 = time.monotonic()
                 self.deploy()
-            if self.config.worker:
-                self.start_worker()
+                timings["deploy_s"] = time.monotonic() - t1
+            if worker is not None:
+                self._wait_worker_ready(worker)
+            timings["total_s"] = time.monotonic() - t0
         except BaseException:
             self.down()
             raise
-        return self.status()
+        return {**self.status(), "timings": {k: round(v, 2) for k, v in timings.items()}}
 
     def start_server(self) -> ManagedProcess:
         port = self.config.port or free_port(self.config.host)
@@ -329,8 +338,17 @@ class LocalStack:
         return proc
 
     def create_pool(self) -> None:
-        argv = self._prefect("--no-prompt", "work-pool", "create", self.config.work_pool)
-        self._run("work-pool", [*argv, "--type", "process", "--overwrite"], timeout_s=120)
+        """Create the process work pool through the API (idempotent)."""
+        from prefect.workers.process import ProcessWorker
+
+        body = {
+            "name": self.config.work_pool,
+            "type": "process",
+            "base_job_template": ProcessWorker.get_default_base_job_template(),
+        }
+        resp = httpx.post(f"{self.api_url}/work_pools/", json=body, timeout=30.0)
+        if resp.status_code not in (201, 409):  # 409: it exists already
+            raise StackError(f"creating work pool {self.config.work_pool!r}: {resp.text}")
 
     def deploy(self) -> None:
         names = self.config.deployments
@@ -338,11 +356,19 @@ class LocalStack:
         self._run("deploy", self._prefect("--no-prompt", "deploy", *selection), timeout_s=300)
 
     def start_worker(self) -> ManagedProcess:
+        """Start a process worker for the pool and wait until the pool reports it READY."""
+        proc = self._start_worker_process()
+        self._wait_worker_ready(proc)
+        return proc
+
+    def _start_worker_process(self) -> ManagedProcess:
         argv = self._prefect(
             "worker", "start", "--pool", self.config.work_pool, "--type", "process"
         )
         argv += ["--name", f"driftloop-worker-{os.getpid()}", "--install-policy", "never"]
-        proc = self._start(WORKER, argv)
+        return self._start(WORKER, argv)
+
+    def _wait_worker_ready(self, proc: ManagedProcess) -> None:
         url = f"{self.api_url}/work_pools/{self.config.work_pool}"
         deadline = time.monotonic() + self.config.startup_timeout_s
         while time.monotonic() < deadline:  # READY once a worker has sent its heartbeat
@@ -350,7 +376,7 @@ class LocalStack:
                 raise StackError(f"worker exited during startup:\n{_tail(Path(proc.record.log))}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(url, timeout=2.0).json().get("status") == "READY":
-                    return proc
+                    return
             time.sleep(0.25)
         raise StackError(f"worker not ready after {self.config.startup_timeout_s:.0f}s")
 

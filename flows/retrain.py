@@ -1,0 +1,111 @@
+"""Retrain flow: reference data + recent labeled feedback -> challenger -> gate vs champion on
+the newest labeled rows -> promote or reject -> driftloop.model.promoted / .rejected.
+
+Triggered by driftloop.drift.detected / driftloop.performance.degraded (prefect.yaml), weekly,
+or by hand (``driftloop retrain``). The service notices a promotion in the alias index itself.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
+
+# Heavy imports (polars, LightGBM, scikit-learn) happen inside the flow: `prefect deploy`
+# imports this module only to read the parameter schema.
+Strategy = Literal["full_refit", "sliding_window", "warm_start"]
+
+
+class GateSettings(BaseModel):
+    """Promotion rule (see ``tasks.gate.GateConfig``)."""
+
+    metric: str | None = None
+    margin: float = Field(0.005, ge=0)
+    max_slice_regression: float = Field(0.05, ge=0)
+    min_slice_rows: int = Field(30, ge=1)
+    min_eval_rows: int = Field(50, ge=1)
+
+
+class RetrainConfig(BaseModel):
+    """How to retrain; deployments set it in prefect.yaml, the CLI maps flags onto it."""
+
+    dataset: str = "telco"
+    strategy: Strategy = "full_refit"
+    window_rows: int | None = Field(5000, ge=1, description="sliding_window / warm_start size")
+    feedback_since: datetime | None = Field(None, description="ignore older labeled feedback")
+    holdout_fraction: float = Field(0.3, gt=0, lt=1)
+    min_holdout_rows: int = Field(50, ge=1)
+    trials: int = Field(15, ge=1, description="smaller than a full train: warm-started")
+    timeout_s: float = Field(300.0, gt=0)
+    seed: int = 0
+    num_threads: int = Field(1, ge=1)
+    min_rows: int = Field(200, ge=1)
+    gate: GateSettings = Field(default_factory=GateSettings)
+
+
+class RetrainTrigger(BaseModel):
+    """Why this retrain runs; templated from the event by the deployment trigger."""
+
+    reason: str = "manual"
+    event: str | None = None
+    event_id: str | None = None
+    model: str | None = Field(None, description="model (= dataset) name from the event")
+    evidence: dict[str, Any] = Field(default_factory=dict)
+
+
+def _task(fn: Any, **options: Any) -> Any:
+    return task(fn, cache_policy=NO_CACHE, **options)
+
+
+@flow(name="retrain")
+def retrain(config: RetrainConfig | None = None, trigger: RetrainTrigger | None = None) -> dict:
+    """Assemble data, train a challenger, gate it against the champion, promote or reject."""
+    from flows.train import TrainConfig, train
+    from schemas import load_dataset
+    from tasks import events, predlog, registry
+    from tasks import retrain as rt
+    from tasks.data import load_snapshot
+    from tasks.gate import GateConfig, run_gate
+    from tasks.settings import get_settings
+
+    config, trigger = config or RetrainConfig(), trigger or RetrainTrigger()
+    settings, stamp = get_settings().ensure_dirs(), rt.run_stamp()
+    dataset = load_dataset(trigger.model or config.dataset)
+    champion = registry.load_model(f"{dataset.name}:champion", settings)
+    joined = _task(predlog.join_feedback, name="load_labeled_feedback")(settings=settings)
+    labeled = rt.labeled_feedback(joined, dataset, since=config.feedback_since)
+    recent = rt.split_holdout(
+        labeled, fraction=config.holdout_fraction, min_rows=config.min_holdout_rows
+    )
+    reference = rt.reference_rows(
+        load_snapshot(champion.metadata["data_version"], settings), dataset
+    )
+    data = rt.assemble(
+        reference, recent.train, recent.holdout, dataset,
+        strategy=config.strategy, window_rows=config.window_rows,
+    )  # fmt: skip
+    trained = train(TrainConfig(
+        dataset=dataset.name, data=str(rt.write_training_file(data.frame, settings, stamp)),
+        trials=config.trials, timeout_s=config.timeout_s, seed=config.seed,
+        num_threads=config.num_threads, alias="challenger", warm_start=True,
+        init_model=champion.tag if config.strategy == "warm_start" else None,
+        min_rows=config.min_rows, reason=f"retrain: {trigger.reason}",
+    ))  # fmt: skip
+    challenger = registry.load_model(trained["model_tag"], settings)
+    decision = run_gate(
+        champion, challenger, recent.holdout, dataset, GateConfig(**config.gate.model_dump())
+    )
+    promote = _task(rt.apply_decision, name="apply_gate_decision", retries=2)
+    champion_after = promote(decision=decision, name=dataset.name, settings=settings)
+    evidence = {
+        **decision.summary(), "trigger": trigger.model_dump(exclude={"evidence"}),
+        "strategy": data.strategy, "n_reference": data.n_reference, "n_feedback": data.n_feedback,
+        "n_holdout": recent.holdout.height, "holdout_window": [recent.first_ts, recent.last_ts],
+        "champion_after": champion_after, "challenger_data_version": trained.get("data_version"),
+    }  # fmt: skip
+    emit = events.emit_model_promoted if decision.promote else events.emit_model_rejected
+    evidence["event_id"] = emit(dataset.name, evidence)
+    return evidence

@@ -1,0 +1,169 @@
+"""The work of a retrain: assemble training data from the champion's reference snapshot and
+recent labeled feedback, hold out the most recent labeled rows for the gate, and act on the
+gate's decision.
+
+Strategies: ``full_refit`` trains on reference + feedback; ``sliding_window`` keeps only the
+newest ``window_rows`` of that; ``warm_start`` uses the same window and continues from the
+champion's trees (LightGBM ``init_model``). The holdout is never in any training file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+
+from schemas.base import DatasetSpec
+from tasks.settings import Settings
+
+Strategy = Literal["full_refit", "sliding_window", "warm_start"]
+_ORDER = "_order"
+
+
+class RetrainDataError(ValueError):
+    """Not enough (or unusable) labeled data to retrain and gate honestly."""
+
+
+@dataclass(frozen=True)
+class LabeledSplit:
+    """Recent labeled rows (contract columns, target as raw values), oldest first."""
+
+    train: pl.DataFrame
+    holdout: pl.DataFrame
+    first_ts: str | None
+    last_ts: str | None
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    frame: pl.DataFrame
+    n_reference: int
+    n_feedback: int
+    strategy: str
+
+
+def _target_values(labels: pl.Series, dataset: DatasetSpec) -> pl.Series:
+    """Feedback labels (1/0 or a number) mapped back to the target column's raw values."""
+    info = dataset.columns[dataset.target]
+    if dataset.task == "regression" or info.categories is None:
+        return labels.cast(info.dtype)
+    positive = str(dataset.positive_class)
+    others = [c for c in info.categories if c != positive]
+    if positive not in info.categories or len(others) != 1:
+        raise RetrainDataError(
+            f"target {dataset.target!r}: cannot map 1/0 labels onto {info.categories} "
+            f"with positive class {positive!r}"
+        )
+    if not labels.is_in([0.0, 1.0]).all():
+        raise RetrainDataError(f"binary feedback labels must be 0 or 1 (target {dataset.target!r})")
+    return pl.Series(labels.name, [positive if v == 1.0 else others[0] for v in labels.to_list()])
+
+
+def labeled_feedback(
+    joined: pl.DataFrame, dataset: DatasetSpec, *, since: datetime | None = None
+) -> pl.DataFrame:
+    """Predictions joined with labels (``tasks.predlog.join_feedback``) as contract rows,
+    oldest first; one row per entity (its latest) when the dataset has an id column."""
+    inputs = [c for c in dataset.column_names if c != dataset.target]
+    missing = [c for c in inputs if c not in joined.columns]
+    if missing and joined.height:
+        raise RetrainDataError(f"prediction log lacks contract columns: {', '.join(missing)}")
+    frame = joined if since is None else joined.filter(pl.col("ts") >= since)
+    frame = frame.sort("ts", maintain_order=True)
+    if dataset.id_column and frame.height:
+        frame = frame.unique(dataset.id_column, keep="last", maintain_order=True)
+    if not frame.height:
+        return pl.DataFrame(schema={c: dataset.columns[c].dtype for c in dataset.column_names})
+    target = _target_values(frame["label"], dataset).alias(dataset.target)
+    out = frame.with_columns(target).select(dataset.column_names)
+    return out.with_columns(pl.Series("_ts", frame["ts"]))
+
+
+def split_holdout(labeled: pl.DataFrame, *, fraction: float, min_rows: int) -> LabeledSplit:
+    """The newest ``fraction`` of labeled rows (at least ``min_rows``) go to the gate."""
+    n = labeled.height
+    n_hold = max(min_rows, round(n * fraction))
+    if n < n_hold:
+        raise RetrainDataError(
+            f"only {n} labeled feedback rows: the gate needs at least {min_rows} held out"
+        )
+    ts = labeled["_ts"] if "_ts" in labeled.columns else None
+    first = ts.min().isoformat() if ts is not None and n else None
+    last = ts.max().isoformat() if ts is not None and n else None
+    plain = labeled.drop("_ts", strict=False)
+    return LabeledSplit(plain.head(n - n_hold), plain.tail(n_hold), first, last)
+
+
+def reference_rows(snapshot: pl.DataFrame, dataset: DatasetSpec) -> pl.DataFrame:
+    """The champion's training snapshot as contract rows, oldest first."""
+    frame = snapshot.select(dataset.column_names)
+    if dataset.event_time:
+        frame = frame.sort(dataset.event_time, maintain_order=True)
+    return frame
+
+
+def assemble(
+    reference: pl.DataFrame,
+    feedback: pl.DataFrame,
+    holdout: pl.DataFrame,
+    dataset: DatasetSpec,
+    *,
+    strategy: Strategy,
+    window_rows: int | None,
+) -> TrainingSet:
+    """Reference + feedback (newest last); entities seen in feedback or holdout lose their
+    older reference rows (newer label wins, and the holdout's entities stay unseen)."""
+    if dataset.id_column:
+        seen = pl.concat([feedback[dataset.id_column], holdout[dataset.id_column]])
+        reference = reference.filter(~pl.col(dataset.id_column).is_in(seen.implode()))
+    feedback = feedback.select(reference.columns).cast(dict(reference.schema))
+    frame = pl.concat([reference, feedback], how="vertical")
+    n_ref, n_fb = reference.height, feedback.height
+    if strategy in ("sliding_window", "warm_start") and window_rows and frame.height > window_rows:
+        frame = frame.tail(window_rows)
+        n_fb = min(n_fb, window_rows)
+        n_ref = frame.height - n_fb
+    return TrainingSet(frame, n_ref, n_fb, strategy)
+
+
+def write_training_file(frame: pl.DataFrame, settings: Settings, stamp: str) -> Path:
+    """The assembled rows as one Parquet file the train flow ingests."""
+    from tasks.registry import atomic_write
+
+    path = settings.root / "retrain" / f"{stamp}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    import io
+
+    buf = io.BytesIO()
+    frame.write_parquet(buf)
+    atomic_write(path, buf.getvalue())
+    return path
+
+
+def run_stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def apply_decision(decision: Any, name: str, settings: Settings) -> str | None:
+    """Promote the challenger (the service swaps by itself) or clear the losing challenger.
+
+    Returns the champion tag afterwards.
+    """
+    from tasks import registry
+
+    if decision.promote:
+        return registry.promote(
+            name, decision.challenger_tag, reason=f"gate: {decision.reason}", settings=settings
+        )
+    if registry.get_alias(name, registry.CHALLENGER, settings) == decision.challenger_tag:
+        registry.set_alias(
+            name,
+            registry.CHALLENGER,
+            None,
+            reason=f"rejected: {decision.reason}",
+            settings=settings,
+        )
+    return registry.get_alias(name, registry.CHAMPION, settings)

@@ -1,0 +1,150 @@
+"""The retrain flow for real (Prefect server, train subflow, registry, gate, events):
+a challenger trained on concept-drifted feedback beats the champion on the newest labels and
+is promoted; one trained on pure-noise labels is rejected and the champion stays. Plus the pure
+data-assembly steps (label mapping, holdout, strategies)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import polars as pl
+import pytest
+from _stack_fixtures import (
+    DS,
+    N_REFERENCE,
+    flipped_labels,
+    make_champion,
+    noise_labels,
+    telco_rows,
+    write_traffic,
+)
+
+from flows.retrain import GateSettings, RetrainConfig, RetrainTrigger, retrain
+from tasks import events, registry
+from tasks import retrain as rt
+from tasks.settings import Settings
+
+N_RECENT = 1500
+HOLDOUT = 0.3
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A home with a champion (real snapshot) and the telco rows after its training data."""
+    home = tmp_path_factory.mktemp("retrain-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DRIFTLOOP_HOME", str(home))
+        settings = Settings(home=home).ensure_dirs()
+        rows = telco_rows()
+        champion = make_champion(settings, rows)
+        recent = rows.slice(N_REFERENCE, N_RECENT)
+        yield settings, champion, recent
+
+
+def _config(**kw) -> RetrainConfig:
+    base = dict(
+        trials=2, timeout_s=60, min_rows=100, holdout_fraction=HOLDOUT, min_holdout_rows=50,
+        gate=GateSettings(margin=0.08, max_slice_regression=0.1),
+    )  # fmt: skip
+    return RetrainConfig(**{**base, **kw})
+
+
+def _outbox(settings, event: str) -> list[dict]:
+    records = events.pending_events(settings) + events.sent_events(settings)
+    return [r for r in records if r["event"] == event]
+
+
+def test_noise_labels_challenger_is_rejected_and_champion_stays(world, prefect_harness):
+    settings, champion, recent = world
+    write_traffic(settings, champion, recent, noise_labels(recent))
+    trigger = RetrainTrigger(reason="performance", event=events.PERFORMANCE_DEGRADED)
+    result = retrain(config=_config(strategy="full_refit"), trigger=trigger)
+
+    assert result["promote"] is False
+    assert result["champion_tag"] == champion.tag
+    assert result["challenger_tag"] not in (None, champion.tag)
+    assert result["challenger_score"] is not None and result["champion_score"] is not None
+    assert result["challenger_score"] < result["champion_score"] + 0.08
+    assert registry.get_alias("telco", registry.CHAMPION, settings) == champion.tag
+    assert registry.get_alias("telco", registry.CHALLENGER, settings) is None  # loser cleared
+    assert result["n_holdout"] == round(N_RECENT * HOLDOUT)
+    assert result["n_reference"] == N_REFERENCE and result["trigger"]["reason"] == "performance"
+    (rejected,) = _outbox(settings, events.MODEL_REJECTED)
+    assert rejected["id"] == result["event_id"]
+    assert rejected["payload"]["champion_score"] == result["champion_score"]
+    assert rejected["payload"]["challenger_score"] == result["challenger_score"]
+    assert _outbox(settings, events.MODEL_PROMOTED) == []
+
+
+def test_drifted_challenger_wins_is_promoted_and_alias_moves(world, prefect_harness):
+    settings, champion, recent = world
+    write_traffic(settings, champion, recent, flipped_labels(recent))
+    before = len(registry.read_index(settings)["telco"]["history"])
+    trigger = RetrainTrigger(
+        reason="drift", event=events.DRIFT_DETECTED, evidence={"drift_share": 0.6}
+    )
+    config = _config(strategy="sliding_window", window_rows=1300)
+    result = retrain(config=config, trigger=trigger)
+
+    assert result["promote"] is True, result["reason"]
+    assert result["challenger_score"] > result["champion_score"] + 0.08
+    new = result["challenger_tag"]
+    assert registry.get_alias("telco", registry.CHAMPION, settings) == new != champion.tag
+    assert result["champion_after"] == new
+    moves = registry.read_index(settings)["telco"]["history"][before:]
+    assert {"alias": "champion", "from": champion.tag, "to": new} in [
+        {k: m[k] for k in ("alias", "from", "to")} for m in moves
+    ]
+    n_train = round(N_RECENT * (1 - HOLDOUT))
+    assert result["n_feedback"] == n_train and result["n_reference"] == 1300 - n_train
+    (promoted,) = _outbox(settings, events.MODEL_PROMOTED)
+    assert promoted["payload"]["challenger_tag"] == new
+    assert promoted["payload"]["champion_score"] == result["champion_score"]
+
+    # the gate's rows (the newest labeled ones) were never in the challenger's training file
+    holdout_ids = set(recent.tail(result["n_holdout"])[DS.id_column].to_list())
+    (train_file,) = sorted((settings.root / "retrain").glob("*.parquet"))[-1:]
+    trained_ids = set(pl.read_parquet(train_file)[DS.id_column].to_list())
+    assert trained_ids and not (trained_ids & holdout_ids)
+
+
+# --- the data steps, pure ----------------------------------------------------------------
+
+
+def _joined(rows: pl.DataFrame, labels: list[float]) -> pl.DataFrame:
+    ts = [datetime(2026, 1, 1, 0, i, tzinfo=UTC) for i in range(rows.height)]
+    return rows.drop(DS.target).with_columns(
+        pl.Series("label", labels, dtype=pl.Float64), pl.Series("ts", ts)
+    )
+
+
+def test_labels_map_back_to_target_values_and_holdout_is_newest():
+    rows = telco_rows().head(10)
+    labeled = rt.labeled_feedback(_joined(rows, [1.0, 0.0] * 5), DS)
+    assert labeled[DS.target].to_list() == ["Yes", "No"] * 5
+    split = rt.split_holdout(labeled, fraction=0.3, min_rows=2)
+    assert split.holdout[DS.id_column].to_list() == rows[DS.id_column].to_list()[-3:]
+    assert split.train.height == 7 and "_ts" not in split.train.columns
+    with pytest.raises(rt.RetrainDataError, match="only 10 labeled"):
+        rt.split_holdout(labeled, fraction=0.3, min_rows=11)
+    with pytest.raises(rt.RetrainDataError, match="0 or 1"):
+        rt.labeled_feedback(_joined(rows, [0.5] * 10), DS)
+
+
+def test_strategies_and_entity_dedup():
+    rows = telco_rows()
+    reference, fresh = rows.head(100), rows.slice(100, 20)
+    holdout = rows.slice(120, 5)
+    # the same customers as 3 reference rows show up again in feedback: the newer row wins
+    again = reference.head(3).with_columns(pl.lit("Yes").alias(DS.target))
+    feedback = pl.concat([fresh, again])
+    full = rt.assemble(reference, feedback, holdout, DS, strategy="full_refit", window_rows=50)
+    assert (full.n_reference, full.n_feedback, full.frame.height) == (97, 23, 120)
+    assert full.frame[DS.id_column].n_unique() == 120
+    window = rt.assemble(
+        reference, feedback, holdout, DS, strategy="sliding_window", window_rows=50
+    )
+    assert (window.n_reference, window.n_feedback) == (27, 23)
+    assert window.frame.tail(23)[DS.id_column].to_list() == feedback[DS.id_column].to_list()
+    warm = rt.assemble(reference, feedback, holdout, DS, strategy="warm_start", window_rows=50)
+    assert warm.frame.equals(window.frame)

@@ -168,10 +168,12 @@ class Driftloop:
         for the worker that answers.
         """
         if not self.admin_token:
-            return JSONResponse({"error": "admin endpoints are off: no admin token"}, 403)
+            ctx.response.status_code = 403  # (BentoML applies ctx's status to any response)
+            return {"error": "admin endpoints are off: no DRIFTLOOP_ADMIN_TOKEN set"}
         given = ctx.request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         if not hmac.compare_digest(given.encode(), self.admin_token.encode()):
-            return JSONResponse({"error": "missing or wrong admin token"}, 401)
+            ctx.response.status_code = 401
+            return {"error": "missing or wrong admin token (Authorization: Bearer <token>)"}
         m = self.watcher.check(force=True)
         return {"champion": m.champion.tag if m.champion else None,
                 "challenger": m.challenger.tag if m.challenger else None}  # fmt: skip

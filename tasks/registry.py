@@ -96,6 +96,15 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def _bento_safe(value: Any) -> Any:
+    """BentoML metadata rejects ``None``: drop ``None`` entries from dicts (readers ``.get``)."""
+    if isinstance(value, dict):
+        return {k: _bento_safe(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_bento_safe(v) for v in value if v is not None]
+    return value
+
+
 def save_model(
     booster: lgb.Booster,
     *,
@@ -119,7 +128,7 @@ def save_model(
         MODEL_FILE: hashlib.sha256(model_bytes).hexdigest(),
         FEATURES_FILE: hashlib.sha256(features_bytes).hexdigest(),
     }
-    meta = {**metadata, "sha256": checksums[MODEL_FILE], "saved_at": _now()}
+    meta = _bento_safe({**metadata, "sha256": checksums[MODEL_FILE], "saved_at": _now()})
     with bentoml.models.create(
         name,
         labels=labels or {},
@@ -249,6 +258,39 @@ def _record(entry: dict[str, Any], alias: str, old: str | None, new: str | None,
     entry["history"].append({"time": _now(), "alias": alias, "from": old, "to": new, "reason": why})
 
 
+def _entry(index: dict[str, Any], name: str) -> dict[str, Any]:
+    entry = index.setdefault(name, {"aliases": {}, "history": []})
+    if "champions" not in entry:  # an index written before the champion stack existed
+        entry["champions"] = _stack_from_history(entry)
+    return entry
+
+
+def _stack_from_history(entry: dict[str, Any]) -> list[str]:
+    stack: list[str] = []
+    for move in entry.get("history", []):
+        if move["alias"] != CHAMPION:
+            continue
+        if move.get("reason", "").startswith("rollback") and stack and stack[-1] == move["from"]:
+            stack.pop()
+        elif move["to"] and (not stack or stack[-1] != move["to"]):
+            stack.append(move["to"])
+    return stack
+
+
+def _set_champion(entry: dict[str, Any], tag: str | None, why: str) -> None:
+    """Move the champion alias and keep the stack of champions (what rollback pops)."""
+    old = entry["aliases"].get(CHAMPION)
+    if tag is None:
+        entry["aliases"].pop(CHAMPION, None)
+        if entry["champions"] and entry["champions"][-1] == old:
+            entry["champions"].pop()
+    else:
+        entry["aliases"][CHAMPION] = tag
+        if not entry["champions"] or entry["champions"][-1] != tag:
+            entry["champions"].append(tag)
+    _record(entry, CHAMPION, old, tag, why)
+
+
 def set_alias(
     name: str, alias: str, tag: str | None, *, reason: str = "", settings: Settings | None = None
 ) -> None:
@@ -257,7 +299,10 @@ def set_alias(
     if tag is not None:
         verify_files(Path(_get(tag, settings).path))
     with _locked_index(settings) as index:
-        entry = index.setdefault(name, {"aliases": {}, "history": []})
+        entry = _entry(index, name)
+        if alias == CHAMPION:
+            _set_champion(entry, tag, reason)
+            return
         old = entry["aliases"].get(alias)
         if tag is None:
             entry["aliases"].pop(alias, None)
@@ -276,34 +321,119 @@ def promote(
         raise RegistryError(f"model {name!r} has no challenger to promote")
     verify_files(Path(_get(tag, settings).path))
     with _locked_index(settings) as index:
-        entry = index.setdefault(name, {"aliases": {}, "history": []})
-        old = entry["aliases"].get(CHAMPION)
-        entry["aliases"][CHAMPION] = tag
+        entry = _entry(index, name)
+        _set_champion(entry, tag, reason or "promote")
         if entry["aliases"].get(CHALLENGER) == tag:
             entry["aliases"].pop(CHALLENGER)
-        _record(entry, CHAMPION, old, tag, reason or "promote")
+            _record(entry, CHALLENGER, tag, None, "promoted")
     return tag
 
 
 def rollback(name: str, *, reason: str = "", settings: Settings | None = None) -> str:
-    """Restore the champion before the current one; return its tag."""
+    """Restore the champion that preceded the current one; return its tag.
+
+    Champions form a stack: promotions push, rollbacks pop. After promoting A, B, C, two
+    rollbacks give B then A (not C again); a third fails, as nothing came before A.
+    """
     settings = settings or get_settings()
     with _locked_index(settings) as index:
         entry = index.get(name)
         if not entry or CHAMPION not in entry["aliases"]:
             raise RegistryError(f"model {name!r} has no champion")
-        current = entry["aliases"][CHAMPION]
-        previous = next(
-            (
-                m["from"]
-                for m in reversed(entry["history"])
-                if m["alias"] == CHAMPION and m["to"] == current and m["from"]
-            ),
-            None,
-        )
-        if previous is None:
+        entry = _entry(index, name)
+        stack = entry["champions"]
+        if len(stack) < 2:
             raise RegistryError(f"model {name!r}: no earlier champion to roll back to")
+        previous = stack[-2]
         verify_files(Path(_get(previous, settings).path))
+        current = stack.pop()
         entry["aliases"][CHAMPION] = previous
-        _record(entry, CHAMPION, current, previous, reason or "rollback")
+        _record(entry, CHAMPION, current, previous, f"rollback: {reason}" if reason else "rollback")
     return previous
+
+
+# --- what training needs from the registry -----------------------------------------------
+
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class PriorModel:
+    """What a new training run inherits: the champion's parameters (warm start) and a booster
+    to continue training from (``init_model``)."""
+
+    champion: str | None
+    warm_params: list[dict[str, Any]]
+    init_tag: str | None
+    init_booster: lgb.Booster | None
+
+
+def prior_model(
+    name: str,
+    *,
+    warm_start: bool,
+    init_model: str | None,
+    features: FeatureSpec,
+    default_params: dict[str, Any] | None = None,
+    settings: Settings | None = None,
+) -> PriorModel:
+    """The champion's parameters first (when ``warm_start``), then ``default_params``."""
+    settings = settings or get_settings()
+    champion = get_alias(name, CHAMPION, settings)
+    warm: list[dict[str, Any]] = []
+    if warm_start and champion is not None:
+        warm.append(dict(_get(champion, settings).info.metadata.get("params", {})))
+    if default_params:
+        warm.append(dict(default_params))
+    booster = tag = None
+    if init_model:
+        loaded = load_model(init_model, settings)
+        if loaded.features != features:
+            raise RegistryError(
+                f"init_model {loaded.tag} was trained on other features "
+                f"({list(loaded.features.columns)}); cannot continue training from it"
+            )
+        booster, tag = loaded.booster, loaded.tag
+    return PriorModel(champion, warm, tag, booster)
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    tag: str
+    alias: str
+    path: Path
+
+
+def choose_alias(name: str, alias: str, settings: Settings | None = None) -> str:
+    """``auto`` -> ``champion`` when ``name`` has no champion yet, else ``challenger``."""
+    if alias != AUTO:
+        return alias
+    return CHAMPION if get_alias(name, CHAMPION, settings) is None else CHALLENGER
+
+
+def register_model(
+    booster: lgb.Booster,
+    *,
+    name: str,
+    features: FeatureSpec,
+    metadata: dict[str, Any],
+    labels: dict[str, str],
+    card: str,
+    alias: str,
+    reason: str = "",
+    settings: Settings | None = None,
+) -> RegisteredModel:
+    """Save the model completely, then point the alias at it (two steps: a crash in between
+    leaves the index on the previous, complete model)."""
+    settings = settings or get_settings()
+    alias = choose_alias(name, alias, settings)
+    metadata = {**metadata, "registered_as": alias}
+    tag = save_model(
+        booster, name=name, features=features, metadata=metadata, labels=labels,
+        card=card, settings=settings,
+    )  # fmt: skip
+    if alias == CHAMPION:
+        promote(name, tag, reason=reason or "train", settings=settings)
+    else:
+        set_alias(name, alias, tag, reason=reason or "train", settings=settings)
+    return RegisteredModel(tag, alias, model_path(tag, settings))

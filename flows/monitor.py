@@ -19,6 +19,9 @@ class MonitorConfig(BaseModel):
     dataset: str = "telco"
     window_minutes: float = Field(24 * 60, gt=0, description="the window ends at `until`")
     until: datetime | None = Field(None, description="end of the window; default: now")
+    serving_url: str | None = Field(
+        None, description="the service's base URL: its /metrics give rejected requests and 5xx"
+    )
     drift: DriftConfig = Field(default_factory=DriftConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
     performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
@@ -50,7 +53,8 @@ def monitor(config: MonitorConfig | None = None, emitter: Any = None) -> dict[st
     reference = load_reference(champion.tag, settings)
     bounds = m.window_bounds(config.window_minutes, config.until)
     window = m.load_window(bounds, settings)
-    quality = m.check_quality(window, dataset, config.quality)
+    serving = m.serving_counters(champion.name, config.serving_url, settings)
+    quality = m.check_quality(window, dataset, config.quality, serving)
     current = m.monitor_frames(window, dataset, SCORE_COLUMN)
     current_view = profile_frame(current)
     profile_path = write_profile(current_view, settings.window_profiles_dir / f"{stamp}.bin")
@@ -68,7 +72,7 @@ def monitor(config: MonitorConfig | None = None, emitter: Any = None) -> dict[st
         )
     labels = m.load_labels(settings)
     performance = m.compute_performance(window, labels, champion, config.performance)
-    health = m.compute_health(window, bounds, config.health)
+    health = m.compute_health(window, bounds, config.health, serving)
     due = m.decide_window(drift, quality, performance, champion, config.drift, now, settings)
     report = m.build_report(
         run_at=now,

@@ -25,6 +25,9 @@ from tasks.settings import Settings, get_settings
 class QualityConfig(BaseModel):
     max_missing_share: float = Field(0.2, ge=0, le=1, description="per input column")
     max_violation_share: float = Field(0.05, ge=0, le=1, description="outside the domain")
+    max_rejected_share: float = Field(
+        0.05, ge=0, le=1, description="requests the service rejected (4xx) / all requests"
+    )
 
 
 class PerformanceConfig(BaseModel):
@@ -71,7 +74,8 @@ class Quality:
     type_mismatches: dict[str, str] = field(default_factory=dict)
     missing_share: dict[str, float] = field(default_factory=dict)
     violation_share: dict[str, float] = field(default_factory=dict)
-    serving_failures: int | None = None
+    serving_rejected: float | None = None  # 4xx answers of the service in the window
+    serving_validation_failures: float | None = None  # rejected fields (contract rules)
     issues: list[str] = field(default_factory=list)
 
 
@@ -158,6 +162,77 @@ def load_labels(settings: Settings | None = None) -> pl.DataFrame:
     return load_feedback(settings=settings)
 
 
+# --- the service's own counters ------------------------------------------------------------
+
+_PROBES = ("/metrics", "/livez", "/readyz", "/healthz")
+
+
+@dataclass(frozen=True)
+class ServingCounters:
+    """Request counts from the service's Prometheus ``/metrics`` (cumulative or a delta)."""
+
+    requests: float = 0.0
+    client_errors: float = 0.0
+    server_errors: float = 0.0
+    validation_failures: float = 0.0
+
+    def minus(self, before: ServingCounters) -> ServingCounters:
+        """The counts since ``before``; a counter that went down (restart) counts from 0."""
+        fields = ("requests", "client_errors", "server_errors", "validation_failures")
+        now, then = [getattr(self, f) for f in fields], [getattr(before, f) for f in fields]
+        if any(a < b for a, b in zip(now, then, strict=True)):
+            return self
+        return ServingCounters(*(a - b for a, b in zip(now, then, strict=True)))
+
+
+def parse_serving_metrics(text: str) -> ServingCounters:
+    """BentoML's ``*_request_total`` (by status) and driftloop's validation-failure counter."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    totals = {"requests": 0.0, "client_errors": 0.0, "server_errors": 0.0, "failures": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "driftloop_validation_failures_total":
+                totals["failures"] += sample.value
+            code = str(sample.labels.get("http_response_code", ""))
+            if not (sample.name.endswith("_request_total") and code):
+                continue
+            if sample.labels.get("endpoint") in _PROBES:
+                continue
+            totals["requests"] += sample.value
+            key = {"4": "client_errors", "5": "server_errors"}.get(code[:1])
+            if key:
+                totals[key] += sample.value
+    return ServingCounters(
+        totals["requests"], totals["client_errors"], totals["server_errors"], totals["failures"]
+    )
+
+
+def serving_counters(
+    model_name: str, url: str | None, settings: Settings | None = None, timeout_s: float = 3.0
+) -> ServingCounters | None:
+    """The service's counts since the previous monitor run (None without a URL or answer).
+
+    The cumulative counters of the last scrape are kept in the monitor state.
+    """
+    if not url:
+        return None
+    import httpx
+
+    from tasks.drift import load_state, save_state
+
+    try:
+        answer = httpx.get(url.rstrip("/") + "/metrics", timeout=timeout_s)
+        answer.raise_for_status()
+        now = parse_serving_metrics(answer.text)
+    except (httpx.HTTPError, ValueError):
+        return None
+    state = load_state(model_name, settings)
+    before = ServingCounters(**state.get("serving_counters", {}))
+    save_state(model_name, {**state, "serving_counters": asdict(now)}, settings)
+    return now.minus(before)
+
+
 # --- data quality ---------------------------------------------------------------------------
 
 
@@ -165,14 +240,17 @@ def check_quality(
     window: pl.DataFrame,
     dataset: DatasetSpec,
     config: QualityConfig,
-    serving_failures: int | None = None,
+    serving: ServingCounters | None = None,
 ) -> Quality:
     """Missing share, type and domain violations of the window's input columns.
 
     A missing input column or one of the wrong kind (text where the contract says number, or
     the other way round) is a schema break.
     """
-    q = Quality(rows=window.height, serving_failures=serving_failures)
+    q = Quality(rows=window.height)
+    if serving is not None:
+        q.serving_rejected = serving.client_errors
+        q.serving_validation_failures = serving.validation_failures
     max_missing_share, max_violation_share = config.max_missing_share, config.max_violation_share
     inputs = [c for c in dataset.column_names if c != dataset.target]
     q.missing_columns = [c for c in [*inputs, "ts", "score"] if c not in window.columns]
@@ -201,8 +279,13 @@ def check_quality(
         for c, s in q.violation_share.items()
         if s > max_violation_share
     ]
-    if serving_failures:
-        q.issues.append(f"{serving_failures} requests failed validation at serving")
+    if serving is not None and serving.requests:
+        share = serving.client_errors / serving.requests
+        if share > config.max_rejected_share:
+            q.issues.append(
+                f"serving rejected {share:.1%} of requests > {config.max_rejected_share:.1%} "
+                f"({serving.validation_failures:.0f} contract violations)"
+            )
     q.ok = not q.issues
     return q
 
@@ -286,15 +369,15 @@ def compute_health(
     window: pl.DataFrame,
     bounds: Window,
     config: HealthConfig,
-    serving_errors: int | None = None,
+    serving: ServingCounters | None = None,
 ) -> Health:
     """Request rate, latency percentiles and error rate of the window."""
     max_error_rate, max_p95_latency_ms = config.max_error_rate, config.max_p95_latency_ms
     n = window.height
     lat = window["latency_ms"].drop_nulls() if "latency_ms" in window.columns else pl.Series([])
     pct = {p: (float(lat.quantile(p / 100)) if len(lat) else None) for p in (50, 95, 99)}
-    if serving_errors is not None:
-        err, source = serving_errors / max(n + serving_errors, 1), "serving error log"
+    if serving is not None and serving.requests:
+        err, source = serving.server_errors / serving.requests, "service /metrics (5xx share)"
     elif "score" in window.columns and n:
         bad = window["score"].is_null().sum() + window["score"].cast(pl.Float64).is_nan().sum()
         err, source = bad / n, "prediction log rows without a score"

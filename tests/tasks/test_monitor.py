@@ -138,9 +138,29 @@ def test_health_rate_latency_errors():
     assert h.requests == 600 and h.rate_per_min == pytest.approx(10.0)
     assert h.latency_p50_ms < h.latency_p95_ms <= h.latency_p99_ms
     assert h.error_rate == pytest.approx(0.1) and not h.ok
-    served = m.compute_health(_log(10), m.window_bounds(60, UNTIL), m.HealthConfig(),
-                              serving_errors=10)  # fmt: skip
-    assert served.error_rate == 0.5 and served.error_source == "serving error log"
+    counts = m.ServingCounters(requests=20, client_errors=2, server_errors=10)
+    served = m.compute_health(_log(10), m.window_bounds(60, UNTIL), m.HealthConfig(), counts)
+    assert served.error_rate == 0.5 and "/metrics" in served.error_source
+
+
+METRICS = """# TYPE bentoml_api_server_request_total counter
+bentoml_api_server_request_total{endpoint="/predict",http_response_code="200",service_name="s",service_version="v"} 90.0
+bentoml_api_server_request_total{endpoint="/predict",http_response_code="422",service_name="s",service_version="v"} 8.0
+bentoml_api_server_request_total{endpoint="/predict",http_response_code="500",service_name="s",service_version="v"} 2.0
+bentoml_api_server_request_total{endpoint="/livez",http_response_code="200",service_name="s",service_version="v"} 500.0
+# TYPE driftloop_validation_failures_total counter
+driftloop_validation_failures_total{field="tenure",rule="less_than_equal"} 11.0
+"""  # noqa: E501
+
+
+def test_serving_counters_from_metrics_and_deltas():
+    now = m.parse_serving_metrics(METRICS)
+    assert now == m.ServingCounters(100.0, 8.0, 2.0, 11.0)  # probes not counted
+    assert now.minus(m.ServingCounters(40.0, 1.0, 0.0, 1.0)) == m.ServingCounters(60, 7, 2, 10)
+    assert now.minus(m.ServingCounters(400.0)) == now  # the service restarted: count from 0
+    q = m.check_quality(_log(50), DS, m.QualityConfig(max_rejected_share=0.05), now)
+    assert not q.ok and q.serving_rejected == 8.0 and "rejected 8.0%" in q.issues[0]
+    assert m.serving_counters("telco", None) is None
 
 
 def test_importance_is_read_defensively():
@@ -177,3 +197,30 @@ def test_build_report_is_plain_json():
     decision = DriftDecision("quiet", False, 0, 2, "x")
     rep = m.build_report(a=np.float64(1.5), b=float("nan"), when=UNTIL, d=decision)
     assert rep == {"a": 1.5, "b": None, "when": UNTIL.isoformat(), "d": decision.to_dict()}
+
+
+def test_serving_counters_scraped_over_http_are_deltas(home):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    pages = [METRICS, METRICS.replace(" 90.0", " 190.0")]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            body = pages.pop(0).encode() if self.path == "/metrics" else b""
+            self.send_response(200 if body else 404)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert m.serving_counters("telco", url).requests == 100.0  # first scrape: since start
+        assert m.serving_counters("telco", url) == m.ServingCounters(100.0, 0.0, 0.0, 0.0)
+        assert m.serving_counters("telco", url) is None  # 404 now: no answer, no numbers
+    finally:
+        server.shutdown()

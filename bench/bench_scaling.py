@@ -1,0 +1,250 @@
+"""Scaling curves: ingest, training and profiling time (and peak memory) against data size.
+
+Each point runs in its own subprocess, so its peak RSS is measured from outside and one
+size's memory never leaks into the next: ``ingest`` is ``tasks.data.ingest_file`` on a
+generated CSV (read, parse, validate, quarantine, snapshot, quality report); ``training`` is
+``tasks.train`` split + features + the untuned baseline fit (LightGBM defaults, 100 rounds,
+1 thread: a fixed budget, so time reflects data size); ``profiling`` is
+``tasks.profiling.profile_frame`` (our whylogs path). Training and profiling read the
+snapshot that ingest wrote. Sizes: 10k, 100k, 1M rows, and 10M when enough memory is free
+(full run only). Plots go to ``bench/results/scaling_*.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import harness
+from bench.harness import metric, not_available
+
+AREA = "scaling"
+COLS = 20
+SEED = 11
+SIZES = (10_000, 100_000, 1_000_000)
+BIG = 10_000_000
+BIG_NEEDS_BYTES = 14 * harness.GiB  # free memory needed before trying 10M rows
+QUICK_SIZES = (2_000,)
+POINT_TIMEOUT_S = 2400.0
+STAGES = ("ingest", "training", "profiling")
+# what each stage calls: module, function names that must exist
+NEEDS = {
+    "ingest": ("tasks.data", ("ingest_file",)),
+    "training": ("tasks.train", ("split_data", "to_xy", "fit_default")),
+    "profiling": ("tasks.profiling", ("profile_frame",)),
+}
+
+
+def _repeats(rows: int, quick: bool) -> int:
+    return 1 if quick or rows >= 1_000_000 else 3
+
+
+def _missing(stage: str) -> str | None:
+    """Why ``stage`` cannot be measured (None when its functions exist)."""
+    module_name, names = NEEDS[stage]
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - any import failure means "not available"
+        return f"{module_name} does not import ({type(exc).__name__}: {exc})"
+    absent = [n for n in names if not hasattr(module, n)]
+    return f"{module_name} lacks {', '.join(absent)}" if absent else None
+
+
+# --- one point, inside its own process ------------------------------------------------------
+def _point(stage: str, csv: Path, module: Path, snapshot: str | None, repeat: int) -> dict:
+    from schemas import load_dataset
+
+    dataset = load_dataset(str(module))
+    if stage == "ingest":
+        from tasks.data import ingest_file
+
+        samples, result = [], None
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            result = ingest_file(csv, dataset)
+            samples.append(time.perf_counter() - t0)
+        assert result is not None
+        return {"samples": samples, "snapshot": str(result.snapshot), "rows": result.rows_in}
+    from tasks.data import load_snapshot
+
+    frame = load_snapshot(snapshot)
+    if stage == "training":
+        from tasks import train
+        from tasks.features import FeatureSpec
+
+        features = FeatureSpec.from_dataset(dataset)
+
+        def work() -> Any:
+            splits = train.split_data(frame, dataset, seed=SEED)
+            tr, va = (train.to_xy(s, dataset, features) for s in (splits.train, splits.valid))
+            return train.fit_default(tr, va, features, task="binary", seed=SEED, num_threads=1)
+
+    else:
+        from tasks.profiling import profile_frame
+
+        def work() -> Any:
+            return profile_frame(frame)
+
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        work()
+        samples.append(time.perf_counter() - t0)
+    return {"samples": samples, "rows": frame.height}
+
+
+def _child_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--point", choices=STAGES, required=True)
+    parser.add_argument("--csv", type=Path, required=True)
+    parser.add_argument("--module", type=Path, required=True)
+    parser.add_argument("--snapshot")
+    parser.add_argument("--repeat", type=int, default=1)
+    args = parser.parse_args(argv)
+    out = _point(args.point, args.csv, args.module, args.snapshot, args.repeat)
+    print("BENCH-POINT " + json.dumps(out))
+    return 0
+
+
+# --- the parent -----------------------------------------------------------------------------
+def _run_point(stage: str, csv: Path, module: Path, snapshot: str | None, repeat: int) -> dict:
+    cmd = [sys.executable, "-m", "bench.bench_scaling", "--point", stage, "--csv", csv]
+    cmd += ["--module", module, "--repeat", str(repeat)]
+    cmd += ["--snapshot", snapshot] if snapshot else []
+    proc = harness.run_measured(cmd, cwd=harness.REPO, timeout=POINT_TIMEOUT_S)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH-POINT ")), None)
+    if proc.returncode != 0 or line is None:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        why = "timed out" if proc.timed_out else f"exit {proc.returncode}: {tail[0][:200]}"
+        return {"error": why}
+    out = json.loads(line.removeprefix("BENCH-POINT "))
+    out["peak_rss"] = proc.peak_rss
+    return out
+
+
+def _run_point_inline(stage: str, csv: Path, module: Path, snapshot: str | None) -> dict:
+    """Quick mode: the same point in this process (no start-up cost, no memory figure)."""
+    try:
+        return _point(stage, csv, module, snapshot, 1)
+    except Exception as exc:  # noqa: BLE001 - reported as a failed point
+        return {"error": f"{type(exc).__name__}: {exc}"[:300]}
+
+
+def _rows_for(stage: str, rows: int, point: dict) -> list[dict[str, Any]]:
+    label = f"{stage} time, {rows:,} rows"
+    mem_label = f"{stage} peak RSS, {rows:,} rows"
+    if "peak_rss" not in point and "error" not in point:
+        stats = harness.Stats.of(point["samples"])
+        return [
+            metric(AREA, label, None, "s", stats=stats, note=f"{rows / stats.median:,.0f} rows/s"),
+            harness.quick_skip(AREA, mem_label, "MiB", "points run in-process"),
+        ]
+    if "error" in point:
+        why = f"failed: {point['error']}"
+        return [
+            not_available(AREA, label, "s", why, prefix="not measured"),
+            not_available(AREA, mem_label, "MiB", why, prefix="not measured"),
+        ]
+    stats = harness.Stats.of(point["samples"])
+    speed = rows / stats.median
+    return [
+        metric(AREA, label, None, "s", stats=stats, note=f"{speed:,.0f} rows/s"),
+        metric(AREA, mem_label, point["peak_rss"] / harness.MiB, "MiB",
+               note="whole process, measured from outside (includes imports)"),
+    ]  # fmt: skip
+
+
+def _plot(points: dict[str, dict[int, dict]], out_dir: Path) -> list[str]:
+    """Time and peak-memory curves (log-log); returns a note when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return ["matplotlib is not installed: no plots"]
+    for key, ylabel, fname, scale in (
+        ("samples", "median time (s)", "scaling_time.png", None),
+        ("peak_rss", "peak RSS (MiB)", "scaling_memory.png", harness.MiB),
+    ):
+        if not any(key in p for by_size in points.values() for p in by_size.values()):
+            continue
+        fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+        for stage, by_size in points.items():
+            xs, ys = [], []
+            for rows, point in sorted(by_size.items()):
+                if key not in point:
+                    continue
+                value = point[key]
+                ys.append(harness.Stats.of(value).median if scale is None else value / scale)
+                xs.append(rows)
+            if xs:
+                ax.plot(xs, ys, marker="o", label=stage)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("rows (20 feature columns)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"driftloop scaling: {ylabel.split(' (')[0]}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out_dir / fname)
+        plt.close(fig)
+    return []
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    sizes = list(QUICK_SIZES if quick else SIZES)
+    rows_out: list[dict[str, Any]] = []
+    if not quick:
+        import psutil
+
+        free = psutil.virtual_memory().available
+        if free >= BIG_NEEDS_BYTES:
+            sizes.append(BIG)
+        else:
+            for stage in STAGES:
+                why = f"{free / harness.GiB:.1f} GiB free, {BIG_NEEDS_BYTES // harness.GiB} needed"
+                rows_out.append(not_available(AREA, f"{stage} time, {BIG:,} rows", "s", why,
+                                              prefix="skipped"))  # fmt: skip
+    missing = {stage: _missing(stage) for stage in STAGES}
+    points: dict[str, dict[int, dict]] = {stage: {} for stage in STAGES}
+    scratch = harness.scratch_dir()
+    for size in sizes:
+        csv, module = harness.write_synthetic(scratch, size, COLS, SEED, f"scaling_{size}")
+        snapshot = None
+        for stage in STAGES:
+            if missing[stage]:
+                continue
+            if stage != "ingest" and snapshot is None:
+                points[stage][size] = {"error": "no snapshot (ingest did not run)"}
+                continue
+            if quick:
+                point = _run_point_inline(stage, csv, module, snapshot)
+            else:
+                point = _run_point(stage, csv, module, snapshot, _repeats(size, quick))
+            points[stage][size] = point
+            if stage == "ingest":
+                snapshot = point.get("snapshot")
+        csv.unlink(missing_ok=True)
+    for stage in STAGES:
+        if missing[stage]:
+            rows_out.append(not_available(AREA, f"{stage} time", "s", missing[stage] or ""))
+            continue
+        for size in sizes:
+            rows_out += _rows_for(stage, size, points[stage][size])
+    notes = _plot({s: p for s, p in points.items() if p}, harness.results_dir(quick))
+    for note in notes:
+        rows_out.append(not_available(AREA, "scaling plots", "", note))
+    return rows_out
+
+
+if __name__ == "__main__":
+    if "--point" in sys.argv:
+        sys.exit(_child_main(sys.argv[1:]))
+    harness.main(AREA, run)

@@ -8,6 +8,7 @@ undefined, e.g. ROC AUC on one class).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -53,8 +54,11 @@ def label_vector(frame: pl.DataFrame, dataset: DatasetSpec) -> np.ndarray:
 
 
 def _safe(fn, *args, **kwargs) -> float | None:
+    """A metric, or ``None`` where it is undefined (one class only, too few rows)."""
     try:
-        value = float(fn(*args, **kwargs))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value = float(fn(*args, **kwargs))
     except ValueError:
         return None
     return None if np.isnan(value) else value

@@ -242,7 +242,9 @@ def fit_booster(
     dtrain = lgb.Dataset(
         train.X, train.y, feature_name=names, categorical_feature=cats, params=ds_params
     )
-    dvalid = lgb.Dataset(valid.X, valid.y, reference=dtrain, categorical_feature=cats)
+    dvalid = lgb.Dataset(
+        valid.X, valid.y, reference=dtrain, categorical_feature=cats, params=ds_params
+    )
     cbs = list(callbacks or [])
     if early_stopping_rounds:
         cbs.append(lgb.early_stopping(early_stopping_rounds, verbose=False))
@@ -375,6 +377,8 @@ def open_storage(url: str | None) -> Any:
     """An Optuna storage for ``url`` (``None``: in memory). A SQLite file is switched to WAL
     mode with ``synchronous=NORMAL``: its default rollback journal costs ~12 ms per commit
     here, and a study commits several times per trial (params, reports, state)."""
+    if url is not None and url.startswith("postgresql://"):
+        return _postgres_driver(url)
     if url is None or not url.startswith("sqlite:///"):
         return url
     import sqlite3
@@ -390,6 +394,15 @@ def open_storage(url: str | None) -> Any:
     event.listen(storage.engine, "connect", _sqlite_pragmas)
     storage.engine.dispose()  # connections made before the listener reconnect with it
     return storage
+
+
+def _postgres_driver(url: str) -> str:
+    """SQLAlchemy 2.1 maps ``postgresql://`` to psycopg 3; the locked env ships psycopg2."""
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2"):
+        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

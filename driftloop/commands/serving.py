@@ -97,10 +97,19 @@ def build_bento(dataset: str) -> dict:
         raise CLIError("bentoml build failed: " + " | ".join(tail))
     tag = found.group(1)
     name, _, version = tag.partition(":")
+    # BentoML 1.4 keeps models in its store and copies them into the bento on export:
+    # the archive is the self-contained artefact (service, schemas, feature code, model).
+    archive = settings.bentoml_home / "exports" / f"{name}-{version}.bento"
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "bentoml", "export", tag, str(archive)]
+    done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0 or not archive.exists():
+        raise CLIError("bentoml export failed: " + (done.stderr or done.stdout)[-500:])
     return {
         "bento": tag,
         "model": champion,
         "path": settings.bentoml_home / "bentos" / name / version,
+        "archive": archive,
     }
 
 

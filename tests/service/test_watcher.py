@@ -1,0 +1,80 @@
+"""The per-worker model watcher: swaps when an alias moves, refuses a corrupted candidate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from servekit import save
+
+from bentos.runtime import ModelWatcher, probe_model
+from tasks import registry
+from tasks.settings import Settings
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.counts: dict[tuple, float] = {}
+
+    def labels(self, **labels: str) -> _Counter:
+        self._key = tuple(sorted(labels.items()))
+        return self
+
+    def inc(self, n: float = 1) -> None:
+        self.counts[self._key] = self.counts.get(self._key, 0) + n
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.swaps = _Counter()
+
+
+def _point_alias(settings: Settings, alias: str, tag: str) -> None:
+    """Move an alias without the registry's own checks (a file corrupted after promotion)."""
+    index = registry.read_index(settings)
+    index["telco"]["aliases"][alias] = tag
+    registry.atomic_write(settings.alias_index, json.dumps(index).encode())
+
+
+@pytest.fixture
+def store(tmp_path: Path, tiny_models):
+    settings = Settings(home=tmp_path / "home")
+    settings.ensure_dirs()
+    a = save(tiny_models.a, tiny_models.features, settings, "a")
+    b = save(tiny_models.b, tiny_models.features, settings, "b")
+    registry.set_alias("telco", registry.CHAMPION, a, settings=settings)
+    return settings, a, b
+
+
+def test_watcher_follows_aliases_and_keeps_old_model_on_corruption(store):
+    settings, a, b = store
+    metrics = _Metrics()
+    watcher = ModelWatcher("telco", settings, metrics)  # type: ignore[arg-type]
+    assert watcher.check().champion.tag == a
+    assert watcher.check() is watcher.models  # index unchanged: nothing reloaded
+
+    registry.set_alias("telco", registry.CHALLENGER, b, settings=settings)
+    models = watcher.check()
+    assert (models.champion.tag, models.challenger.tag) == (a, b)
+
+    # B's model file is damaged after it became challenger; then B is made champion
+    model_file = registry.model_path(b, settings) / registry.MODEL_FILE
+    text = model_file.read_text()
+    model_file.write_text(text.replace("num_leaves=15", "num_leaves=16", 1))
+    _point_alias(settings, registry.CHAMPION, b)
+    models = watcher.check()
+    assert models.champion.tag == a  # the old champion keeps serving
+    assert metrics.swaps.counts[(("alias", "champion"), ("outcome", "failed"))] == 1
+    assert watcher.check(force=True).champion.tag == a  # a known-bad tag is not retried
+
+
+def test_probe_catches_a_truncated_model_that_would_crash_the_process(store, tmp_path):
+    settings, a, _ = store
+    path = registry.model_path(a, settings)
+    probe_model(path)  # intact: passes
+    model_file = path / registry.MODEL_FILE
+    data = model_file.read_bytes()
+    model_file.write_bytes(data[: len(data) // 3])
+    with pytest.raises(registry.CorruptModelError):
+        probe_model(path)

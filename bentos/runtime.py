@@ -185,7 +185,7 @@ def prediction_log(settings: Settings, metrics: ServingMetrics, **kwargs) -> Buf
         for _, run in itertools.groupby(entries, key=lambda e: id(e[1])):
             group = list(run)
             batches += _with_shadow([b for b, _ in group], group[0][1])
-        return pl.concat([prediction_frame(b) for b in batches], how="vertical_relaxed")
+        return prediction_frame(batches)
 
     def on_flush(frame: pl.DataFrame) -> None:
         for (tag,), part in frame.group_by(["model_tag"]):

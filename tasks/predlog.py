@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -76,24 +77,55 @@ class ScoredBatch:
         return len(self.request_ids)
 
 
-def prediction_frame(batch: ScoredBatch) -> pl.DataFrame:
-    """A :class:`ScoredBatch` as prediction-log rows: record columns, then the inputs."""
-    n = len(batch)
+def prediction_frame(batch: ScoredBatch | Sequence[ScoredBatch]) -> pl.DataFrame:
+    """Scored batches as prediction-log rows: the record columns, then the inputs.
+
+    Built column-wise for many batches at once: a flush of thousands of one-row requests
+    costs one frame construction, not thousands.
+    """
+    batches = [batch] if isinstance(batch, ScoredBatch) else list(batch)
+    counts = np.array([len(b) for b in batches])
+    per_row = np.repeat(np.arange(len(batches)), counts)
+
+    def scalar(values: list, dtype: pl.DataType) -> pl.Series:
+        return pl.Series(values, dtype=dtype).gather(per_row)
+
+    def column(parts: list, dtype: pl.DataType) -> pl.Series:
+        return pl.Series(list(chain.from_iterable(parts)), dtype=dtype)
+
+    def array(parts: list, n: list[int]) -> pl.Series:
+        filled = [np.full(k, np.nan) if p is None else np.asarray(p, np.float64)
+                  for p, k in zip(parts, n, strict=True)]  # fmt: skip
+        values = np.concatenate(filled) if filled else np.array([], np.float64)
+        return pl.Series(values).fill_nan(None)
+
+    n = counts.tolist()
+    decisions = [
+        [None] * k if b.decisions is None else b.decisions.tolist()
+        for b, k in zip(batches, n, strict=True)
+    ]
     head = pl.DataFrame(
         {
-            "request_id": batch.request_ids,
-            "entity_id": batch.entity_ids if batch.entity_ids is not None else [None] * n,
-            "ts": [batch.ts] * n,
-            "model_tag": [batch.model_tag] * n,
-            "score": batch.scores,
-            "decision": batch.decisions if batch.decisions is not None else [None] * n,
-            "shadow_tag": [batch.shadow_tag] * n,
-            "shadow_score": batch.shadow_scores if batch.shadow_scores is not None else [None] * n,
-            "latency_ms": [batch.latency_ms] * n,
+            "request_id": column([b.request_ids for b in batches], pl.String),
+            "entity_id": column(
+                [
+                    b.entity_ids if b.entity_ids is not None else [None] * k
+                    for b, k in zip(batches, n, strict=True)
+                ],
+                pl.String,
+            ),  # fmt: skip
+            "ts": scalar([b.ts for b in batches], TS),
+            "model_tag": scalar([b.model_tag for b in batches], pl.String),
+            "score": array([b.scores for b in batches], n),
+            "decision": column(decisions, pl.Boolean),
+            "shadow_tag": scalar([b.shadow_tag for b in batches], pl.String),
+            "shadow_score": array([b.shadow_scores for b in batches], n),
+            "latency_ms": scalar([b.latency_ms for b in batches], pl.Float64),
         },
         schema=PREDICTION_TYPES,
     )
-    inputs = batch.inputs.drop([c for c in PREDICTION_COLUMNS if c in batch.inputs.columns])
+    inputs = pl.concat([b.inputs for b in batches], how="vertical_relaxed")
+    inputs = inputs.drop([c for c in PREDICTION_COLUMNS if c in inputs.columns])
     return pl.concat([head, inputs], how="horizontal")
 
 

@@ -224,3 +224,17 @@ def test_serving_counters_scraped_over_http_are_deltas(home):
         assert m.serving_counters("telco", url) is None  # 404 now: no answer, no numbers
     finally:
         server.shutdown()
+
+
+def test_window_of_files_with_different_schemas_is_a_schema_break(home):
+    settings = get_settings()
+    settings.predictions_dir.mkdir(parents=True)
+    _log(20).write_parquet(settings.predictions_dir / "a.parquet")
+    broken = _log(30, seed=1).with_columns(pl.col("tenure").cast(pl.String)).drop("Contract")
+    broken.write_parquet(settings.predictions_dir / "b.parquet")
+    (settings.predictions_dir / ".c.parquet.tmp.parquet").write_bytes(b"half a file")
+    window = m.load_window(m.window_bounds(60, UNTIL), settings)
+    assert window.height == 50
+    q = m.check_quality(window, DS, m.QualityConfig())
+    assert q.schema_break and "tenure" in q.type_mismatches
+    assert q.missing_share["Contract"] == pytest.approx(30 / 50)  # absent from one file

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -430,3 +431,42 @@ class LocalStack:
 
     def __exit__(self, *exc: object) -> None:
         self.down()
+
+
+# --- what the benchmark and the tests read back from the API ---------------------------
+
+
+def _ts(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def deployment_runs(
+    api_url: str, deployment: str = "retrain/retrain", since: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Flow runs of ``flow/deployment`` created at or after ``since``, oldest first, with
+    their state, parameters and the timestamps a latency measurement needs."""
+    dep = httpx.get(f"{api_url}/deployments/name/{deployment}", timeout=10.0)
+    dep.raise_for_status()
+    body = {"flow_runs": {"deployment_id": {"any_": [dep.json()["id"]]}}, "limit": 200}
+    resp = httpx.post(f"{api_url}/flow_runs/filter", json=body, timeout=10.0)
+    resp.raise_for_status()
+    runs = []
+    for run in resp.json():
+        created = _ts(run["created"])
+        if since is not None and created is not None and created < since:
+            continue
+        state = run.get("state") or {}
+        runs.append(
+            {
+                "id": run["id"],
+                "name": run["name"],
+                "state_type": state.get("type"),
+                "state_name": state.get("name"),
+                "created": created,
+                "expected_start_time": _ts(run.get("expected_start_time")),
+                "start_time": _ts(run.get("start_time")),
+                "end_time": _ts(run.get("end_time")),
+                "parameters": run.get("parameters") or {},
+            }
+        )
+    return sorted(runs, key=lambda r: r["created"])

@@ -38,6 +38,13 @@ ALL_EVENTS = (
 )
 RETRAIN_TRIGGERS = (DRIFT_DETECTED, PERFORMANCE_DEGRADED)  # a data-quality event never retrains
 RESOURCE_PREFIX = "driftloop.model."
+DEFAULT_REASON = {
+    DRIFT_DETECTED: "drift",
+    PERFORMANCE_DEGRADED: "performance",
+    DATA_QUALITY_FAILED: "data_quality",
+    MODEL_PROMOTED: "promoted",
+    MODEL_REJECTED: "rejected",
+}
 
 DEFAULT_GRACE_S = 30.0  # how long a sent event may take to show up in the API before a resend
 _API_TIMEOUT_S = 5.0
@@ -239,7 +246,9 @@ def emit(
 ) -> str | None:
     """Record ``event`` in the outbox and emit it; return its id, or None if Prefect is off.
 
-    A None result still leaves the event in the outbox: the next flush sends it.
+    The payload always carries a ``reason`` (default: the event's kind); deployment triggers
+    template it into the retrain's parameters. A None result still leaves the event in the
+    outbox: the next flush sends it.
     """
     if event not in ALL_EVENTS:
         raise ValueError(f"unknown event {event!r}; known: {', '.join(ALL_EVENTS)}")
@@ -250,7 +259,7 @@ def emit(
         "id": str(uuid.uuid4()),
         "event": event,
         "resource": model_resource(model_name),
-        "payload": normalise_payload(payload),
+        "payload": {"reason": DEFAULT_REASON[event], **normalise_payload(payload)},
         "occurred": datetime.now(UTC).isoformat(),
         "attempts": 1,
     }
@@ -260,33 +269,29 @@ def emit(
     return record["id"] if _send(record) else None
 
 
-def _with_reason(reason: str, evidence: dict[str, Any]) -> dict[str, Any]:
-    return {"reason": reason, **evidence}
-
-
 def emit_drift_detected(model_name: str, evidence: dict[str, Any], **kw: Any) -> str | None:
     """Drift beyond the configured bounds: triggers a retrain."""
-    return emit(DRIFT_DETECTED, model_name, _with_reason("drift", evidence), **kw)
+    return emit(DRIFT_DETECTED, model_name, evidence, **kw)
 
 
 def emit_performance_degraded(model_name: str, evidence: dict[str, Any], **kw: Any) -> str | None:
     """Live metrics on labeled feedback fell below the bound: triggers a retrain."""
-    return emit(PERFORMANCE_DEGRADED, model_name, _with_reason("performance", evidence), **kw)
+    return emit(PERFORMANCE_DEGRADED, model_name, evidence, **kw)
 
 
 def emit_data_quality_failed(model_name: str, evidence: dict[str, Any], **kw: Any) -> str | None:
     """A schema break or failed quality check: alerts, never retrains."""
-    return emit(DATA_QUALITY_FAILED, model_name, _with_reason("data_quality", evidence), **kw)
+    return emit(DATA_QUALITY_FAILED, model_name, evidence, **kw)
 
 
 def emit_model_promoted(model_name: str, evidence: dict[str, Any], **kw: Any) -> str | None:
     """The challenger won the gate and is now champion (evidence: both scores)."""
-    return emit(MODEL_PROMOTED, model_name, _with_reason("promoted", evidence), **kw)
+    return emit(MODEL_PROMOTED, model_name, evidence, **kw)
 
 
 def emit_model_rejected(model_name: str, evidence: dict[str, Any], **kw: Any) -> str | None:
     """The challenger lost the gate; the champion stays (evidence: both scores)."""
-    return emit(MODEL_REJECTED, model_name, _with_reason("rejected", evidence), **kw)
+    return emit(MODEL_REJECTED, model_name, evidence, **kw)
 
 
 def prefect_api_url() -> str | None:

@@ -191,6 +191,7 @@ class StackConfig(BaseModel):
     worker: bool = True
     poll_s: float | None = Field(default=None, gt=0, description="Worker/runner poll interval.")
     scheduler: bool = True
+    ui: bool = Field(default=False, description="Serve the Prefect UI at the API's host:port.")
     event_flush_s: float | None = Field(
         default=None, gt=0, description="Server event-persister flush interval (default 5s)."
     )
@@ -248,7 +249,7 @@ class LocalStack:
             f"sqlite+aiosqlite:///{s.prefect_home / 'prefect.db'}",
         )
         env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-        env["PREFECT_SERVER_UI_ENABLED"] = "false"
+        env["PREFECT_SERVER_UI_ENABLED"] = str(self.config.ui).lower()
         env["PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED"] = str(self.config.scheduler).lower()
         if self.api_url:
             env["PREFECT_API_URL"] = self.api_url
@@ -333,7 +334,7 @@ class LocalStack:
         port = self.config.port or free_port(self.config.host)
         self.api_url = f"http://{self.config.host}:{port}/api"
         argv = self._prefect("server", "start", "--host", self.config.host, "--port", str(port))
-        argv += ["--no-ui", "--analytics-off"]
+        argv += ["--ui" if self.config.ui else "--no-ui", "--analytics-off"]
         proc = self._start(SERVER, argv)
         wait_http(f"{self.api_url}/health", timeout_s=self.config.startup_timeout_s, proc=proc)
         return proc

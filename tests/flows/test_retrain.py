@@ -148,3 +148,23 @@ def test_strategies_and_entity_dedup():
     assert window.frame.tail(23)[DS.id_column].to_list() == feedback[DS.id_column].to_list()
     warm = rt.assemble(reference, feedback, holdout, DS, strategy="warm_start", window_rows=50)
     assert warm.frame.equals(window.frame)
+
+
+def test_cli_retrain_json_is_one_object(world, prefect_harness):
+    import json
+
+    from typer.testing import CliRunner
+
+    from driftloop.cli import build_app
+
+    settings, _, recent = world
+    champion = registry.load_model("telco:champion", settings)
+    write_traffic(settings, champion, recent, noise_labels(recent, seed=1))
+    args = ["retrain", "--json", "--trials", "1", "--margin", "0.08", "--reason", "cli"]
+    result = CliRunner().invoke(build_app(), args)
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["promote"] is False and out["trigger"]["reason"] == "cli"
+    assert out["champion_tag"] == champion.tag and out["challenger_score"] is not None
+    bad = CliRunner().invoke(build_app(), ["retrain", "--json", "--strategy", "nope"])
+    assert bad.exit_code == 1 and "strategy" in bad.stderr and bad.stdout == ""

@@ -689,8 +689,10 @@ def scratch_dir() -> Path:
 
 
 def results_dir(quick: bool = False) -> Path:
-    """``bench/results/`` (full runs) or ``bench/results/smoke/`` (quick runs)."""
-    path = SMOKE_DIR if quick else RESULTS_DIR
+    """Where result files and plots go: ``bench/results/`` (full runs),
+    ``bench/results/smoke/`` (quick runs), or what ``bench.run --out-dir`` chose."""
+    env = os.environ.get("DRIFTLOOP_BENCH_RESULTS")
+    path = Path(env) if env else SMOKE_DIR if quick else RESULTS_DIR
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -42,7 +42,6 @@ EXPECTED_AREAS = (
 QUICK_TIMEOUT_S = 45.0  # per area
 QUICK_BUDGET_S = 45.0  # the whole smoke run: `make test` runs it, so it must stay short
 FULL_TIMEOUT_S = 5400.0
-LOGS_DIR = RESULTS_DIR / "tmp" / "logs"
 MD_NAME = "BENCHMARKS.md"
 
 
@@ -72,24 +71,33 @@ def _now() -> str:
 
 def _failure_rows(area: str, status: str, error: str) -> list[dict[str, Any]]:
     last = next((ln for ln in reversed(error.strip().splitlines()) if ln.strip()), status)
-    why = f"{status}: {last.strip()[:300]}"
-    return [harness.not_available(area, "area run", "", why)]
+    why = last.strip()[:300]
+    return [harness.not_available(area, "area run", "", why, prefix=f"not measured ({status})")]
 
 
-def run_area(area: str, quick: bool, timeout: float) -> AreaResult:
-    """Run one area in a child process with its own state directory; never raises."""
+def run_area(area: str, quick: bool, timeout: float, out_dir: Path) -> AreaResult:
+    """Run one area in a child process with its own state directory; never raises.
+
+    The child's output goes to ``<out_dir>/logs/<area>.log``; plots it makes go to
+    ``out_dir`` (through ``DRIFTLOOP_BENCH_RESULTS``, see ``harness.results_dir``).
+    """
     base = harness.make_temp_base()
     out = base / "rows.json"
-    LOGS_DIR.mkdir(parents=True, exist_ok=True)
-    log = LOGS_DIR / f"{area}{'-quick' if quick else ''}.log"
+    logs = (out_dir / "logs") if quick else (RESULTS_DIR / "tmp" / "logs")
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / f"{area}.log"
     cmd = [sys.executable, "-m", "bench.run", "--child", area, "--out", str(out)]
     cmd += ["--quick"] if quick else []
-    env: dict[str, str | None] = {**harness.bench_env(base, quick), "PREFECT_API_URL": None}
+    env: dict[str, str | None] = {
+        **harness.bench_env(base, quick),
+        "PREFECT_API_URL": None,
+        "DRIFTLOOP_BENCH_RESULTS": str(out_dir),
+    }
     started = _now()
     try:
         proc = harness.run_measured(cmd, env, cwd=REPO, timeout=timeout, interval=0.1, log=log)
         if proc.timed_out:
-            error = f"timed out after {timeout:.0f} s (log: {log.relative_to(REPO)})"
+            error = f"stopped after {timeout:.0f} s (log: {_show(log)})"
             return AreaResult(area, "timed out", _failure_rows(area, "timed out", error),
                               started, proc.wall_s, proc.peak_rss, error)  # fmt: skip
         if proc.returncode != 0 or not out.exists():
@@ -109,6 +117,14 @@ def run_area(area: str, quick: bool, timeout: float) -> AreaResult:
                           error=error)  # fmt: skip
     finally:
         harness.remove_temp(base)
+
+
+def _show(path: Path) -> str:
+    """``path`` relative to the repository when inside it."""
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
 
 
 def missing_area(area: str) -> AreaResult:
@@ -320,6 +336,11 @@ def main(argv: list[str] | None = None) -> int:
         help=f"seconds for the whole run (quick: {QUICK_BUDGET_S:.0f}); areas still running "
         "then are stopped and reported as timed out",
     )  # fmt: skip
+    parser.add_argument(
+        "--out-dir", type=Path, default=None,
+        help="write results.json, BENCHMARKS.md and plots here (default: the repository's "
+        "BENCHMARKS.md and bench/results/; quick: bench/results/smoke/)",
+    )  # fmt: skip
     parser.add_argument("--list", action="store_true", help="list the areas and exit")
     parser.add_argument("--child", metavar="AREA", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -341,10 +362,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown area(s): {', '.join(unknown)} (known: {', '.join(found)})")
     timeout = args.timeout or (QUICK_TIMEOUT_S if args.quick else FULL_TIMEOUT_S)
     budget = args.budget or (QUICK_BUDGET_S if args.quick else None)
-    out_dir = SMOKE_DIR if args.quick else RESULTS_DIR
+    out_dir = (args.out_dir or (SMOKE_DIR if args.quick else RESULTS_DIR)).resolve()
+    if args.quick and out_dir == RESULTS_DIR:
+        parser.error("a quick run never writes into bench/results/ (the full run's results)")
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / "results.json"
-    md_path = out_dir / MD_NAME if args.quick else REPO / MD_NAME
+    # the real BENCHMARKS.md comes only from a full run into the default place
+    md_path = REPO / MD_NAME if out_dir == RESULTS_DIR and not args.quick else out_dir / MD_NAME
 
     facts = harness.machine_facts()
     t0 = time.perf_counter()
@@ -360,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
             return AreaResult(area, "timed out", _failure_rows(area, "timed out", error),
                               _now(), error=error)  # fmt: skip
         print(f"[bench] {area}: running", file=sys.stderr, flush=True)
-        result = run_area(area, args.quick, left)
+        result = run_area(area, args.quick, left, out_dir)
         n = sum(r.get("value") is not None for r in result.rows)
         print(
             f"[bench] {area}: {result.status} in {_duration(result.wall_s)}, "
@@ -381,8 +405,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if area in ran:
             areas[area] = ran[area].to_dict()
-            if not args.quick and ran[area].status == "ok":
-                harness.write_area_results(area, ran[area].rows, quick=False)
+            if ran[area].status == "ok":
+                harness.write_area_results(
+                    area, ran[area].rows, args.quick, out=out_dir / f"{area}.json"
+                )
         elif area in previous:
             areas[area] = previous[area]
         elif area in EXPECTED_AREAS and (area not in found or not args.only):
@@ -401,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp.write_text(json.dumps(doc, indent=2, default=harness._json_default) + "\n")
     os.replace(tmp, json_path)
     md_path.write_text(render(doc, out_dir, md_path))
-    print(f"[bench] wrote {json_path.relative_to(REPO)} and {md_path.relative_to(REPO)} "
+    print(f"[bench] wrote {_show(json_path)} and {_show(md_path)} "
           f"in {_duration(doc['wall_s'])}", file=sys.stderr)  # fmt: skip
     return 0
 

@@ -29,7 +29,6 @@ import numpy as np
 import polars as pl
 
 from schemas.records import PREDICTION_COLUMNS, TS, FeedbackRecord, PredictionRecord
-from tasks.registry import atomic_write
 from tasks.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -229,6 +228,8 @@ class BufferedLog:
         self._seq += 1
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         path = self.directory / f"{self.prefix}-{stamp}-{os.getpid()}-{self._seq:06d}.parquet"
+        from tasks.registry import atomic_write  # (lazy: registry imports lightgbm)
+
         buf = io.BytesIO()
         frame.write_parquet(buf, compression="zstd", statistics=True)
         atomic_write(path, buf.getvalue())

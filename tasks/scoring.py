@@ -216,6 +216,52 @@ def write_frame(frame: pl.DataFrame, out: Path) -> Path:
     return out
 
 
+@dataclass(frozen=True)
+class ScoringModels:
+    champion: LoadedModel
+    challenger: LoadedModel | None
+
+
+def load_scoring_models(
+    dataset: DatasetSpec, model: str = "champion", shadow: bool = False, settings=None
+) -> ScoringModels:
+    """The model to score with (alias or tag) and, with ``shadow``, the challenger if any."""
+    from tasks import registry
+
+    aliases = (registry.CHAMPION, registry.CHALLENGER)
+    ref = f"{dataset.name}:{model}" if model in aliases else model
+    champion = registry.load_model(ref, settings)
+    challenger = None
+    if shadow and registry.get_alias(dataset.name, registry.CHALLENGER, settings):
+        challenger = registry.load_model(f"{dataset.name}:{registry.CHALLENGER}", settings)
+    return ScoringModels(champion, challenger)
+
+
+def write_outputs(
+    scored: pl.DataFrame,
+    errors: pl.DataFrame,
+    out: Path,
+    models: ScoringModels,
+    rows: int,
+    started: float,
+) -> ScoreResult:
+    """Write the scores (and the refused rows beside them); say what was done."""
+    write_frame(scored, out)
+    rejects = None
+    if errors.height:
+        rejects = write_frame(errors, Path(out).with_suffix(".rejects.parquet"))
+    return ScoreResult(
+        model_tag=models.champion.tag,
+        rows=rows,
+        scored=scored.height,
+        rejected=errors["row"].n_unique() if errors.height else 0,
+        out=Path(out),
+        rejects=rejects,
+        shadow_tag=models.challenger.tag if models.challenger else None,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
 def score_file(
     path: Path,
     out: Path,
@@ -231,29 +277,11 @@ def score_file(
     and rule that refused them) go to ``<out stem>.rejects.parquet``; none is silently dropped.
     """
     from schemas import load_dataset
-    from tasks import registry
 
-    settings = settings or get_settings()
     started = time.perf_counter()
+    settings = settings or get_settings()
     spec = load_dataset(dataset)
-    ref = f"{spec.name}:{model}" if model in (registry.CHAMPION, registry.CHALLENGER) else model
-    champion = registry.load_model(ref, settings)
-    challenger = None
-    if shadow and registry.get_alias(spec.name, registry.CHALLENGER, settings):
-        challenger = registry.load_model(f"{spec.name}:{registry.CHALLENGER}", settings)
+    models = load_scoring_models(spec, model, shadow, settings)
     raw = read_input(path)
-    scored, errors = score_table(raw, spec, champion, challenger)
-    write_frame(scored, out)
-    rejects = None
-    if errors.height:
-        rejects = write_frame(errors, Path(out).with_suffix(".rejects.parquet"))
-    return ScoreResult(
-        model_tag=champion.tag,
-        rows=raw.height,
-        scored=scored.height,
-        rejected=errors["row"].n_unique() if errors.height else 0,
-        out=Path(out),
-        rejects=rejects,
-        shadow_tag=challenger.tag if challenger else None,
-        seconds=round(time.perf_counter() - started, 3),
-    )
+    scored, errors = score_table(raw, spec, models.champion, models.challenger)
+    return write_outputs(scored, errors, out, models, raw.height, started)

@@ -9,24 +9,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from servekit import Server, TinyModels, free_port, make_home, save, telco_frame, train_tiny
+import servekit
+from servekit import Server, TinyModels, free_port, make_home, save
 
-from schemas import load_dataset
 from tasks import registry
-from tasks.features import FeatureSpec
 from tasks.settings import Settings
 
 
 @pytest.fixture(scope="session")
 def tiny_models() -> TinyModels:
-    ds = load_dataset("telco")
-    fspec = FeatureSpec.from_dataset(ds)
-    frame = telco_frame()
-    train = frame.head(2000)
-    a = train_tiny(train, fspec, leaves=7, rounds=15)
-    b = train_tiny(train, fspec, leaves=15, rounds=25)
-    rows = frame.slice(2000, 400).drop("Churn")
-    return TinyModels(a, b, fspec, rows, rows.to_dicts())
+    return servekit.tiny_models()
 
 
 @pytest.fixture(scope="module")

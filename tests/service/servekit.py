@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 
+from schemas import load_dataset
 from tasks import registry
 from tasks.features import FeatureSpec, build_features, to_matrix
 from tasks.settings import Settings
@@ -61,6 +63,19 @@ def train_tiny(frame: pl.DataFrame, fspec: FeatureSpec, leaves: int, rounds: int
     }
     data = lgb.Dataset(x, y, categorical_feature=fspec.categorical_indices, free_raw_data=False)
     return lgb.train(params, data, num_boost_round=rounds)
+
+
+@functools.cache
+def tiny_models() -> TinyModels:
+    """Two small boosters (A: 7 leaves x 15 rounds, B: 15 x 25) and 400 held-out rows."""
+    ds = load_dataset("telco")
+    fspec = FeatureSpec.from_dataset(ds)
+    frame = telco_frame()
+    train = frame.head(2000)
+    a = train_tiny(train, fspec, leaves=7, rounds=15)
+    b = train_tiny(train, fspec, leaves=15, rounds=25)
+    rows = frame.slice(2000, 400).drop("Churn")
+    return TinyModels(a, b, fspec, rows, rows.to_dicts())
 
 
 def save(booster: lgb.Booster, fspec: FeatureSpec, settings: Settings, note: str) -> str:

@@ -1,0 +1,48 @@
+"""The score flow under a real Prefect server: same scores as the CLI path, rejects written."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "service"))
+from servekit import TELCO_CSV, save, tiny_models  # noqa: E402
+
+from flows.score import ScoreConfig, score  # noqa: E402
+from tasks import registry  # noqa: E402
+from tasks.features import build_features, to_matrix  # noqa: E402
+from tasks.scoring import validate_rows  # noqa: E402
+from tasks.settings import Settings  # noqa: E402
+
+
+@pytest.fixture
+def scoring_home(home: Path) -> Settings:
+    settings = Settings(home=home)
+    settings.ensure_dirs()
+    m = tiny_models()
+    tag = save(m.a, m.features, settings, "a")
+    registry.set_alias("telco", registry.CHAMPION, tag, settings=settings)
+    return settings
+
+
+def test_score_flow_scores_like_the_service(scoring_home, prefect_harness, tmp_path):
+    from schemas import load_dataset
+
+    m = tiny_models()
+    raw = pl.read_csv(TELCO_CSV, infer_schema=False).slice(4000, 40)
+    src = tmp_path / "batch.csv"
+    pl.concat([raw, raw.head(1).with_columns(pl.lit("-5").alias("tenure"))]).write_csv(src)
+    out = tmp_path / "scores.parquet"
+    result = score(ScoreConfig(path=str(src), out=str(out)))
+    assert (result["rows"], result["scored"], result["rejected"]) == (41, 40, 1)
+    scored = pl.read_parquet(out)
+    typed = validate_rows(raw, load_dataset("telco")).valid
+    expected = m.a.predict(to_matrix(build_features(typed, m.features)), num_threads=1)
+    np.testing.assert_allclose(scored["score"].to_numpy(), expected, rtol=0, atol=1e-9)
+    assert scored["model_tag"].unique().to_list() == [result["model_tag"]]
+    rejects = pl.read_parquet(result["rejects"])
+    assert rejects.to_dicts()[0]["column"] == "tenure"

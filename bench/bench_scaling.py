@@ -7,7 +7,9 @@ generated CSV (read, parse, validate, quarantine, snapshot, quality report); ``t
 1 thread: a fixed budget, so time reflects data size); ``profiling`` is
 ``tasks.profiling.profile_frame`` (our whylogs path). Training and profiling read the
 snapshot that ingest wrote. Sizes: 10k, 100k, 1M rows, and 10M when enough memory is free
-(full run only). Plots go to ``bench/results/scaling_*.png``.
+(full run only) for each stage whose peak memory, extrapolated from 1M rows, fits in 60% of
+the free memory (training and profiling then read a generated Parquet file if ingest had to
+skip). Plots go to ``bench/results/scaling_*.png``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ COLS = 20
 SEED = 11
 SIZES = (10_000, 100_000, 1_000_000)
 BIG = 10_000_000
-BIG_NEEDS_BYTES = 14 * harness.GiB  # free memory needed before trying 10M rows
+MEMORY_SHARE = 0.6  # a 10M-row point runs only if its predicted peak fits in this share
 QUICK_SIZES = (2_000,)
 POINT_TIMEOUT_S = 2400.0
 STAGES = ("ingest", "training", "profiling")
@@ -138,6 +140,12 @@ def _run_point_inline(stage: str, csv: Path, module: Path, snapshot: str | None)
 def _rows_for(stage: str, rows: int, point: dict) -> list[dict[str, Any]]:
     label = f"{stage} time, {rows:,} rows"
     mem_label = f"{stage} peak RSS, {rows:,} rows"
+    if "skipped" in point:
+        why = f"memory does not allow it: {point['skipped']}"
+        return [
+            not_available(AREA, label, "s", why, prefix="skipped"),
+            not_available(AREA, mem_label, "MiB", why, prefix="skipped"),
+        ]
     if "peak_rss" not in point and "error" not in point:
         stats = harness.Stats.of(point["samples"])
         return [
@@ -178,7 +186,7 @@ def _plot(points: dict[str, dict[int, dict]], out_dir: Path) -> list[str]:
         for stage, by_size in points.items():
             xs, ys = [], []
             for rows, point in sorted(by_size.items()):
-                if key not in point:
+                if key not in point or "error" in point or "skipped" in point:
                     continue
                 value = point[key]
                 ys.append(harness.Stats.of(value).median if scale is None else value / scale)
@@ -198,40 +206,69 @@ def _plot(points: dict[str, dict[int, dict]], out_dir: Path) -> list[str]:
     return []
 
 
-def run(quick: bool) -> list[dict[str, Any]]:
-    sizes = list(QUICK_SIZES if quick else SIZES)
-    rows_out: list[dict[str, Any]] = []
-    if not quick:
-        import psutil
+def _too_big(stage: str, points: dict[str, dict[int, dict]], size: int) -> str | None:
+    """Why ``stage`` must skip ``size`` rows: its peak extrapolated linearly from the largest
+    measured size (an overestimate: the import baseline is counted too) must fit in
+    ``MEMORY_SHARE`` of the memory free now, so the benchmark never pushes the box into OOM."""
+    import psutil
 
-        free = psutil.virtual_memory().available
-        if free >= BIG_NEEDS_BYTES:
-            sizes.append(BIG)
+    measured = [(n, p) for n, p in points[stage].items() if "peak_rss" in p and n < size]
+    if not measured:
+        return "no smaller measurement to extrapolate its memory from"
+    rows, point = max(measured)
+    predicted = point["peak_rss"] * size / rows
+    free = psutil.virtual_memory().available
+    if predicted <= MEMORY_SHARE * free:
+        return None
+    gib = harness.GiB
+    return (
+        f"predicted peak {predicted / gib:.1f} GiB ({size // rows}× the {rows:,}-row peak) "
+        f"> {MEMORY_SHARE:.0%} of the {free / gib:.1f} GiB free"
+    )
+
+
+def _measure_size(
+    size: int, quick: bool, missing: dict[str, str | None], points: dict[str, dict[int, dict]]
+) -> None:
+    """All stages at one size (ingest first: training and profiling read its snapshot)."""
+    scratch = harness.scratch_dir()
+    name = f"scaling_{size}"
+    module = scratch / f"{name}.py"
+    module.write_text(harness.synthetic_schema_source(COLS, name))
+    csv = scratch / f"{name}.csv"
+    snapshot = None
+    for stage in STAGES:
+        if missing[stage]:
+            continue
+        why = None if quick or size <= SIZES[-1] else _too_big(stage, points, size)
+        if why:
+            points[stage][size] = {"skipped": why}
+        elif stage == "ingest":
+            harness.synthetic_table(size, COLS, SEED).write_csv(csv)
+            if quick:
+                points[stage][size] = _run_point_inline(stage, csv, module, None)
+            else:
+                points[stage][size] = _run_point(stage, csv, module, None, _repeats(size, quick))
+            snapshot = points[stage][size].get("snapshot")
+            csv.unlink(missing_ok=True)
+            continue
+        if snapshot is None:  # ingest skipped or failed: the same typed table, written directly
+            path = scratch / f"{name}.parquet"
+            harness.synthetic_table(size, COLS, SEED).write_parquet(path)
+            snapshot = str(path)
+        if quick:
+            points[stage][size] = _run_point_inline(stage, csv, module, snapshot)
         else:
-            for stage in STAGES:
-                why = f"{free / harness.GiB:.1f} GiB free, {BIG_NEEDS_BYTES // harness.GiB} needed"
-                rows_out.append(not_available(AREA, f"{stage} time, {BIG:,} rows", "s", why,
-                                              prefix="skipped"))  # fmt: skip
+            points[stage][size] = _run_point(stage, csv, module, snapshot, _repeats(size, quick))
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    sizes = list(QUICK_SIZES if quick else (*SIZES, BIG))
     missing = {stage: _missing(stage) for stage in STAGES}
     points: dict[str, dict[int, dict]] = {stage: {} for stage in STAGES}
-    scratch = harness.scratch_dir()
     for size in sizes:
-        csv, module = harness.write_synthetic(scratch, size, COLS, SEED, f"scaling_{size}")
-        snapshot = None
-        for stage in STAGES:
-            if missing[stage]:
-                continue
-            if stage != "ingest" and snapshot is None:
-                points[stage][size] = {"error": "no snapshot (ingest did not run)"}
-                continue
-            if quick:
-                point = _run_point_inline(stage, csv, module, snapshot)
-            else:
-                point = _run_point(stage, csv, module, snapshot, _repeats(size, quick))
-            points[stage][size] = point
-            if stage == "ingest":
-                snapshot = point.get("snapshot")
-        csv.unlink(missing_ok=True)
+        _measure_size(size, quick, missing, points)
+    rows_out: list[dict[str, Any]] = []
     for stage in STAGES:
         if missing[stage]:
             rows_out.append(not_available(AREA, f"{stage} time", "s", missing[stage] or ""))

@@ -303,6 +303,10 @@ def render(doc: dict[str, Any], out_dir: Path, md_path: Path) -> str:
             f"| [{r.area}](#{r.area}) | {r.status} | {r.date} | {_duration(r.wall_s)} "
             f"| {_bytes(r.peak_rss_bytes)} |"
         )
+    plots = sorted(out_dir.glob("*.png"))
+    if plots:
+        links = " · ".join(f"[{p.stem}]({os.path.relpath(p, md_path.parent)})" for p in plots)
+        lines += ["", f"Plots (scaling curves): {links}"]
     for r in results:
         lines += ["", f"## {r.area}", ""]
         if r.status != "ok":

@@ -27,6 +27,8 @@ class GateSettings(BaseModel):
     max_slice_regression: float = Field(0.05, ge=0)
     min_slice_rows: int = Field(30, ge=1)
     min_eval_rows: int = Field(50, ge=1)
+    confidence: float = Field(0.95, ge=0, lt=1, description="paired-bootstrap check; 0 = off")
+    bootstrap_rounds: int = Field(400, ge=10)
 
 
 class RetrainConfig(BaseModel):

@@ -32,6 +32,12 @@ class GateConfig:
     max_slice_regression: float = 0.05
     min_slice_rows: int = 30
     min_eval_rows: int = 50
+    # the improvement must also be real, not luck of the evaluation rows: the lower end of a
+    # paired-bootstrap interval (rows resampled, both models scored on the same resample)
+    # must be above zero. confidence=0 turns the check off.
+    confidence: float = 0.95
+    bootstrap_rounds: int = 400
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.margin < 0 or self.max_slice_regression < 0:
@@ -68,6 +74,8 @@ class GateDecision:
     challenger_metrics: dict[str, Any] = field(default_factory=dict)
     champion_tag: str | None = None
     challenger_tag: str | None = None
+    improvement_low: float | None = None  # lower end of the paired-bootstrap interval
+    confidence: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,8 +83,8 @@ class GateDecision:
     def summary(self) -> dict[str, Any]:
         """The short form carried in promoted/rejected events (no curves, no slice tables)."""
         keep = ("promote", "reason", "metric", "champion_score", "challenger_score",
-                "improvement", "margin", "max_slice_regression", "n_eval",
-                "champion_tag", "challenger_tag")  # fmt: skip
+                "improvement", "improvement_low", "confidence", "margin",
+                "max_slice_regression", "n_eval", "champion_tag", "challenger_tag")  # fmt: skip
         out = {k: getattr(self, k) for k in keep}
         out["slice_regressions"] = [asdict(s) for s in self.slice_regressions]
         return out
@@ -99,6 +107,43 @@ def _slice_losses(
                 continue
             out.append(SliceRegression(column, value, row["n"], a, b, _better(metric, a, b)))
     return out
+
+
+def _auc(y: np.ndarray, s: np.ndarray) -> float:
+    """ROC AUC by ranks (ties averaged): fast enough to bootstrap."""
+    from scipy.stats import rankdata
+
+    pos = y == 1
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(s)
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+_FAST = {
+    "roc_auc": _auc,
+    "rmse": lambda y, s: float(np.sqrt(np.mean((y - s) ** 2))),
+    "mse": lambda y, s: float(np.mean((y - s) ** 2)),
+    "mae": lambda y, s: float(np.mean(np.abs(y - s))),
+}
+
+
+def bootstrap_improvement(
+    y: np.ndarray, champion: np.ndarray, challenger: np.ndarray, metric: str, config: GateConfig
+) -> float | None:
+    """Lower ``1 - confidence`` quantile of the challenger's paired improvement."""
+    fn = _FAST.get(metric)
+    if fn is None or config.confidence <= 0:
+        return None
+    rng = np.random.default_rng(config.seed)
+    diffs = []
+    for _ in range(config.bootstrap_rounds):
+        idx = rng.integers(0, len(y), len(y))
+        d = _better(metric, fn(y[idx], challenger[idx]), fn(y[idx], champion[idx]))
+        if not np.isnan(d):
+            diffs.append(d)
+    return float(np.quantile(diffs, 1 - config.confidence)) if diffs else None
 
 
 def compare(
@@ -132,12 +177,21 @@ def compare(
         config.min_slice_rows,
     )
     regressions = [s for s in losses if s.loss > config.max_slice_regression]
+    low = bootstrap_improvement(
+        np.asarray(y, dtype=float), champion_scores, challenger_scores, metric, config
+    )
     if len(y) < config.min_eval_rows:
         promote, reason = False, f"only {len(y)} labeled rows (< {config.min_eval_rows})"
     elif improvement is None:
         promote, reason = False, f"{metric} undefined on the evaluation rows"
     elif improvement < config.margin:
         promote, reason = False, f"{metric} improved {improvement:+.4f} < margin {config.margin}"
+    elif low is not None and low <= 0:
+        promote, reason = (
+            False,
+            f"{metric} improved {improvement:+.4f}, but not reliably: the {config.confidence:.0%} "
+            f"paired-bootstrap lower bound is {low:+.4f} <= 0",
+        )
     elif regressions:
         worst = max(regressions, key=lambda s: s.loss)
         promote, reason = (
@@ -154,6 +208,7 @@ def compare(
         improvement=improvement, margin=config.margin,
         max_slice_regression=config.max_slice_regression, n_eval=len(y),
         slice_regressions=regressions, champion_metrics=champ, challenger_metrics=chall,
+        improvement_low=low, confidence=config.confidence if low is not None else 0.0,
     )  # fmt: skip
 
 

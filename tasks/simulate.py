@@ -60,6 +60,22 @@ def _default_numeric(dataset: DatasetSpec) -> str:
     return numeric[0]
 
 
+def _keep_valid(shifted: pl.DataFrame, original: pl.DataFrame, dataset: DatasetSpec):
+    """Rows the shift made break the contract (e.g. a cross-column rule) keep their values:
+    drift moves the data, it does not corrupt it (that is what ``schema_break`` is for)."""
+    import pandera.polars as pa
+
+    try:
+        dataset.model.validate(shifted, lazy=True)
+        return shifted
+    except pa.errors.SchemaErrors as exc:
+        bad = exc.failure_cases["index"].drop_nulls().unique()
+    mask = pl.Series(np.isin(np.arange(shifted.height), bad.to_numpy()))
+    return shifted.with_columns(
+        pl.when(mask).then(original[c]).otherwise(pl.col(c)).alias(c) for c in shifted.columns
+    )
+
+
 def covariate_shift(frame: pl.DataFrame, dataset: DatasetSpec, spec: DriftSpec) -> pl.DataFrame:
     rng = np.random.default_rng(spec.seed)
     out = frame
@@ -70,6 +86,7 @@ def covariate_shift(frame: pl.DataFrame, dataset: DatasetSpec, spec: DriftSpec) 
         if info.max_value is not None:
             shifted = shifted.clip(upper_bound=info.max_value)
         out = out.with_columns(shifted.cast(info.dtype).alias(col))
+    out = _keep_valid(out, frame, dataset)
     cats = dataset.categorical_features
     if cats:
         # tilt the row mix towards the rows holding the first category of the first feature

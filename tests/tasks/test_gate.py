@@ -155,3 +155,52 @@ def test_run_gate_scores_both_models_on_the_same_frame(data):
     )
     assert d.promote and d.champion_tag == "toy:champ" and d.challenger_tag == "toy:chall"
     assert d.challenger_metrics["n"] == d.champion_metrics["n"] == N
+
+
+def test_a_lucky_win_on_noise_is_rarely_promoted() -> None:
+    """On pure-noise labels both models are coin flips. Without the bootstrap check about half
+    of such challengers 'win'; with it, false promotions stay near 1 - confidence."""
+    import numpy as np
+    import polars as pl
+
+    from tasks.gate import GateConfig, compare
+
+    rng = np.random.default_rng(11)
+    n = 300
+    y = (rng.random(n) < 0.3).astype(float)
+    frame = pl.DataFrame({"x": rng.random(n)})
+    promoted = naive = 0
+    for seed in range(100):
+        r = np.random.default_rng(seed)
+        champ, chall = r.random(n), r.random(n)
+        decision = compare(
+            frame,
+            y,
+            champ,
+            chall,
+            task="binary",
+            config=GateConfig(margin=0.0, bootstrap_rounds=200),
+        )
+        promoted += decision.promote
+        naive += decision.improvement > 0
+        if decision.improvement > 0 and not decision.promote:
+            assert "not reliably" in decision.reason
+    assert naive > 30  # the margin alone would promote these
+    assert promoted <= 10, promoted
+
+
+def test_a_real_improvement_passes_the_bootstrap() -> None:
+    import numpy as np
+    import polars as pl
+
+    from tasks.gate import GateConfig, compare
+
+    rng = np.random.default_rng(3)
+    n = 400
+    y = (rng.random(n) < 0.3).astype(float)
+    champ = rng.random(n)  # uninformative
+    chall = 0.6 * y + 0.4 * rng.random(n)  # informative
+    decision = compare(pl.DataFrame({"x": champ}), y, champ, chall, task="binary",
+                       config=GateConfig())  # fmt: skip
+    assert decision.promote, decision.reason
+    assert decision.improvement_low is not None and decision.improvement_low > 0

@@ -85,3 +85,12 @@ def test_unknown_kind_is_a_clear_error(telco_csv: Path, tmp_path: Path) -> None:
         build_app(), ["simulate", "tsunami", "--data", str(telco_csv), "--out", str(tmp_path / "x")]
     )
     assert result.exit_code == 1 and "unknown drift kind 'tsunami'" in result.stderr
+
+
+def test_covariate_shift_keeps_rows_within_the_contract(telco: pl.DataFrame) -> None:
+    """Shifting tenure of a new customer with no TotalCharges would break a cross-column rule:
+    those rows keep their values, so drifted traffic is still valid traffic."""
+    drifted = inject_drift(telco, TELCO, DriftSpec("covariate", severity=1.0))
+    TELCO.model.validate(drifted, lazy=True)  # raises on any violation
+    new = drifted.filter(pl.col("TotalCharges").is_null())
+    assert new.height > 0 and (new["tenure"] == 0).all()

@@ -7,6 +7,8 @@ ingest (validated snapshot + data version) -> check -> split -> tune + fit -> ev
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 from prefect import flow, task
@@ -65,20 +67,40 @@ class TrainConfig(BaseModel):
         return self.model_dump(include={"value_retained", "offer_cost", "offer_success_rate"})
 
 
-_ingest = task(data.ingest_file, name="ingest", cache_policy=NO_CACHE)
-_train = task(training.train_model, name="tune_and_fit", cache_policy=NO_CACHE)
-_evaluate = task(evaluate.evaluate_model, name="evaluate", cache_policy=NO_CACHE)
-_register = task(registry.register_model, name="register", cache_policy=NO_CACHE)
-_profile = task(profiling.save_reference_profile, name="reference_profile", cache_policy=NO_CACHE)
+@dataclass(frozen=True)
+class Steps:
+    """The steps worth a Prefect task run (visible, retryable); plain functions otherwise."""
+
+    ingest: Callable[..., Any] = data.ingest_file
+    train: Callable[..., Any] = training.train_model
+    evaluate: Callable[..., Any] = evaluate.evaluate_model
+    register: Callable[..., Any] = registry.register_model
+    profile: Callable[..., Any] = profiling.save_reference_profile
+
+    def as_tasks(self) -> Steps:
+        names = {f.name: f.name for f in fields(self)} | {"train": "tune_and_fit"}
+        wrapped = {
+            f.name: task(getattr(self, f.name), name=names[f.name], cache_policy=NO_CACHE)
+            for f in fields(self)
+        }  # fmt: skip
+        return Steps(**wrapped)
+
+
+TASKS = Steps().as_tasks()
 
 
 @flow(name="train")
 def train(config: TrainConfig) -> dict[str, Any]:
     """Train, evaluate and register one model; return what was made (JSON-ready)."""
+    return run_training(config, TASKS)
+
+
+def run_training(config: TrainConfig, steps: Steps) -> dict[str, Any]:
+    """The flow's body; ``Steps()`` runs it without orchestration (benchmarks measure both)."""
     settings, clock = get_settings().ensure_dirs(), card.Clock()
     dataset = load_dataset(config.dataset)
     source = training.resolve_data_path(data=config.data, dataset=dataset)
-    ingested = _ingest(path=source, dataset=dataset, settings=settings)
+    ingested = steps.ingest(path=source, dataset=dataset, settings=settings)
     training.check_ingested(
         ingested=ingested, dataset=dataset, min_rows=config.min_rows, strict=config.fail_on_quality
     )
@@ -95,7 +117,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     lineage = training.lineage(config=config.model_dump(), data_version=ingested.data_version,
                                source=source, prior=prior, storage=settings.optuna_url)  # fmt: skip
     with tracking.start_run(settings, name=study, config=lineage, group=dataset.name) as run:
-        model = _train(
+        model = steps.train(
             splits=splits, dataset=dataset, features=features,
             options=config.tune_options(storage=settings.optuna_url, study_name=study),
             warm_params=prior.warm_params, init_model=prior.init_booster, on_trial=run.log_trial,
@@ -104,7 +126,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
             model=model, splits=splits, dataset=dataset, features=features
         )
         business = evaluate.BusinessValue.from_dataset(dataset, **config.business_knobs())
-        result = _evaluate(
+        result = steps.evaluate(
             dataset=dataset, scored=scored, test_frame=splits.test, business=business
         )
         meta = card.model_metadata(
@@ -112,12 +134,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
             evaluation=result, clock=clock,
             lineage={**lineage, "wandb_run_path": run.run_path, "wandb_run_dir": run.run_dir},
         )  # fmt: skip
-        registered = _register(
+        registered = steps.register(
             booster=model.booster, name=dataset.name, features=features, metadata=meta,
             labels=card.model_labels(meta), card=card.from_metadata(dataset, meta, result.slices),
             alias=config.alias, reason=config.reason, settings=settings,
         )  # fmt: skip
-        profile = _profile(
+        profile = steps.profile(
             frame=splits.train, scores=scored.train_scores, model_tag=registered.tag,
             dataset=dataset, settings=settings,
         ) if config.profile else None  # fmt: skip

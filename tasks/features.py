@@ -86,3 +86,27 @@ def build_features(frame: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:
 def to_matrix(features: pl.DataFrame) -> np.ndarray:
     """A C-ordered float64 matrix (nulls as NaN), the form LightGBM predicts fastest from."""
     return np.ascontiguousarray(features.to_numpy(order="c"), dtype=np.float64)
+
+
+def features_schema(spec: FeatureSpec) -> Any:
+    """The pandera contract of :func:`build_features` output: every feature Float64 and
+    nullable (missing stays missing); a categorical feature is a code in its frozen domain."""
+    import pandera.polars as pa
+
+    columns = {
+        col: pa.Column(
+            pl.Float64,
+            nullable=True,
+            checks=[pa.Check.in_range(0, len(spec.categories[col]) - 1)]
+            if col in spec.categories
+            else [],
+        )
+        for col in spec.columns
+    }
+    return pa.DataFrameSchema(columns, strict=True, ordered=True, name="Features")
+
+
+def validate_features(features: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:
+    """Check a feature frame against :func:`features_schema` (training does; serving need not:
+    it runs the same expressions)."""
+    return features_schema(spec).validate(features, lazy=True)

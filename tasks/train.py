@@ -23,13 +23,14 @@ import polars as pl
 
 from schemas.base import DatasetSpec
 from tasks.evaluate import label_vector
-from tasks.features import FeatureSpec, build_features, to_matrix
+from tasks.features import FeatureSpec, build_features, to_matrix, validate_features
 
 VALID_METRIC = {"binary": "auc", "regression": "l2"}
 DIRECTION = {"binary": "maximize", "regression": "minimize"}
 EARLY_STOPPING_ROUNDS = 50
 MAX_BOOST_ROUNDS = 2000
 DEFAULT_BOOST_ROUNDS = 100  # LightGBM's own default, for the untuned baseline
+PRUNER = "median"
 PRUNER_STARTUP_TRIALS = 5
 PRUNER_WARMUP_STEPS = 30
 REPORT_EVERY = 10  # iterations between pruning reports: each report is a storage write
@@ -115,7 +116,7 @@ def split_data(
     else:
         strata = _strata(label_vector(frame, dataset), dataset.task)
         order = _stratified_order(strata, seed, valid_fraction, test_fraction)
-    n_test = max(1, round(n * test_fraction))
+    n_test = max(1, round(n * test_fraction)) if test_fraction > 0 else 0
     n_valid = max(1, round(n * valid_fraction))
     n_train = n - n_test - n_valid
     return Splits(
@@ -148,9 +149,15 @@ def _stratified_order(
     return np.concatenate([rng.permutation(np.concatenate(parts[k])) for k in parts])
 
 
-def to_xy(frame: pl.DataFrame, dataset: DatasetSpec, features: FeatureSpec) -> XY:
-    """Features (the shared feature function) and labels of one split."""
-    return XY(to_matrix(build_features(frame, features)), label_vector(frame, dataset))
+def to_xy(
+    frame: pl.DataFrame, dataset: DatasetSpec, features: FeatureSpec, validate: bool = False
+) -> XY:
+    """Features (the shared feature function, checked against the features schema when
+    ``validate``) and labels of one split."""
+    built = build_features(frame, features)
+    if validate:
+        validate_features(built, features)
+    return XY(to_matrix(built), label_vector(frame, dataset))
 
 
 # --- parameters -------------------------------------------------------------------------
@@ -303,6 +310,7 @@ def tune(
     n_jobs: int = 1,
     init_model: lgb.Booster | None = None,
     on_trial: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> TuneResult:
     """Optuna TPE search (seeded) with median pruning on the valid metric, bounded by
     ``trials`` and ``timeout_s``. ``warm_params`` are enqueued as the first trials, in order.
@@ -316,13 +324,7 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     metric = VALID_METRIC[task]
     imbalance = _imbalance(train.y) if task == "binary" else 1.0
-    pruner = (
-        optuna.pruners.MedianPruner(
-            n_startup_trials=PRUNER_STARTUP_TRIALS, n_warmup_steps=PRUNER_WARMUP_STEPS
-        )
-        if pruning
-        else optuna.pruners.NopPruner()
-    )
+    pruner = make_pruner() if pruning else optuna.pruners.NopPruner()
     study = optuna.create_study(
         study_name=study_name,
         storage=open_storage(storage),
@@ -351,6 +353,8 @@ def tune(
     def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if on_trial is not None:
             on_trial(_trial_row(study, trial))
+        if should_stop is not None and should_stop():  # e.g. a CPU-time budget (benchmarks)
+            study.stop()
 
     started = time.perf_counter()
     study.optimize(objective, n_trials=trials, timeout=timeout_s, n_jobs=n_jobs, callbacks=[report])
@@ -407,6 +411,16 @@ def _postgres_driver(url: str) -> str:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+
+def make_pruner() -> Any:
+    import optuna
+
+    if PRUNER == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=REPORT_EVERY, reduction_factor=3)
+    return optuna.pruners.MedianPruner(
+        n_startup_trials=PRUNER_STARTUP_TRIALS, n_warmup_steps=PRUNER_WARMUP_STEPS
+    )
 
 
 class _Every:
@@ -547,7 +561,8 @@ def train_model(
     on_trial: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainedModel:
     """Tune on train/valid, refit the best parameters, and fit the untuned baseline."""
-    train, valid = to_xy(splits.train, dataset, features), to_xy(splits.valid, dataset, features)
+    train = to_xy(splits.train, dataset, features, validate=True)
+    valid = to_xy(splits.valid, dataset, features, validate=True)
     common = {"task": dataset.task, "seed": options.seed, "num_threads": options.num_threads}
     tuning = tune(
         train, valid, features, **common, trials=options.trials, timeout_s=options.timeout_s,

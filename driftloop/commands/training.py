@@ -36,9 +36,14 @@ def train(
 ) -> None:
     """Tune, train, evaluate and register a model; the first one becomes champion."""
     with errors_as_exit(as_json):
+        import os
+
         from tasks.settings import get_settings
 
         get_settings().ensure_dirs().apply_env()
+        # Without PREFECT_API_URL the flow starts an ephemeral server; its 20 s default start-up
+        # timeout is not enough on a loaded 2-core machine (seen here). Set before prefect loads.
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
         from flows.train import TrainConfig
         from flows.train import train as train_flow
 

@@ -210,3 +210,26 @@ def test_study_on_postgresql_with_two_workers() -> None:
     finally:
         optuna.delete_study(study_name=name, storage=T.open_storage(PG_URL))
     assert name not in optuna.get_all_study_names(storage=T.open_storage(PG_URL))
+
+
+def test_features_schema_types_the_feature_frame(telco) -> None:
+    import pandera.errors
+
+    from tasks.features import build_features, validate_features
+
+    fs = FeatureSpec.from_dataset(load_dataset("telco"))
+    built = build_features(telco, fs)
+    assert validate_features(built, fs).shape == built.shape
+    forged = built.with_columns(Contract=pl.lit(7.0))  # no such code in Contract's domain
+    with pytest.raises(pandera.errors.SchemaErrors, match="Contract"):
+        validate_features(forged, fs)
+
+
+def test_continue_training_from_an_init_model() -> None:
+    train, valid, fs = _toy_xy()
+    common = {"task": "regression", "seed": 0, "num_threads": 1}
+    first = T.fit_booster({}, train, valid, fs, **common, max_rounds=20, early_stopping_rounds=None)
+    more = T.fit_booster(
+        {}, train, valid, fs, **common, max_rounds=10, early_stopping_rounds=None, init_model=first
+    )
+    assert more.num_trees() == first.num_trees() + 10

@@ -124,7 +124,8 @@ class Replay:
     scores: np.ndarray
     labels: np.ndarray
     tags: list[str]
-    failures: int
+    failures: int  # 5xx or no answer: the service's fault
+    rejected: int  # 4xx: the request broke the contract (drifted data can)
 
 
 def replay(
@@ -138,10 +139,17 @@ def replay(
     scores: list[float] = []
     labels: list[float] = []
     tags: list[str] = []
-    failures = 0
+    failures = rejected = 0
     for lo in range(0, inputs.height, batch):
         records = inputs[lo : lo + batch].to_dicts()
-        resp = client.post("/predict", json={"records": records})
+        try:
+            resp = client.post("/predict", json={"records": records})
+        except httpx.HTTPError:
+            failures += len(records)
+            continue
+        if 400 <= resp.status_code < 500:
+            rejected += len(records)
+            continue
         if resp.status_code != 200:
             failures += len(records)
             continue
@@ -155,8 +163,9 @@ def replay(
         for lo in range(0, len(items), 500):
             client.post("/feedback", json={"feedback": items[lo : lo + 500]}).raise_for_status()
     return Replay(
-        started, datetime.now(UTC), request_ids, np.array(scores), np.array(labels), tags, failures
-    )
+        started, datetime.now(UTC), request_ids, np.array(scores), np.array(labels), tags,
+        failures, rejected,
+    )  # fmt: skip
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
@@ -399,6 +408,7 @@ def _summary(config, api, before, after_tag, drifted, after, run, fired, onset, 
         "auc_drifted_after_swap": auc(after.labels, after.scores),
         "after_swap_model_tags": sorted(set(after.tags)),
         "failed_requests": sum(d.failures for d in drifted) + after.failures,
+        "rejected_requests": sum(d.rejected for d in drifted) + after.rejected,
         "seconds_drift_onset_to_detection": (detected - onset).total_seconds(),
         "seconds_event_to_retrain_start": (
             (retrain_start - detected).total_seconds() if retrain_start else None

@@ -275,39 +275,79 @@ def validate_rows(rows: Any, area: str | None = None) -> list[str]:
 
 
 # --- memory, measured from outside ----------------------------------------------------------
-def tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its descendants (0 when it is gone)."""
+def _tree(pid: int) -> list[Any]:
+    """A process and all its descendants (empty when it is gone)."""
     import psutil
 
     try:
         root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
+        return [root, *root.children(recursive=True)]
     except psutil.Error:
-        return 0
+        return []
+
+
+def tree_rss(pid: int, seen: dict[int, float] | None = None) -> int:
+    """Resident bytes of a process and all its descendants (0 when it is gone).
+
+    ``seen`` collects ``pid -> create_time`` of every process found, so whoever started the
+    tree can later stop descendants that left it (see :func:`stop_leftovers`).
+    """
+    import psutil
+
     total = 0
-    for proc in procs:
+    for proc in _tree(pid):
         with contextlib.suppress(psutil.Error):
             total += proc.memory_info().rss
+            if seen is not None and proc.pid not in seen:
+                seen[proc.pid] = proc.create_time()
     return total
+
+
+def stop_leftovers(seen: Mapping[int, float], timeout: float = 10.0) -> int:
+    """Stop processes recorded in ``seen`` that still run (same pid *and* start time, so a
+    recycled pid is never touched): SIGTERM, wait, SIGKILL. Returns how many were running.
+
+    A benchmark's child may start servers in their own session (``start_new_session``); if the
+    child dies or is killed, those servers are re-parented and outlive it unless stopped here.
+    """
+    import psutil
+
+    alive = []
+    for pid, created in seen.items():
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(pid)
+            if abs(proc.create_time() - created) < 0.01 and proc.status() != "zombie":
+                alive.append(proc)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, still = psutil.wait_procs(alive, timeout=timeout)
+    for proc in still:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(still, timeout=5)
+    return len(alive)
 
 
 class RssSampler:
     """Samples the RSS of a process tree in a background thread (a context manager).
 
-    ``timeline`` holds ``(seconds since start, bytes)``; ``peak`` is the largest sample.
+    ``timeline`` holds ``(seconds since start, bytes)``; ``peak`` is the largest sample;
+    ``seen`` maps every pid found in the tree to its start time.
     """
 
     def __init__(self, pid: int, interval: float = 0.05):
         self.pid = pid
         self.interval = interval
         self.timeline: list[tuple[float, int]] = []
+        self.seen: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._t0 = time.perf_counter()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            rss = tree_rss(self.pid)
+            rss = tree_rss(self.pid, self.seen)
             if rss:
                 self.timeline.append((time.perf_counter() - self._t0, rss))
             self._stop.wait(self.interval)
@@ -407,19 +447,26 @@ def run_measured(
         )
         timed_out = threading.Event()
 
+        sampler = RssSampler(proc.pid, interval)
+
         def _kill() -> None:
             timed_out.set()
+            tree_rss(proc.pid, sampler.seen)  # record the tree as it is at the kill
             _kill_group(proc.pid)
+            stop_leftovers(sampler.seen, timeout=0)
 
         timer = threading.Timer(timeout, _kill) if timeout else None
-        with RssSampler(proc.pid, interval) as sampler:
+        with sampler:
             if timer:
                 timer.start()
             proc.wait()
             wall = time.perf_counter() - t0
         if timer:
             timer.cancel()
-        _kill_group(proc.pid, signal.SIGTERM)  # leftovers the command started and left behind
+        # whatever the command started and left behind, in its group or in its own session
+        _kill_group(proc.pid, signal.SIGTERM)
+        sampler.seen.pop(proc.pid, None)
+        stop_leftovers(sampler.seen)
         out.seek(0)
         err.seek(0)
         stdout = out.read().decode(errors="replace")

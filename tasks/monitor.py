@@ -536,7 +536,13 @@ def decide_window(
             now=now, champion_tag=champion.tag, last_retrain_at=champion.last_retrain_at,
             score=drift.score,
         )  # fmt: skip
-    perf_fire = performance.degraded and _cooled(state, now, config, champion.last_retrain_at)
+    # one retrain-triggering event per run: when drift fires, degraded performance travels in
+    # its evidence instead of a second event (two events would mean two triggered retrains)
+    perf_fire = (
+        performance.degraded
+        and not decision.fire
+        and _cooled(state, now, config, champion.last_retrain_at)
+    )
     if perf_fire:
         state["last_performance_fired_at"] = now.isoformat()
     save_state(champion.name, state, settings)
@@ -544,8 +550,8 @@ def decide_window(
 
 
 def _cooled(state: dict[str, Any], now: datetime, config: Any, retrain: datetime | None) -> bool:
-    last = state.get("last_performance_fired_at")
-    starts = [t for t in (datetime.fromisoformat(last) if last else None, retrain) if t]
+    fired = [state.get("last_performance_fired_at"), state.get("last_fired_at")]
+    starts = [datetime.fromisoformat(t) for t in fired if t] + ([retrain] if retrain else [])
     return not starts or now >= max(starts) + timedelta(minutes=config.cooldown_minutes)
 
 

@@ -238,3 +238,20 @@ def test_window_of_files_with_different_schemas_is_a_schema_break(home):
     q = m.check_quality(window, DS, m.QualityConfig())
     assert q.schema_break and "tenure" in q.type_mismatches
     assert q.missing_share["Contract"] == pytest.approx(30 / 50)  # absent from one file
+
+
+def test_drift_and_degraded_performance_in_one_run_trigger_one_retrain(home):
+    """Both due in the same window: one drift event (carrying the performance evidence), not
+    two events that would start two retrains; and the performance alarm then cools down."""
+    from types import SimpleNamespace
+
+    q = m.check_quality(_log(50), DS, m.QualityConfig())
+    perf = m.Performance(500, 0.6, 0.5, 0.4, 0.84, 0.6, 0.7, True, "AUC fell 0.24")
+    drifting = SimpleNamespace(drifting=True, window_rows=500, score=0.9)
+    config = DriftConfig(hysteresis_windows=1, min_window_rows=10)
+    due = m.decide_window(drifting, q, perf, _champion(), config, UNTIL)
+    assert due["drift_fire"] and not due["performance_fire"]
+    later = UNTIL + timedelta(minutes=5)
+    quiet = SimpleNamespace(drifting=False, window_rows=500, score=0.1)
+    again = m.decide_window(quiet, q, perf, _champion(), config, later)
+    assert not again["performance_fire"], "cooldown after the drift fire covers performance"

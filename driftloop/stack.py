@@ -397,7 +397,15 @@ class LocalStack:
                 raise
         return proc
 
+    def _release_events_worker(self, name: str) -> None:
+        # this process's Prefect events worker must deliver before its server goes away
+        if name == SERVER and name in self.processes and "prefect.events.worker" in sys.modules:
+            from tasks.events import reset_events_worker
+
+            reset_events_worker()
+
     def stop_process(self, name: str) -> str:
+        self._release_events_worker(name)
         proc = self.processes.pop(name, None)
         outcome = proc.stop(self.config.stop_timeout_s) if proc else "not-running"
         self._save_state()
@@ -407,6 +415,7 @@ class LocalStack:
         """Stop every recorded process, newest first (services, worker, then the server)."""
         outcomes = {}
         for name in reversed(list(self.processes)):
+            self._release_events_worker(name)
             outcomes[name] = self.processes[name].stop(self.config.stop_timeout_s)
         self.processes.clear()
         self.state_path.unlink(missing_ok=True)
@@ -471,3 +480,44 @@ def deployment_runs(
             }
         )
     return sorted(runs, key=lambda r: r["created"])
+
+
+def retrain_timeline(
+    api_url: str,
+    settings: Settings | None = None,
+    name: str = "telco",
+    since: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """For each retrain run since ``since``: the triggering event's time (from the API), the
+    run's created/start/end times and state, and when the champion alias moved during the run
+    (alias-index history, 1 s resolution). Seconds ``event_to_start_s`` / ``start_to_champion_s``
+    are the loop latencies the system benchmark reports."""
+    from tasks.registry import read_index
+
+    history = read_index(settings or get_settings()).get(name, {}).get("history", [])
+    moves = [_ts(h["time"]) for h in history if h["alias"] == "champion"]
+    out = []
+    for run in deployment_runs(api_url, since=since):
+        event_id = (run["parameters"].get("trigger") or {}).get("event_id")
+        occurred = None
+        if event_id:
+            body = {"filter": {"id": {"id": [event_id]}}, "limit": 1}
+            found = httpx.post(f"{api_url}/events/filter", json=body, timeout=10.0).json()
+            occurred = _ts(found["events"][0]["occurred"]) if found.get("events") else None
+        start, end = run["start_time"], run["end_time"]
+        moved = next((m for m in moves if start and m and start.replace(microsecond=0) <= m
+                      and (end is None or m <= end)), None)  # fmt: skip
+        out.append(
+            {
+                **{k: run[k] for k in ("id", "name", "state_type", "created", "start_time")},
+                "end_time": end,
+                "event_id": event_id,
+                "event_occurred": occurred,
+                "champion_moved_at": moved,
+                "event_to_start_s": (start - occurred).total_seconds()
+                if start and occurred
+                else None,
+                "start_to_champion_s": (moved - start).total_seconds() if moved and start else None,
+            }
+        )
+    return out

@@ -138,9 +138,58 @@ def sent_events(settings: Settings | None = None) -> list[dict[str, Any]]:
     )
 
 
+def _events_worker_urls() -> set[str]:
+    from prefect.events.worker import EventsWorker
+
+    with EventsWorker._instance_cache_lock:  # private, but this module is the one place
+        instances = list(EventsWorker._instances.values())
+    urls = {getattr(getattr(i, "_client", None), "_api_url", None) for i in instances}
+    return {u.rstrip("/") for u in urls if isinstance(u, str)}
+
+
+def _rebind_events_worker() -> None:
+    """Prefect keeps ONE events worker per process, bound to the API URL current when it
+    started (its cache key ignores the URL). After PREFECT_API_URL changes in a process (tests,
+    CLI, benchmarks that start another server), its events would go to the old server; stop it
+    so the next emit starts one for the current URL."""
+    import asyncio
+
+    from prefect.events.worker import EventsWorker
+    from prefect.settings import PREFECT_API_URL
+
+    current = (PREFECT_API_URL.value() or "").rstrip("/")
+    try:
+        stale = current and _events_worker_urls() - {current}
+        if not stale:
+            return
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop()
+            return  # inside an event loop drain_all returns a coroutine: leave it be
+        EventsWorker.drain_all(timeout=5.0, at_exit=False)
+    except Exception:  # noqa: BLE001 - never let this bookkeeping break an emit
+        return
+
+
+def reset_events_worker(timeout_s: float = 10.0) -> None:
+    """Deliver and stop Prefect's process-wide events worker. Call it while the server is still
+    up, before stopping it or switching PREFECT_API_URL: a worker left bound to a dead server
+    retries every queued event (flow and task state events too) for seconds each."""
+    import asyncio
+
+    from prefect.events.worker import EventsWorker
+
+    with contextlib.suppress(RuntimeError):
+        asyncio.get_running_loop()
+        return
+    with contextlib.suppress(Exception):
+        EventsWorker.drain_all(timeout=timeout_s, at_exit=False)
+
+
 def _send(record: dict[str, Any]) -> bool:
     """Hand one record to Prefect's events worker; False when Prefect is not emitting events."""
     from prefect.events import emit_event
+
+    _rebind_events_worker()
 
     sent = emit_event(
         event=record["event"],

@@ -20,7 +20,7 @@ import psutil
 import pytest
 from _stack_fixtures import make_champion, noise_labels, telco_rows, write_traffic
 
-from driftloop.stack import LocalStack, StackConfig, deployment_runs
+from driftloop.stack import LocalStack, StackConfig, deployment_runs, retrain_timeline
 from tasks import events, registry
 from tasks.settings import Settings
 
@@ -105,9 +105,10 @@ def test_drift_event_starts_exactly_one_retrain_with_the_payload(stack):
     assert trigger["reason"] == "drift" and trigger["model"] == "telco"
     assert trigger["event"] == events.DRIFT_DETECTED and trigger["event_id"] == event_id
     assert run["parameters"]["config"]["trials"] == 1
-    latency = (run["start_time"] - emitted).total_seconds()
-    print(f"\nemit -> retrain flow start: {latency:.1f}s (poll 1s)")
-    assert latency > 0
+    (timeline,) = retrain_timeline(stack.api_url, stack.settings, "telco", since)
+    assert timeline["event_id"] == event_id and timeline["event_occurred"] is not None
+    assert timeline["event_occurred"] <= emitted < run["start_time"]
+    print(f"\nemit -> retrain flow start: {timeline['event_to_start_s']:.1f}s (poll 1s)")
     # the retrain really ran: it gated a challenger and said so with an event
     done = [
         r

@@ -7,12 +7,14 @@ when the alias index moves. Requests are validated by models generated from the 
 contract; the prediction log is written off the request path (``tasks.predlog``).
 """
 
+import gc
 import hmac
 import logging
 import os
 import time
 from typing import Annotated
 
+import anyio
 import bentoml
 import orjson
 from pydantic import Field
@@ -52,6 +54,7 @@ DATASET = load_dataset(os.environ.get("DRIFTLOOP_DATASET", "telco"))
 REQUESTS = request_models(DATASET)
 Records = records_type(REQUESTS, int(os.environ.get("DRIFTLOOP_MAX_RECORDS", MAX_RECORDS)))
 BatchRecords = records_type(REQUESTS, MAX_BATCH_RECORDS)
+INLINE_MAX_RECORDS = 64
 FeedbackItems = Annotated[list[FeedbackItem], Field(min_length=1, max_length=MAX_FEEDBACK)]
 
 
@@ -69,6 +72,8 @@ def _class_scope_tag(name: str) -> str:
     http={"host": "127.0.0.1", "port": 3000},
     traffic={"timeout": 60},
     logging={"access": {"enabled": os.environ.get("DRIFTLOOP_ACCESS_LOG", "0") == "1"}},
+    # no trace exporter is configured: spans would be pure per-request cost (~0.2 ms)
+    tracing={"excluded_urls": [] if os.environ.get("DRIFTLOOP_TRACING") == "1" else ["/"]},
 )
 class Driftloop:
     model = bentoml.models.BentoModel(_class_scope_tag(DATASET.name))
@@ -84,6 +89,9 @@ class Driftloop:
         self.prediction_log = prediction_log(settings, self.metrics, flush_seconds=flush)
         self.feedback_log = feedback_log(settings, flush_seconds=flush)
         self.admin_token = settings.admin_token
+        # Everything loaded so far lives as long as the worker. Without this, each full
+        # collection re-scans ~240k import-time objects: 0.4 s pauses measured (p99 spikes).
+        gc.freeze()
 
     def _load_packed_model(self) -> None:
         # No champion in this home's alias index: a built bento serves the model it packs.
@@ -113,7 +121,11 @@ class Driftloop:
     @bentoml.api(route="/predict")
     async def predict(self, records: Records) -> PredictResponse:
         """Score one or many records with the champion."""
-        batch = self._score(records.frame, time.perf_counter())
+        started = time.perf_counter()
+        if len(records) < INLINE_MAX_RECORDS:  # cheaper than a thread hop
+            batch = self._score(records.frame, started)
+        else:  # LightGBM and polars release the GIL: parsing the next request overlaps
+            batch = await anyio.to_thread.run_sync(self._score, records.frame, started)
         if batch is None:
             return _no_model()
         tag = batch.model_tag
@@ -130,7 +142,8 @@ class Driftloop:
     )
     async def predict_batch(self, records: BatchRecords) -> list[Prediction]:
         """Large batches; concurrent calls are merged by BentoML's adaptive batching."""
-        batch = self._score(records_to_frame(records, REQUESTS), time.perf_counter())
+        frame = records_to_frame(records, REQUESTS)
+        batch = await anyio.to_thread.run_sync(self._score, frame, time.perf_counter())
         if batch is None:
             raise bentoml.exceptions.ServiceUnavailable(f"no {DATASET.name} champion model yet")
         return _predictions(batch)

@@ -123,7 +123,7 @@ def run_training(config: TrainConfig, steps: Steps) -> dict[str, Any]:
             warm_params=prior.warm_params, init_model=prior.init_booster, on_trial=run.log_trial,
         )  # fmt: skip
         scored = training.score_splits(
-            model=model, splits=splits, dataset=dataset, features=features
+            model=model, splits=splits, dataset=dataset, features=features, seed=config.seed
         )
         business = evaluate.BusinessValue.from_dataset(dataset, **config.business_knobs())
         result = steps.evaluate(
@@ -140,7 +140,7 @@ def run_training(config: TrainConfig, steps: Steps) -> dict[str, Any]:
             alias=config.alias, reason=config.reason, settings=settings,
         )  # fmt: skip
         profile = steps.profile(
-            frame=splits.train, scores=scored.train_scores, model_tag=registered.tag,
+            frame=scored.reference, scores=scored.reference_scores, model_tag=registered.tag,
             dataset=dataset, settings=settings,
         ) if config.profile else None  # fmt: skip
         run.log_model(

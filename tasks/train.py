@@ -580,31 +580,43 @@ def train_model(
 
 @dataclass
 class Scored:
-    """Labels and scores of every split (and the baseline's test scores)."""
+    """Labels and scores of the valid and test splits (and the baseline's test scores), plus
+    the reference rows (a bounded sample of the training split) and their scores."""
 
-    train_y: np.ndarray
-    train_scores: np.ndarray
     valid_y: np.ndarray
     valid_scores: np.ndarray
     test_y: np.ndarray
     test_scores: np.ndarray
     baseline_scores: np.ndarray
+    reference: pl.DataFrame
+    reference_scores: np.ndarray
+
+
+REFERENCE_ROWS = 100_000  # plenty for drift statistics; predicting 600k rows for it is not
 
 
 def score_splits(
-    model: TrainedModel, splits: Splits, dataset: DatasetSpec, features: FeatureSpec
+    model: TrainedModel,
+    splits: Splits,
+    dataset: DatasetSpec,
+    features: FeatureSpec,
+    seed: int = 0,
+    reference_rows: int = REFERENCE_ROWS,
 ) -> Scored:
-    """Score each split with the shared feature function, as serving will."""
-    xy = {k: to_xy(getattr(splits, k), dataset, features) for k in ("train", "valid", "test")}
+    """Score the splits with the shared feature function, as serving will."""
     threads = int(model.params.get("num_threads", 1))
+    train = splits.train
+    reference = train.sample(reference_rows, seed=seed) if train.height > reference_rows else train
+    valid, test = to_xy(splits.valid, dataset, features), to_xy(splits.test, dataset, features)
+    ref_x = to_matrix(build_features(reference, features))
     return Scored(
-        train_y=xy["train"].y,
-        train_scores=predict(model.booster, xy["train"].X, threads),
-        valid_y=xy["valid"].y,
-        valid_scores=predict(model.booster, xy["valid"].X, threads),
-        test_y=xy["test"].y,
-        test_scores=predict(model.booster, xy["test"].X, threads),
-        baseline_scores=predict(model.baseline, xy["test"].X, threads),
+        valid_y=valid.y,
+        valid_scores=predict(model.booster, valid.X, threads),
+        test_y=test.y,
+        test_scores=predict(model.booster, test.X, threads),
+        baseline_scores=predict(model.baseline, test.X, threads),
+        reference=reference,
+        reference_scores=predict(model.booster, ref_x, threads),
     )
 
 

@@ -268,7 +268,9 @@ def check_quality(
         q.serving_validation_failures = serving.validation_failures
     max_missing_share, max_violation_share = config.max_missing_share, config.max_violation_share
     inputs = [c for c in dataset.column_names if c != dataset.target]
-    q.missing_columns = [c for c in [*inputs, "ts", "score"] if c not in window.columns]
+    # an empty window (no traffic, or not flushed yet) has no columns to judge: not a break
+    present = window.columns if window.height else [*inputs, "ts", "score"]
+    q.missing_columns = [c for c in [*inputs, "ts", "score"] if c not in present]
     for name in inputs:
         if name not in window.columns:
             continue

@@ -255,3 +255,8 @@ def test_drift_and_degraded_performance_in_one_run_trigger_one_retrain(home):
     quiet = SimpleNamespace(drifting=False, window_rows=500, score=0.1)
     again = m.decide_window(quiet, q, perf, _champion(), config, later)
     assert not again["performance_fire"], "cooldown after the drift fire covers performance"
+
+
+def test_an_empty_window_is_not_a_schema_break():
+    q = m.check_quality(pl.DataFrame(), DS, m.QualityConfig())
+    assert q.ok and not q.schema_break and q.rows == 0

@@ -12,7 +12,8 @@ Load: batch 1 with 32 concurrent keep-alive clients (closed loop), batch 1 with 
 (unloaded latency), and batch 1,000 with 2 concurrent clients. The load generator is a separate
 process speaking raw HTTP/1.1 (so Python client overhead does not hide the servers'), bounded
 in time and request count. Memory: the serving process RSS at rest and under a steady load
-(:func:`soak`, ~10 min in full mode, seconds in quick mode).
+(:func:`soak`, parameterised by duration: seconds here; ``bench.bench_memory`` runs it for
+10 minutes under ``make bench``).
 
 Run: ``uv run python -m bench.bench_serving [--quick]`` -> ``bench/results/serving.json``.
 """
@@ -395,11 +396,13 @@ def _row(name: str, value: float, unit: str, target: str | None = None,
             "unit": unit, "target": target, "met": met, "note": note, **extra}  # fmt: skip
 
 
-def run(quick: bool = False) -> list[dict]:
+def run(quick: bool = False, soak_seconds: float | None = None) -> list[dict]:
     seconds = 3.0 if quick else 15.0
-    soak_seconds = 5.0 if quick else 600.0
+    if soak_seconds is None:  # the 10-minute soak is bench_memory's (it calls soak() itself)
+        soak_seconds = 5.0 if quick else 60.0
     setup = prepare(quick)
     rows: list[dict] = []
+    load_before = os.getloadavg()[0]
     model_note = f"Telco LightGBM {setup.trees} trees x {setup.leaves} leaves, num_threads=1"
     try:
         raw = bench_raw(setup, min(seconds, 3.0))
@@ -421,6 +424,9 @@ def run(quick: bool = False) -> list[dict]:
             finally:
                 proc.stop()
         rows = _rows(raw, served, model_note, quick)
+        machine = f"2-core box; 1-min load average {load_before:.1f} before, "
+        machine += f"{os.getloadavg()[0]:.1f} after (other work on the machine skews numbers)"
+        rows.append(_row("machine_load_average", load_before, "load", note=machine))
     finally:
         _cleanup(setup.home)
     return rows
@@ -488,11 +494,12 @@ def _cleanup(home: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="seconds, for a smoke run")
+    parser.add_argument("--soak-seconds", type=float, help="override the memory soak duration")
     parser.add_argument("--loadgen", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.loadgen:
         return _loadgen_main(args.loadgen)
-    rows = run(quick=args.quick)
+    rows = run(quick=args.quick, soak_seconds=args.soak_seconds)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{AREA}.json").write_text(json.dumps(rows, indent=2))
     width = max(len(r["name"]) for r in rows)

@@ -101,7 +101,8 @@ def prepare_data(config: DemoConfig, dataset, workdir: Path) -> DemoData:
     reference_path = write_table(reference, workdir / "reference.csv")
     n = live.height
     calm, rest = live[: n // 4], live[n // 4 :]
-    covariate = inject_drift(rest, dataset, DriftSpec("covariate", 0.6, seed=config.seed))
+    tilt = most_telling_category(reference, dataset)
+    covariate = inject_drift(rest, dataset, DriftSpec("covariate", 1.0, tilt, config.seed))
     if config.scenario == "concept":
         spec = DriftSpec("concept", config.drift_severity, config.drift_column, config.seed)
     else:
@@ -109,6 +110,19 @@ def prepare_data(config: DemoConfig, dataset, workdir: Path) -> DemoData:
     drifted = inject_drift(covariate, dataset, spec)
     k = drifted.height // 3
     return DemoData(reference_path, calm, [drifted[:k], drifted[k : 2 * k]], drifted[2 * k :])
+
+
+def most_telling_category(frame: pl.DataFrame, dataset) -> str | None:
+    """The categorical feature whose categories differ most in positive rate: tilting the
+    traffic towards one of its categories is drift that matters to the model."""
+    if dataset.task != "binary" or not dataset.categorical_features:
+        return None
+    y = (pl.col(dataset.target) == dataset.positive_class).cast(pl.Float64)
+    spread = {
+        c: frame.group_by(c).agg(y.mean().alias("r"))["r"].drop_nulls()
+        for c in dataset.categorical_features
+    }
+    return max(spread, key=lambda c: spread[c].max() - spread[c].min())
 
 
 # --- traffic -----------------------------------------------------------------------------
@@ -128,10 +142,8 @@ class Replay:
     rejected: int  # 4xx: the request broke the contract (drifted data can)
 
 
-def replay(
-    client: httpx.Client, frame: pl.DataFrame, dataset, batch: int, feedback: bool = True
-) -> Replay:
-    """POST the rows to /predict in batches, then their labels to /feedback (delayed labels)."""
+def replay(client: httpx.Client, frame: pl.DataFrame, dataset, batch: int) -> Replay:
+    """POST the rows to /predict in batches; their labels are sent later (:func:`send_labels`)."""
     inputs = frame.drop(dataset.target)
     truth = (frame[dataset.target] == dataset.positive_class).to_numpy().astype(float)
     started = datetime.now(UTC)
@@ -158,13 +170,30 @@ def replay(
             scores.append(p["score"])
             tags.append(p["model_tag"])
             labels.append(float(y))
-    if feedback and request_ids:
-        items = [{"request_id": r, "label": y} for r, y in zip(request_ids, labels, strict=True)]
-        for lo in range(0, len(items), 500):
-            client.post("/feedback", json={"feedback": items[lo : lo + 500]}).raise_for_status()
     return Replay(
         started, datetime.now(UTC), request_ids, np.array(scores), np.array(labels), tags,
         failures, rejected,
+    )  # fmt: skip
+
+
+def send_labels(client: httpx.Client, phase: Replay) -> None:
+    """The delayed ground truth of a replayed phase, through /feedback."""
+    items = [
+        {"request_id": r, "label": float(y)}
+        for r, y in zip(phase.request_ids, phase.labels, strict=True)
+    ]
+    for lo in range(0, len(items), 500):
+        client.post("/feedback", json={"feedback": items[lo : lo + 500]}).raise_for_status()
+
+
+def wait_logged(phase: Replay, timeout_s: float = 20.0) -> None:
+    """The service logs in buffered batches: wait until this phase's rows are on disk."""
+    from tasks.predlog import load_predictions
+
+    want = len(phase.request_ids)
+    wait_for(
+        lambda: load_predictions(since=phase.started).height >= want,
+        timeout_s, what=f"{want} logged predictions",
     )  # fmt: skip
 
 
@@ -289,21 +318,27 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> dict[str, An
             summary["service"] = f"http://127.0.0.1:{port}"
             client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
             monitor_runs = []
-            with timeline.stage("replay in-distribution traffic + labels, monitor") as note:
+            with timeline.stage("replay in-distribution traffic, monitor") as note:
                 calm = replay(client, data.calm, dataset, config.batch)
+                wait_logged(calm)
                 report = _monitor(dataset.name, calm)
                 monitor_runs.append(report)
                 note["detail"] = _monitor_note(report)
             drift_onset = datetime.now(UTC)
-            drifted = []
+            drifted: list[Replay] = []
+            pending = calm  # labels arrive one window late, as delayed ground truth does
             for i, window in enumerate(data.drifted, start=1):
-                with timeline.stage(f"replay drifted traffic window {i} + labels, monitor") as note:
+                with timeline.stage(f"replay drifted window {i} + late labels, monitor") as note:
                     drifted.append(replay(client, window, dataset, config.batch))
+                    send_labels(client, pending)
+                    pending = drifted[-1]
+                    wait_logged(drifted[-1])
                     report = _monitor(dataset.name, drifted[-1])
                     monitor_runs.append(report)
                     note["detail"] = _monitor_note(report)
                 if report.get("events"):
                     break
+            send_labels(client, pending)
             fired = [e for r in monitor_runs for e in r.get("events", [])]
             detected_at = datetime.now(UTC)
             with timeline.stage("automation: retrain flow run, gate") as note:
@@ -356,10 +391,11 @@ def _monitor(name: str, phase: Replay) -> dict[str, Any]:
     from flows.monitor import MonitorConfig, monitor
     from tasks.drift import DriftConfig
 
-    minutes = (datetime.now(UTC) - phase.started).total_seconds() / 60 + 0.05
+    until = datetime.now(UTC)
     config = MonitorConfig(
         dataset=name,
-        window_minutes=minutes,
+        until=until,
+        window_minutes=(until - phase.started).total_seconds() / 60,
         drift=DriftConfig(min_window_rows=200, hysteresis_windows=2, cooldown_minutes=60),
     )
     return monitor(config)

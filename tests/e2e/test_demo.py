@@ -1,0 +1,116 @@
+"""The closed loop, end to end, as `driftloop demo --fast` runs it against real servers.
+
+Everything is asserted from the outside: the Prefect API (events, flow runs, parameters), the
+registry's alias index, and the running service over HTTP — never from log text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.e2e
+
+
+def _run_demo(home: Path, scenario: str) -> dict:
+    env = {**os.environ, "DRIFTLOOP_HOME": str(home.parent / "cli-home")}
+    env.pop("PREFECT_API_URL", None)
+    cmd = [sys.executable, "-m", "driftloop", "demo", "--fast", "--keep", "--json",
+           "--scenario", scenario, "--home", str(home)]  # fmt: skip
+    proc = subprocess.run(
+        cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout)
+
+
+def _stop(home: Path) -> None:
+    env = {**os.environ, "DRIFTLOOP_HOME": str(home)}
+    subprocess.run(
+        [sys.executable, "-m", "driftloop", "stack", "down"], cwd=REPO, env=env, timeout=120
+    )
+
+
+def _events(api: str, name: str) -> list[dict]:
+    body = {"filter": {"event": {"name": [name]}}, "limit": 50}
+    return httpx.post(f"{api}/events/filter", json=body, timeout=10).json()["events"]
+
+
+def _retrain_runs(api: str) -> list[dict]:
+    dep = httpx.get(f"{api}/deployments/name/retrain/retrain", timeout=10).json()
+    body = {"flow_runs": {"deployment_id": {"any_": [dep["id"]]}}}
+    return httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10).json()
+
+
+@pytest.fixture(scope="module")
+def concept(tmp_path_factory):
+    home = tmp_path_factory.mktemp("e2e") / "demo"
+    summary = _run_demo(home, "concept")
+    yield home, summary
+    _stop(home)
+
+
+def test_drift_is_detected_and_the_automation_retrains_once(concept) -> None:
+    home, summary = concept
+    api = summary["prefect_ui"] + "/api"
+    drift = _events(api, "driftloop.drift.detected")
+    assert len(drift) >= 1
+    evidence = drift[0]["payload"]
+    assert evidence["champion_tag"] == summary["champion_before"]
+    assert evidence["drifted_features"] and Path(evidence["report_html"]).exists()
+    assert drift[0]["resource"]["prefect.resource.id"] == "driftloop.model.telco"
+    runs = _retrain_runs(api)
+    started = [r for r in runs if r["start_time"] is not None]
+    assert len(started) == 1, [(r["name"], r["state_type"]) for r in runs]
+    run = started[0]
+    assert run["state_type"] == "COMPLETED"
+    trigger = run["parameters"]["trigger"]
+    assert trigger["event"] in ("driftloop.drift.detected", "driftloop.performance.degraded")
+    assert trigger["evidence"]["champion_tag"] == summary["champion_before"]
+
+
+def test_the_challenger_is_evaluated_promoted_and_served(concept) -> None:
+    home, summary = concept
+    api = summary["prefect_ui"] + "/api"
+    promoted = _events(api, "driftloop.model.promoted")
+    assert len(promoted) == 1
+    payload = promoted[0]["payload"]
+    assert payload["challenger_score"] > payload["champion_score"]
+    assert payload["champion_tag"] == summary["champion_before"]
+    index = json.loads((home / "models" / "index.json").read_text())
+    champion = index["telco"]["aliases"]["champion"]
+    assert champion == summary["champion_after"] == payload["challenger_tag"]
+    assert champion != summary["champion_before"]
+    answer = httpx.post(summary["service"] + "/models", json={}, timeout=10).json()
+    assert answer["champion"] == champion
+    assert summary["after_swap_model_tags"] == [champion]
+    assert summary["failed_requests"] == 0
+    assert summary["auc_drifted_after_swap"] > summary["auc_drifted_before_swap"]
+
+
+@pytest.fixture(scope="module")
+def noise(tmp_path_factory):
+    home = tmp_path_factory.mktemp("e2e-noise") / "demo"
+    summary = _run_demo(home, "noise")
+    yield home, summary
+    _stop(home)
+
+
+def test_unfixable_drift_is_rejected_and_the_champion_keeps_serving(noise) -> None:
+    home, summary = noise
+    api = summary["prefect_ui"] + "/api"
+    assert _events(api, "driftloop.model.promoted") == []
+    rejected = _events(api, "driftloop.model.rejected")
+    assert len(rejected) == 1
+    index = json.loads((home / "models" / "index.json").read_text())
+    assert index["telco"]["aliases"]["champion"] == summary["champion_before"]
+    answer = httpx.post(summary["service"] + "/models", json={}, timeout=10).json()
+    assert answer["champion"] == summary["champion_before"]
+    assert summary["after_swap_model_tags"] == [summary["champion_before"]]

@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from bentos.metrics import serving_metrics
 from bentos.middleware import MAX_BODY_BYTES, GuardMiddleware
 from bentos.runtime import (
+    Models,
     ModelWatcher,
     env_float,
     feedback_log,
@@ -98,7 +99,7 @@ class Driftloop:
         if type(self).model.stored is None:
             log.warning("no %s champion yet: not ready until one is promoted", DATASET.name)
             return
-        self.watcher.models = self.watcher.models.__class__(load_stored(self.model), None)
+        self.watcher.models = Models(load_stored(self.model), None)
 
     def __is_ready__(self) -> bool:
         return self.watcher.models.champion is not None

@@ -106,12 +106,8 @@ class Tracker:
             prec, rec, _ = precision_recall_curve(y, scores)
             charts["test/roc_curve"] = _curve(wandb, fpr, tpr, "fpr", "tpr", "ROC (test)")
             charts["test/pr_curve"] = _curve(wandb, rec, prec, "recall", "precision", "PR (test)")
-            preds = (np.asarray(scores) >= (0.5 if threshold is None else threshold)).astype(int)
-            charts["test/confusion_matrix"] = wandb.plot.confusion_matrix(
-                y_true=np.asarray(y, dtype=int).tolist(),
-                preds=preds.tolist(),
-                class_names=["negative", "positive"],
-            )
+            preds = np.asarray(scores) >= (0.5 if threshold is None else threshold)
+            charts["test/confusion_matrix"] = _confusion(wandb, np.asarray(y) == 1, preds)
         table = wandb.Table(columns=["feature", "gain"], data=list(importance.items()))
         charts["feature_importance"] = wandb.plot.bar(table, "feature", "gain", title="Gain")
         self.run.log(charts)
@@ -143,6 +139,22 @@ class Tracker:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         self.finish(exit_code=0 if exc_type is None else 1)
+
+
+def _confusion(wandb: Any, actual: np.ndarray, predicted: np.ndarray) -> Any:
+    """W&B's confusion-matrix chart from counts made with numpy (``wandb.plot.confusion_matrix``
+    counts in a Python loop: 6 s for 200k rows)."""
+    names = {False: "negative", True: "positive"}
+    rows = [
+        [names[a], names[p], int(np.sum((actual == a) & (predicted == p)))]
+        for a in (False, True)
+        for p in (False, True)
+    ]
+    table = wandb.Table(columns=["Actual", "Predicted", "nPredictions"], data=rows)
+    fields = {"Actual": "Actual", "Predicted": "Predicted", "nPredictions": "nPredictions"}
+    return wandb.plot_table(
+        "wandb/confusion_matrix/v1", table, fields, {"title": "Confusion matrix (test)"}
+    )
 
 
 def _curve(wandb: Any, x: np.ndarray, y: np.ndarray, xn: str, yn: str, title: str) -> Any:

@@ -205,3 +205,11 @@ def test_regression_dataset_trains_through_the_same_flow(home, prefect_harness, 
     assert set(out["slices"]["district"]["values"]) == {"north", "south", "east"}
     model = registry.load_model("house:champion")
     assert model.metadata["task"] == "regression"
+
+
+def test_human_rendering_of_a_training_result(in_home, capsys) -> None:
+    from driftloop.commands.training import _render_train
+
+    _render_train(in_home)
+    text = capsys.readouterr().out
+    assert in_home["model_tag"] in text and "roc_auc" in text and "expected value" in text

@@ -92,10 +92,10 @@ def check_training_data(frame: pl.DataFrame, dataset: DatasetSpec, min_rows: int
     if dataset.task == "binary":
         n_pos = int(y.sum())
         if n_pos == 0 or n_pos == len(y):
-            only = dataset.positive_class if n_pos else f"not {dataset.positive_class!r}"
+            which = "every" if n_pos else "no"
             raise TrainingDataError(
-                f"training data has a single class in {dataset.target!r} (all {only}); "
-                "a binary model needs both classes"
+                f"training data has a single class in {dataset.target!r} ({which} row is the "
+                f"positive class {dataset.positive_class!r}); a binary model needs both classes"
             )
     elif np.unique(y).size < 2:
         raise TrainingDataError(f"training data target {dataset.target!r} is constant")

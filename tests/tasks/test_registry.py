@@ -177,3 +177,26 @@ def test_kill_between_save_and_index_update_keeps_a_loadable_champion(home) -> N
     assert champion.tag == a
     assert np.array_equal(champion.predict(X_CHECK), expected)
     json.loads(get_settings().alias_index.read_text())
+
+
+def test_prior_model_warm_params_and_init_model_checks(home) -> None:
+    none_yet = registry.prior_model(
+        "toy", warm_start=True, init_model=None, features=FEATURES, default_params={"d": 1}
+    )
+    assert none_yet.champion is None and none_yet.warm_params == [{"d": 1}]
+    tag = registry.save_model(
+        _booster(1), name="toy", features=FEATURES, metadata={"params": {"num_leaves": 7}}
+    )
+    registry.promote("toy", tag)
+    prior = registry.prior_model(
+        "toy", warm_start=True, init_model="toy:champion", features=FEATURES,
+        default_params={"d": 1},
+    )  # fmt: skip
+    assert prior.warm_params == [{"num_leaves": 7}, {"d": 1}]  # champion first, then defaults
+    assert prior.init_tag == tag and prior.init_booster is not None
+    cold = registry.prior_model("toy", warm_start=False, init_model=None, features=FEATURES)
+    assert cold.warm_params == []
+    with pytest.raises(registry.RegistryError, match="other features"):
+        registry.prior_model(
+            "toy", warm_start=True, init_model=tag, features=FeatureSpec(("x",), {})
+        )

@@ -29,6 +29,10 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _sentence(text: str) -> str:
+    return text if text.endswith((".", "?", "!")) else f"{text}."
+
+
 def _slice_table(slices: dict[str, Any], task: str) -> list[str]:
     cols = ("n", "positive_rate", "flagged_rate", "roc_auc", "recall", "precision")
     if task == "regression":
@@ -66,8 +70,8 @@ def render_model_card(
         f"# Model card: {TAG_PLACEHOLDER}",
         "",
         "## Intended use",
-        f"{dataset.description or dataset.name}. LightGBM {task} model predicting {target} "
-        f"from {len(dataset.feature_columns)} features of dataset `{dataset.name}`. "
+        f"{_sentence(dataset.description or dataset.name)} LightGBM {task} model predicting "
+        f"{target} from {len(dataset.feature_columns)} features of dataset `{dataset.name}`. "
         "For ranking customers for a retention action and the decision threshold below; "
         "not for decisions about individuals without human review, nor for data outside the "
         "contract (`schemas/" + dataset.name + ".py`, schema hash "

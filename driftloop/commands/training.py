@@ -128,7 +128,7 @@ def show(
 @models_app.command("promote")
 def promote(
     name: str = typer.Argument(..., help="Model name (= dataset name)."),
-    tag: str = typer.Argument(None, help="Tag to promote (default: the challenger)."),
+    tag: str = typer.Argument(None, help="Tag or name:challenger (default: the challenger)."),
     reason: str = typer.Option("manual promote", "--reason", help="Recorded in the history."),
     as_json: bool = JSON,
 ) -> None:
@@ -137,7 +137,7 @@ def promote(
         from tasks import registry
 
         previous = registry.get_alias(name, registry.CHAMPION)
-        champion = registry.promote(name, tag, reason=reason)
+        champion = registry.promote(name, tag and registry.resolve(tag), reason=reason)
         emit({"name": name, "champion": champion, "previous": previous}, as_json)
 
 

@@ -73,5 +73,7 @@ def errors_as_exit(as_json: bool = False) -> Iterator[None]:
         if as_json and exc.result is not None:
             emit(exc.result, True)
         fail(str(exc), exc.code)
+    except (typer.Exit, typer.Abort):
+        raise  # click's own exits subclass RuntimeError: let them through untouched
     except (FileNotFoundError, FileExistsError, LookupError, ValueError, RuntimeError) as exc:
         fail(str(exc) or type(exc).__name__)

@@ -31,6 +31,7 @@ def demo(
         config = DemoConfig(fast=fast, keep=keep, scenario=scenario, home=home, dataset=dataset)
         if data is not None:
             config = config.model_copy(update={"data": data})
+        _interrupt_on_signals()
         try:
             summary = run_demo(config)
         except KeyboardInterrupt:
@@ -38,6 +39,21 @@ def demo(
             raise typer.Exit(130) from None
         if as_json:
             emit(summary, True)
+
+
+def _interrupt_on_signals() -> None:
+    """Ctrl-C and SIGTERM both unwind the demo, so its finally-block stops every process it
+    started (a shell that started us in the background may have set SIGINT to 'ignore')."""
+    import signal
+
+    def _raise(signum, frame):  # noqa: ARG001
+        # the first signal unwinds; more while stopping would abort the cleanup: ignore them
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, _raise)
+    signal.signal(signal.SIGTERM, _raise)
 
 
 def register(app: typer.Typer) -> None:

@@ -279,31 +279,21 @@ def parse_table(raw: RawTable, dataset: DatasetSpec) -> ParsedTable:
     markers = list(dataset.null_markers)
     typed_cols = [c for c in cols if dataset.columns[c].dtype != pl.String]
 
+    # stripping costs more than checking whether any value needs it
+    ws = r"^\s|\s$"
+    padded = raw.frame.select(pl.col(c).str.contains(ws).any() for c in cols).row(0)
+    strip = {c for c, p in zip(cols, padded, strict=True) if p}
+
     def cleaned(c: str) -> pl.Expr:
-        text = pl.col(c).str.strip_chars()
-        return pl.when(text.is_in(markers)).then(None).otherwise(text)
+        text = pl.col(c).str.strip_chars() if c in strip else pl.col(c)
+        return pl.when(text.is_in(markers)).then(None).otherwise(text).alias(c)
 
-    def typed(c: str) -> pl.Expr:
-        return _parse_expr(c, dataset.columns[c].dtype).alias(c)
-
-    # one lazy select: polars shares the stripped text between the typed value and its check
-    out = (
-        raw.frame.lazy()
-        .with_columns([cleaned(c).alias(c) for c in cols])
-        .select(
-            LINE,
-            *[typed(c) for c in cols],
-            *[
-                (
-                    pl.col(c).is_not_null() & _parse_expr(c, dataset.columns[c].dtype).is_null()
-                ).alias(f"__bad_{c}")
-                for c in typed_cols
-            ],
-        )
-        .collect()
+    text = raw.frame.select(LINE, *[cleaned(c) for c in cols])
+    frame = text.select(LINE, *[_parse_expr(c, dataset.columns[c].dtype).alias(c) for c in cols])
+    # present as text but null once typed: the value did not parse
+    out = pl.DataFrame(
+        {f"__bad_{c}": text[c].is_not_null() & frame[c].is_null() for c in typed_cols}
     )
-    bad = [f"__bad_{c}" for c in typed_cols]
-    frame = out.drop(bad)
     failures = []
     for c in typed_cols:
         idx = out[f"__bad_{c}"].arg_true()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import io
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -131,8 +132,12 @@ def check_file(
     delimiter: str = ",",
     encoding: str = "utf-8",
     extra_columns: Literal["reject", "drop"] | None = None,
+    data: bytes | None = None,
 ) -> list[str]:
-    """File-level checks before any row is read; returns the header. Raises DataFileError."""
+    """File-level checks before any row is read; returns the header. Raises DataFileError.
+
+    ``data`` is the file's content when the caller has read it already.
+    """
     path = Path(path)
     if not path.exists():
         raise DataFileError(f"file not found: {path}")
@@ -147,7 +152,7 @@ def check_file(
             raise DataFileError(f"not a readable Parquet file: {path} ({exc})") from None
         check_columns(header, dataset, extra_columns)
         return header
-    data = path.read_bytes()
+    data = path.read_bytes() if data is None else data
     try:
         # validates the whole file; only the head is kept as text
         data.decode(encoding)
@@ -177,10 +182,10 @@ def check_file(
     return header
 
 
-def _field_counts(path: Path, delimiter: str, encoding: str) -> pl.Series:
+def _field_counts(source: Path | bytes, delimiter: str, encoding: str) -> pl.Series:
     """Fields per data line (quote-aware for single-line quoted fields)."""
     lines = pl.read_csv(
-        path,
+        io.BytesIO(source) if isinstance(source, bytes) else source,
         has_header=False,
         separator="\x1f",
         quote_char=None,
@@ -206,37 +211,31 @@ def read_table(
 ) -> RawTable:
     """Read every cell as text, after the file-level checks. Malformed lines are flagged."""
     path = Path(path)
-    header = check_file(path, dataset, delimiter, encoding, extra_columns)
-    extra = [c for c in header if c not in set(dataset.column_names)]
     if path.suffix.lower() in (".parquet", ".pq"):
+        header = check_file(path, dataset, delimiter, encoding, extra_columns)
         frame = pl.read_parquet(path).select(pl.all().cast(pl.String))
         counts = pl.Series("fields", [None] * frame.height, dtype=pl.Int64)
         malformed = pl.Series("malformed", [False] * frame.height)
         frame = frame.with_row_index(LINE, offset=1)
     else:
-        if encoding.lower().replace("-", "") in ("utf8",):
-            frame = pl.read_csv(
-                path,
-                separator=delimiter,
-                infer_schema=False,
-                truncate_ragged_lines=True,
-                encoding="utf8",
-            )
-        else:
-            text = path.read_bytes().decode(encoding).encode()
-            frame = pl.read_csv(
-                text, separator=delimiter, infer_schema=False, truncate_ragged_lines=True
-            )
+        data = path.read_bytes()  # once: checks, parse and field counts share it
+        header = check_file(path, dataset, delimiter, encoding, extra_columns, data=data)
+        utf8 = encoding.lower().replace("-", "") == "utf8"
+        frame = pl.read_csv(
+            io.BytesIO(data if utf8 else data.decode(encoding).encode()),
+            separator=delimiter,
+            infer_schema=False,
+            truncate_ragged_lines=True,
+        )
         frame = frame.rename({c: c.strip() for c in frame.columns})
-        counts = _field_counts(path, delimiter, encoding)
+        counts = _field_counts(data if utf8 else path, delimiter, encoding)
         if counts.len() != frame.height:  # multi-line quoted fields: cannot map lines to rows
             counts = pl.Series("fields", [len(header)] * frame.height, dtype=pl.Int64)
         malformed = counts != len(header)
         frame = frame.with_row_index(LINE, offset=2)
     frame = frame.with_columns(pl.col(LINE).cast(pl.Int64))
-    dropped: tuple[str, ...] = ()
-    if extra:
-        dropped = tuple(extra)  # check_file already rejected them unless mode is "drop"
+    # extra columns got here only in "drop" mode (check_file rejects them otherwise)
+    dropped = tuple(c for c in header if c not in set(dataset.column_names))
     return RawTable(frame, malformed.alias("malformed"), counts.alias("fields"), path, dropped)
 
 

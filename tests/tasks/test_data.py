@@ -146,3 +146,13 @@ def test_unknown_extra_columns_can_be_dropped(telco_csv: Path, home: Path, tmp_p
         ingest_file(path, TELCO)
     result = ingest_file(path, TELCO, extra_columns="drop")
     assert result.rows_accepted == 7043 and "note" not in result.accepted.columns
+
+
+def test_field_counts_see_blank_short_long_and_quoted_lines(tmp_path: Path) -> None:
+    from tasks.data import _field_counts
+
+    plain = b"a,b,c\r\n1,2,3\r\n4,5\r\n\r\n6,7,8,9\r\n10,11,12"
+    assert _field_counts(plain, ",", "utf-8").to_list() == [3, 2, 0, 4, 3]
+    path = tmp_path / "quoted.csv"
+    path.write_bytes(b'a,b,c\n"x,y",2,3\n"p,q",2\n')
+    assert _field_counts(path, ",", "utf-8").to_list() == [3, 2]

@@ -243,7 +243,8 @@ def _measure_size(
         why = None if quick or size <= SIZES[-1] else _too_big(stage, points, size)
         if why:
             points[stage][size] = {"skipped": why}
-        elif stage == "ingest":
+            continue
+        if stage == "ingest":
             harness.synthetic_table(size, COLS, SEED).write_csv(csv)
             if quick:
                 points[stage][size] = _run_point_inline(stage, csv, module, None)

@@ -23,10 +23,15 @@ def build_app() -> typer.Typer:
     @app.callback()
     def _root() -> None:
         """driftloop: ingest, train, serve, monitor and retrain a tabular model by itself."""
+        import os
+
         from tasks.settings import get_settings
 
         # before any library reads its env: Prefect, BentoML and W&B keep state under home
         get_settings().apply_env()
+        # a throwaway server (no PREFECT_API_URL) takes longer than Prefect's 20 s default to
+        # start on a busy 2-core machine
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"driftloop.commands.{info.name}")

@@ -245,6 +245,22 @@ def _machine(facts: dict[str, Any]) -> list[str]:
     ]
 
 
+def _provenance(doc: dict[str, Any]) -> list[str]:
+    """Which command measured what, when, in how long (a re-run of some areas is listed)."""
+    runs = doc.get("runs") or [
+        {k: doc.get(k) for k in ("date", "command", "wall_s")} | {"areas": list(doc["areas"])}
+    ]
+    lines = [
+        f"- {run['date']}: `{run['command']}` in {_duration(run.get('wall_s'))} "
+        f"({', '.join(run.get('areas') or [])})"
+        for run in runs
+    ]
+    head = "Produced by `make bench` (`python -m bench.run`); the smoke run is `make bench-smoke`."
+    if doc["quick"]:
+        head += " **Quick smoke run: tiny inputs, the numbers mean nothing.**"
+    return [head, "", *lines]
+
+
 def render(doc: dict[str, Any], out_dir: Path, md_path: Path) -> str:
     """BENCHMARKS.md: facts, the misses first, then one table per area."""
     results = [AreaResult(**a) for a in doc["areas"].values()]
@@ -254,11 +270,7 @@ def render(doc: dict[str, Any], out_dir: Path, md_path: Path) -> str:
     lines = [
         "# driftloop benchmarks",
         "",
-        f"Measured {doc['date']} by `{doc['command']}` (`make bench`; smoke run: "
-        "`make bench-smoke`) in "
-        + _duration(doc.get("wall_s"))
-        + "."
-        + (" **Quick smoke run: tiny inputs, the numbers mean nothing.**" if doc["quick"] else ""),
+        *_provenance(doc),
         "",
         "Every median below comes from repeated runs, measured side by side with its peer in "
         "the same run on the same machine (round-robin, so both see the same load). The machine "
@@ -322,11 +334,26 @@ def render(doc: dict[str, Any], out_dir: Path, md_path: Path) -> str:
 
 
 # --- the command ----------------------------------------------------------------------------
-def _load_previous(path: Path) -> dict[str, Any]:
+def _load_doc(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text()).get("areas", {})
+        return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+
+
+def _runs(previous: dict[str, Any], this_run: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs whose areas are still in the results, oldest first, this one last."""
+    earlier = previous.get("runs") or (
+        [{k: previous.get(k) for k in ("date", "command", "wall_s")}
+         | {"areas": list(previous.get("areas", {}))}]
+        if previous.get("areas") else []
+    )  # fmt: skip
+    kept = []
+    for run in earlier:
+        left = [a for a in run.get("areas", []) if a not in this_run["areas"]]
+        if left:
+            kept.append({**run, "areas": left})
+    return [*kept, this_run]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -346,6 +373,9 @@ def main(argv: list[str] | None = None) -> int:
         "BENCHMARKS.md and bench/results/; quick: bench/results/smoke/)",
     )  # fmt: skip
     parser.add_argument("--list", action="store_true", help="list the areas and exit")
+    parser.add_argument(
+        "--render", action="store_true", help="only re-write BENCHMARKS.md from results.json"
+    )
     parser.add_argument("--child", metavar="AREA", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -353,6 +383,11 @@ def main(argv: list[str] | None = None) -> int:
         return child(args.child, args.out, args.quick)
 
     found = discover()
+    if args.render:
+        out_dir = (args.out_dir or (SMOKE_DIR if args.quick else RESULTS_DIR)).resolve()
+        md_path = REPO / MD_NAME if out_dir == RESULTS_DIR and not args.quick else out_dir / MD_NAME
+        md_path.write_text(render(_load_doc(out_dir / "results.json"), out_dir, md_path))
+        return 0
     if args.list:
         print("\n".join(found))
         return 0
@@ -403,7 +438,9 @@ def main(argv: list[str] | None = None) -> int:
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         ran = dict(zip(to_run, pool.map(_one, to_run), strict=True))
     areas: dict[str, dict[str, Any]] = {}
-    previous = _load_previous(json_path) if (args.only and not args.quick) else {}
+    merge = bool(args.only and not args.quick)
+    previous_doc = _load_doc(json_path) if merge else {}
+    previous = previous_doc.get("areas", {})
     for area in [*EXPECTED_AREAS, *found, *previous]:
         if area in areas:
             continue
@@ -419,11 +456,14 @@ def main(argv: list[str] | None = None) -> int:
             areas[area] = missing_area(area).to_dict()
     command = "python -m bench.run" + (" --quick" if args.quick else "")
     command += f" --only {' '.join(args.only)}" if args.only else ""
+    wall = time.perf_counter() - t0
+    this_run = {"date": _now(), "command": command, "wall_s": wall, "areas": list(ran)}
     doc = {
-        "date": _now(),
+        "date": this_run["date"],
         "command": command,
         "quick": args.quick,
-        "wall_s": time.perf_counter() - t0,
+        "wall_s": wall,
+        "runs": _runs(previous_doc, this_run),
         "machine": facts,
         "areas": areas,
     }

@@ -208,6 +208,23 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
 # --- Prefect API -------------------------------------------------------------------------
 
 
+def api_call(method: str, url: str, timeout_s: float = 60.0, **kwargs: Any) -> httpx.Response:
+    """One Prefect API call, retried while the server is briefly unavailable (its SQLite
+    database answers 503 under load) or not answering yet."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            resp = httpx.request(method, url, timeout=15, **kwargs)
+        except (httpx.TransportError, httpx.TimeoutException):
+            if time.monotonic() > deadline:
+                raise
+        else:
+            if resp.status_code not in (502, 503, 504) or time.monotonic() > deadline:
+                resp.raise_for_status()
+                return resp
+        time.sleep(0.5)
+
+
 def prefect_api(api_url: str):
     """Point this process's Prefect client at the stack (flows run here are recorded there)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -218,9 +235,9 @@ def prefect_api(api_url: str):
 def flow_runs(api_url: str, deployment: str) -> list[dict[str, Any]]:
     """Flow runs of ``<flow>/<deployment>`` (full records: state, parameters, times)."""
     flow_name, _, dep_name = deployment.partition("/")
-    dep = httpx.get(f"{api_url}/deployments/name/{flow_name}/{dep_name}", timeout=10).json()
+    dep = api_call("GET", f"{api_url}/deployments/name/{flow_name}/{dep_name}").json()
     body = {"flow_runs": {"deployment_id": {"any_": [dep["id"]]}}, "sort": "START_TIME_ASC"}
-    return httpx.post(f"{api_url}/flow_runs/filter", json=body, timeout=10).json()
+    return api_call("POST", f"{api_url}/flow_runs/filter", json=body).json()
 
 
 def events_named(api_url: str, name: str, since: datetime) -> list[dict[str, Any]]:
@@ -231,17 +248,14 @@ def events_named(api_url: str, name: str, since: datetime) -> list[dict[str, Any
         },
         "limit": 50,
     }
-    resp = httpx.post(f"{api_url}/events/filter", json=body, timeout=10)
-    resp.raise_for_status()
-    return resp.json().get("events", [])
+    return api_call("POST", f"{api_url}/events/filter", json=body).json().get("events", [])
 
 
 def set_retrain_parameters(api_url: str, parameters: dict[str, Any]) -> None:
     """The demo's budgets for the deployed retrain (what `prefect deploy` set, overridden)."""
-    dep = httpx.get(f"{api_url}/deployments/name/retrain/retrain", timeout=10).json()
+    dep = api_call("GET", f"{api_url}/deployments/name/retrain/retrain").json()
     merged = {**dep.get("parameters", {}), **parameters}
-    resp = httpx.patch(f"{api_url}/deployments/{dep['id']}", json={"parameters": merged})
-    resp.raise_for_status()
+    api_call("PATCH", f"{api_url}/deployments/{dep['id']}", json={"parameters": merged})
 
 
 def wait_for(predicate, timeout_s: float, every_s: float = 0.5, what: str = "condition") -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import typer
 
 from driftloop.output import emit, errors_as_exit
@@ -37,6 +38,8 @@ def demo(
         except KeyboardInterrupt:
             typer.echo("interrupted: everything the demo started was stopped", err=True)
             raise typer.Exit(130) from None
+        except (httpx.HTTPError, TimeoutError) as exc:
+            raise RuntimeError(f"demo failed talking to a local server: {exc}") from None
         if as_json:
             emit(summary, True)
 

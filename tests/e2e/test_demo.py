@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from driftloop.demo import api_call
+
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
 
@@ -40,13 +42,13 @@ def _stop(home: Path) -> None:
 
 def _events(api: str, name: str) -> list[dict]:
     body = {"filter": {"event": {"name": [name]}}, "limit": 50}
-    return httpx.post(f"{api}/events/filter", json=body, timeout=10).json()["events"]
+    return api_call("POST", f"{api}/events/filter", json=body).json()["events"]
 
 
 def _retrain_runs(api: str) -> list[dict]:
-    dep = httpx.get(f"{api}/deployments/name/retrain/retrain", timeout=10).json()
+    dep = api_call("GET", f"{api}/deployments/name/retrain/retrain").json()
     body = {"flow_runs": {"deployment_id": {"any_": [dep["id"]]}}}
-    return httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10).json()
+    return api_call("POST", f"{api}/flow_runs/filter", json=body).json()
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,8 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
+from driftloop.stack import api_call
+
 REPO = Path(__file__).resolve().parents[1]
 DEMO_MARKER = ".driftloop-demo"
 Scenario = Literal["concept", "noise"]
@@ -206,23 +208,6 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
 
 
 # --- Prefect API -------------------------------------------------------------------------
-
-
-def api_call(method: str, url: str, timeout_s: float = 60.0, **kwargs: Any) -> httpx.Response:
-    """One Prefect API call, retried while the server is briefly unavailable (its SQLite
-    database answers 503 under load) or not answering yet."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            resp = httpx.request(method, url, timeout=15, **kwargs)
-        except (httpx.TransportError, httpx.TimeoutException):
-            if time.monotonic() > deadline:
-                raise
-        else:
-            if resp.status_code not in (502, 503, 504) or time.monotonic() > deadline:
-                resp.raise_for_status()
-                return resp
-        time.sleep(0.5)
 
 
 def prefect_api(api_url: str):

@@ -160,6 +160,23 @@ class ManagedProcess:
         return "killed"
 
 
+def api_call(method: str, url: str, timeout_s: float = 60.0, **kwargs: Any) -> httpx.Response:
+    """One Prefect API call, retried while the server is briefly unavailable (its SQLite
+    database answers 503 under load) or not answering yet."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            resp = httpx.request(method, url, timeout=15, **kwargs)
+        except (httpx.TransportError, httpx.TimeoutException):
+            if time.monotonic() > deadline:
+                raise
+        else:
+            if resp.status_code not in (502, 503, 504) or time.monotonic() > deadline:
+                resp.raise_for_status()
+                return resp
+        time.sleep(0.5)
+
+
 def wait_http(
     url: str, *, timeout_s: float, proc: ManagedProcess | None = None, ok=lambda r: r.is_success
 ) -> None:
@@ -348,9 +365,13 @@ class LocalStack:
             "type": "process",
             "base_job_template": ProcessWorker.get_default_base_job_template(),
         }
-        resp = httpx.post(f"{self.api_url}/work_pools/", json=body, timeout=30.0)
-        if resp.status_code not in (201, 409):  # 409: it exists already
-            raise StackError(f"creating work pool {self.config.work_pool!r}: {resp.text}")
+        try:
+            api_call("POST", f"{self.api_url}/work_pools/", json=body)
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 409:  # 409: it exists already
+                raise StackError(
+                    f"creating work pool {self.config.work_pool!r}: {exc.response.text}"
+                ) from None
 
     def deploy(self) -> None:
         names = self.config.deployments

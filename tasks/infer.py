@@ -139,8 +139,9 @@ def infer_schema(
     markers = sorted(found | {""})
     columns = [_infer_column(c, frame[c], markers) for c in frame.columns]
     by_name = {c.name: c for c in columns}
-    if id_column:
-        by_name[id_column].kind, by_name[id_column].categories = "text", None
+    if id_column:  # an identifier is text: no domain, no range (ids are not measurements)
+        ident = by_name[id_column]
+        ident.kind, ident.categories, ident.min_value, ident.max_value = "text", None, None, None
     tgt = by_name[target]
     if tgt.kind == "category" and tgt.categories and len(tgt.categories) == 2:
         task, positive = "binary", _positive_class(tgt.categories)

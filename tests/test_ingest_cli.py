@@ -174,3 +174,19 @@ def test_schema_infer_refuses_to_overwrite(tmp_path: Path, home: Path) -> None:
     assert _run(*args).exit_code == 0
     again = _run(*args)
     assert again.exit_code == 1 and "--force" in again.stderr
+
+
+def test_schema_infer_with_an_integer_id(tmp_path: Path, home: Path) -> None:
+    data = _unseen_dataset(80).with_columns(pl.int_range(pl.len()).cast(pl.String).alias("account"))
+    src = tmp_path / "ints.csv"
+    data.write_csv(src)
+    args = ["schema", "infer", str(src), "--target", "defaulted", "--id", "account"]
+    result = _run(*args, "--name", "ints", "--out-dir", str(tmp_path), "--json")
+    assert result.exit_code == 0, result.output
+
+    from schemas import load_dataset
+    from tasks.data import ingest_file
+
+    spec = load_dataset(json.loads(result.stdout)["module"])
+    assert spec.columns["account"].min_value is None
+    assert ingest_file(src, spec).rows_accepted == 80

@@ -346,6 +346,11 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> dict[str, An
                     config.timeout_s, what="the triggered retrain to finish",
                 )  # fmt: skip
                 note["detail"] = f"retrain run {run['name']}: {run['state_type']}"
+                outcome = wait_for(  # the gate's event, as the Prefect API records it
+                    lambda: events_named(api, "driftloop.model.promoted", drift_onset)
+                    or events_named(api, "driftloop.model.rejected", drift_onset),
+                    60, what="the gate's promoted/rejected event",
+                )  # fmt: skip
             champion_after = registry.get_alias(dataset.name, "champion", settings)
             promoted = champion_after != champion_before
             swap_at = None
@@ -361,7 +366,8 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> dict[str, An
                 note["detail"] = f"answers from {sorted(set(after.tags))}"
         summary.update(
             _summary(config, api, champion_before, champion_after, drifted, after, run,
-                     fired, drift_onset, detected_at, swap_at, monitor_runs, settings, timeline)
+                     fired, outcome, drift_onset, detected_at, swap_at, monitor_runs, settings,
+                     timeline)
         )  # fmt: skip
         render_summary(summary, console)
         return summary
@@ -416,8 +422,8 @@ def _finished(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
     return triggered[0] if triggered else None
 
 
-def _summary(config, api, before, after_tag, drifted, after, run, fired, onset, detected,
-             swap_at, monitor_runs, settings, timeline) -> dict[str, Any]:  # fmt: skip
+def _summary(config, api, before, after_tag, drifted, after, run, fired, outcome, onset,
+             detected, swap_at, monitor_runs, settings, timeline) -> dict[str, Any]:  # fmt: skip
     from tasks import registry
 
     before_auc = auc(
@@ -439,6 +445,7 @@ def _summary(config, api, before, after_tag, drifted, after, run, fired, onset, 
             "parameters": run.get("parameters", {}),
         },  # fmt: skip
         "events": fired,
+        "gate_event": {"event": outcome[0]["event"], "payload": outcome[0]["payload"]},
         "auc_drifted_before_swap": before_auc,
         "auc_drifted_after_swap": auc(after.labels, after.scores),
         "after_swap_model_tags": sorted(set(after.tags)),
@@ -470,6 +477,7 @@ def render_summary(summary: dict[str, Any], console: Console) -> None:
         ("champion before", summary["champion_before"]),
         ("champion after", summary["champion_after"]),
         ("decision", "promoted" if summary["promoted"] else "rejected: champion kept"),
+        ("gate", summary["gate_event"]["payload"].get("reason", "")),
         ("AUC on drifted traffic, before swap", summary["auc_drifted_before_swap"]),
         ("AUC on drifted traffic, after swap", summary["auc_drifted_after_swap"]),
         ("drift onset → detection (s)", summary["seconds_drift_onset_to_detection"]),

@@ -134,7 +134,9 @@ def test_event_burst_never_runs_two_retrains_at_once(stack):
     assert any(r["state_type"] == "COMPLETED" for r in runs)
     for a, b in itertools.combinations(started, 2):
         overlap = a["start_time"] < b["end_time"] and b["start_time"] < a["end_time"]
-        assert not overlap, (a["name"], b["name"])
+        assert not overlap, [
+            (r["name"], r["state_type"], r["start_time"], r["end_time"]) for r in (a, b)
+        ]
     summary = [(r["state_name"], r["start_time"], r["end_time"]) for r in runs]
     print(f"\nburst: {summary}")
 

@@ -200,11 +200,11 @@ def wait_logged(phase: Replay, timeout_s: float = 20.0) -> None:
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
-    from sklearn.metrics import roc_auc_score
+    from tasks.metrics import roc_auc
 
     if len(set(labels.tolist())) < 2:
         return None
-    return float(roc_auc_score(labels, scores))
+    return roc_auc(labels, scores)
 
 
 # --- Prefect API -------------------------------------------------------------------------

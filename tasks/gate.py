@@ -110,15 +110,13 @@ def _slice_losses(
 
 
 def _auc(y: np.ndarray, s: np.ndarray) -> float:
-    """ROC AUC by ranks (ties averaged): fast enough to bootstrap."""
-    from scipy.stats import rankdata
+    """ROC AUC by ranks (ties averaged): fast enough to bootstrap; NaN with one class."""
+    from tasks.metrics import roc_auc
 
-    pos = y == 1
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    if n_pos == 0 or n_neg == 0:
+    try:
+        return roc_auc(y, s)
+    except ValueError:
         return float("nan")
-    ranks = rankdata(s)
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 _FAST = {

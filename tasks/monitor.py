@@ -341,9 +341,9 @@ def compute_performance(
     pred = s >= champion.threshold
     auc = precision = recall = None
     if len(y) and 0 < y.sum() < len(y):
-        from sklearn.metrics import roc_auc_score
+        from tasks.metrics import roc_auc
 
-        auc = float(roc_auc_score(y, s))
+        auc = roc_auc(y, s)
     if pred.sum():
         precision = float(y[pred].mean())
     if y.sum():

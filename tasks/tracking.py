@@ -100,7 +100,7 @@ class Tracker:
 
         charts: dict[str, Any] = {}
         if task == "binary" and len(np.unique(y)) == 2:
-            from sklearn.metrics import precision_recall_curve, roc_curve
+            from tasks.metrics import precision_recall_curve, roc_curve
 
             fpr, tpr, _ = roc_curve(y, scores)
             prec, rec, _ = precision_recall_curve(y, scores)

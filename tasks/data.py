@@ -13,10 +13,13 @@ Invariant: ``rows_in == rows_accepted + rows_quarantined``. A row is never dropp
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import hashlib
-import io
 import json
+import os
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +35,7 @@ LINE = "_line"  # 1-based line number in the source file (header = line 1)
 REASONS = "_reasons"  # list of {column, check, value}
 REASON_STRUCT = pl.Struct({"column": pl.String, "check": pl.String, "value": pl.String})
 _OTHER_DELIMITERS = (";", "\t", "|")
+_CHUNK = 1 << 24  # bytes per read when checking a file's encoding
 
 
 class DataFileError(ValueError):
@@ -136,7 +140,8 @@ def check_file(
 ) -> list[str]:
     """File-level checks before any row is read; returns the header. Raises DataFileError.
 
-    ``data`` is the file's content when the caller has read it already.
+    ``data`` is the file's content when the caller has read it already; otherwise the file is
+    streamed (its encoding is checked chunk by chunk, never decoded whole).
     """
     path = Path(path)
     if not path.exists():
@@ -152,18 +157,7 @@ def check_file(
             raise DataFileError(f"not a readable Parquet file: {path} ({exc})") from None
         check_columns(header, dataset, extra_columns)
         return header
-    data = path.read_bytes() if data is None else data
-    try:
-        # validates the whole file; only the head is kept as text
-        data.decode(encoding)
-        head = data[:65536].decode(encoding, errors="ignore")
-    except UnicodeDecodeError as exc:
-        raise DataFileError(
-            f"{path} is not valid {encoding} (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
-            f"re-save it as UTF-8 or pass --encoding (e.g. latin-1)"
-        ) from None
-    except LookupError:
-        raise DataFileError(f"unknown encoding {encoding!r}") from None
+    head = _check_encoding(path, encoding, data)
     first, _, rest = head.lstrip("\ufeff").partition("\n")
     first = first.rstrip("\r")
     if not first.strip():
@@ -177,22 +171,76 @@ def check_file(
                 f"{first.count(guess) + 1} with {guess!r}; pass --delimiter {guess!r}"
             )
     check_columns(header, dataset, extra_columns)
-    if not rest.strip() and len(data) <= len(head.encode(encoding)):
+    size = len(data) if data is not None else path.stat().st_size
+    if not rest.strip() and size <= len(head.encode(encoding)):
         raise DataFileError(f"file has a header but no data rows: {path}")
     return header
 
 
-def _field_counts(source: Path | bytes, delimiter: str, encoding: str) -> pl.Series:
-    """Fields per data line (quote-aware for single-line quoted fields)."""
-    lines = pl.read_csv(
-        io.BytesIO(source) if isinstance(source, bytes) else source,
+def _is_utf8(encoding: str) -> bool:
+    return encoding.lower().replace("-", "").replace("_", "") == "utf8"
+
+
+def _chunks(path: Path, data: bytes | None) -> Iterator[bytes]:
+    if data is not None:
+        for start in range(0, len(data), _CHUNK):
+            yield data[start : start + _CHUNK]
+        return
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            yield chunk
+
+
+def _check_encoding(path: Path, encoding: str, data: bytes | None) -> str:
+    """Raise at the first byte that is not valid ``encoding``; return the head as text.
+
+    Chunk by chunk with an incremental decoder (ASCII chunks of a UTF-8 file are skipped), so
+    a large file is never held decoded.
+    """
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)()
+    except LookupError:
+        raise DataFileError(f"unknown encoding {encoding!r}") from None
+    utf8, offset, head = _is_utf8(encoding), 0, b""
+    for chunk in _chunks(path, data):
+        head = head or chunk[:65536]
+        pending = len(decoder.getstate()[0])
+        try:
+            if not (utf8 and not pending and chunk.isascii()):
+                decoder.decode(chunk)
+        except UnicodeDecodeError as exc:
+            at = offset - pending + exc.start
+            raise DataFileError(
+                f"{path} is not valid {encoding} (byte 0x{exc.object[exc.start]:02x} at offset "
+                f"{at}); re-save it as UTF-8 or pass --encoding (e.g. latin-1)"
+            ) from None
+        offset += len(chunk)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError as exc:
+        raise DataFileError(
+            f"{path} is not valid {encoding} (truncated character at offset "
+            f"{offset - len(exc.object) + exc.start}); re-save it as UTF-8 or pass --encoding"
+        ) from None
+    return head.decode(encoding, errors="ignore")
+
+
+def _scan_lines(source: Path | bytes, encoding: str) -> pl.LazyFrame:
+    """Each data line of a CSV as one text value (null for a blank line); header skipped."""
+    return pl.scan_csv(
+        source,
         has_header=False,
         separator="\x1f",
         quote_char=None,
         infer_schema=False,
-        encoding="utf8" if encoding.lower().replace("-", "") == "utf8" else "utf8-lossy",
+        encoding="utf8" if _is_utf8(encoding) else "utf8-lossy",
         new_columns=["line"],
-    )["line"].slice(1)
+        skip_rows=1,
+    )
+
+
+def _count_fields(lines: pl.Series, delimiter: str) -> pl.Series:
+    """Fields per line (quote-aware for single-line quoted fields); 0 for a blank line."""
     # the regex only where a quote could hide a delimiter: most lines have none
     quoted = lines.str.contains('"', literal=True).fill_null(False)
     unquoted = pl.select(
@@ -200,6 +248,42 @@ def _field_counts(source: Path | bytes, delimiter: str, encoding: str) -> pl.Ser
     ).to_series()
     counts = unquoted.str.count_matches(delimiter, literal=True) + 1
     return pl.select(pl.when(lines.is_null()).then(0).otherwise(counts)).to_series()
+
+
+def _field_counts(source: Path | bytes, delimiter: str, encoding: str) -> pl.Series:
+    """Fields per data line (quote-aware for single-line quoted fields)."""
+    lines = _scan_lines(source, encoding).collect()["line"]
+    return _count_fields(lines, delimiter).cast(pl.Int64)
+
+
+def _row_field_counts(
+    source: Path | bytes, frame: pl.DataFrame, delimiter: str, encoding: str
+) -> pl.Series | None:
+    """Fields per data line of ``source``, read as ``frame``; None if lines are not rows.
+
+    A line without quotes whose length is the sum of its parsed fields' lengths plus one
+    delimiter between each has exactly ``frame.width`` fields (a short line lacks delimiters,
+    a long one has text beyond the last field); only the other lines are counted one by one.
+    """
+    width = frame.width
+    lengths = frame.select(
+        pl.sum_horizontal(pl.all().str.len_bytes().fill_null(0).cast(pl.Int64)) + (width - 1)
+    ).to_series()
+    lines = _scan_lines(source, encoding).select(
+        pl.col("line").str.len_bytes().cast(pl.Int64).alias("bytes"),
+        pl.col("line").str.contains('"', literal=True).alias("quoted"),
+    )
+    stats = lines.collect(engine="streaming")
+    if stats.height != frame.height:  # multi-line quoted fields: lines are not rows
+        return None
+    check = (stats["bytes"] == lengths) & ~stats["quoted"]
+    counts = pl.repeat(width, frame.height, eager=True, dtype=pl.Int64)
+    odd = (~check.fill_null(False)).arg_true()
+    if len(odd):
+        text = _scan_lines(source, encoding).with_row_index("i")
+        text = text.filter(pl.col("i").is_in(odd.implode())).collect(engine="streaming")
+        counts = counts.scatter(odd, _count_fields(text["line"], delimiter).cast(pl.Int64))
+    return counts
 
 
 def read_table(
@@ -218,19 +302,18 @@ def read_table(
         malformed = pl.Series("malformed", [False] * frame.height)
         frame = frame.with_row_index(LINE, offset=1)
     else:
-        data = path.read_bytes()  # once: checks, parse and field counts share it
-        header = check_file(path, dataset, delimiter, encoding, extra_columns, data=data)
-        utf8 = encoding.lower().replace("-", "") == "utf8"
+        utf8 = _is_utf8(encoding)
+        # UTF-8 is read from the file as it is; another encoding is decoded and re-encoded once
+        header = check_file(path, dataset, delimiter, encoding, extra_columns)
+        source: Path | bytes = path if utf8 else path.read_bytes().decode(encoding).encode()
         frame = pl.read_csv(
-            io.BytesIO(data if utf8 else data.decode(encoding).encode()),
-            separator=delimiter,
-            infer_schema=False,
-            truncate_ragged_lines=True,
+            source, separator=delimiter, infer_schema=False, truncate_ragged_lines=True
         )
         frame = frame.rename({c: c.strip() for c in frame.columns})
-        counts = _field_counts(data if utf8 else path, delimiter, encoding)
-        if counts.len() != frame.height:  # multi-line quoted fields: cannot map lines to rows
-            counts = pl.Series("fields", [len(header)] * frame.height, dtype=pl.Int64)
+        counts = _row_field_counts(source, frame, delimiter, "utf-8")
+        if counts is None:  # multi-line quoted fields: cannot map lines to rows
+            counts = pl.repeat(len(header), frame.height, eager=True, dtype=pl.Int64)
+        del source
         malformed = counts != len(header)
         frame = frame.with_row_index(LINE, offset=2)
     frame = frame.with_columns(pl.col(LINE).cast(pl.Int64))
@@ -246,6 +329,7 @@ _FALSE = ("false", "f", "no", "n", "0")
 
 
 def _parse_expr(col: str, dtype: pl.DataType) -> pl.Expr:
+    """Text (stripped, null markers already null) to ``dtype``; null where it does not parse."""
     text = pl.col(col)
     if dtype == pl.String or isinstance(dtype, pl.Categorical | pl.Enum):
         return text
@@ -260,11 +344,36 @@ def _parse_expr(col: str, dtype: pl.DataType) -> pl.Expr:
         # "3.0" is an integer written as a float: accept it when exact
         as_float = text.cast(pl.Float64, strict=False)
         exact = as_float.is_finite() & (as_float == as_float.round(0))
-        return pl.when(exact).then(as_float).cast(dtype, strict=False)
+        return pl.coalesce(
+            text.cast(dtype, strict=False), pl.when(exact).then(as_float).cast(dtype, strict=False)
+        )
     if dtype.is_float():
         value = text.cast(dtype, strict=False)
         return pl.when(value.is_finite()).then(value)  # inf / nan are not numbers we accept
     return text.cast(dtype, strict=False)
+
+
+def _fast_expr(col: str, dtype: pl.DataType) -> pl.Expr | None:
+    """The column's value when its text needs no cleaning (None: always take the full path).
+
+    Where it is null but the text is not, the full path (strip, null markers, lenient parse)
+    decides: a plain number or an unpadded word needs no more than this.
+    """
+    text = pl.col(col)
+    if dtype == pl.String or isinstance(dtype, pl.Categorical | pl.Enum):
+        return pl.when(~text.str.contains(r"^\s|\s$")).then(text)
+    if dtype.is_integer():
+        return text.cast(dtype, strict=False)
+    if dtype.is_float():
+        value = text.cast(dtype, strict=False)
+        return pl.when(value.is_finite()).then(value)
+    return None  # dates and booleans: format inference needs the whole column
+
+
+def _clean(values: pl.Series, markers: list[str]) -> pl.Series:
+    """Stripped text, null where it is a null marker."""
+    text = values.str.strip_chars()
+    return pl.select(pl.when(text.is_in(markers)).then(None).otherwise(text)).to_series()
 
 
 def parse_table(raw: RawTable, dataset: DatasetSpec) -> ParsedTable:
@@ -272,42 +381,50 @@ def parse_table(raw: RawTable, dataset: DatasetSpec) -> ParsedTable:
 
     A value that is present but does not parse becomes null in ``frame`` and a failure
     ``(row, column, "type: <dtype>", value)``: pandera then sees typed columns only, so a bad
-    value never cascades into dtype errors.
+    value never cascades into dtype errors. Every value is read as if stripped; the common
+    values (plain numbers, unpadded words that are no null marker) take one cast, in one
+    multi-threaded select, and only the rest are cleaned and parsed one column at a time.
     """
     cols = dataset.column_names
     markers = list(dataset.null_markers)
-    typed_cols = [c for c in cols if dataset.columns[c].dtype != pl.String]
-
-    # stripping costs more than checking whether any value needs it
-    ws = r"^\s|\s$"
-    padded = raw.frame.select(pl.col(c).str.contains(ws).any() for c in cols).row(0)
-    strip = {c for c, p in zip(cols, padded, strict=True) if p}
-
-    def cleaned(c: str) -> pl.Expr:
-        text = pl.col(c).str.strip_chars() if c in strip else pl.col(c)
-        return pl.when(text.is_in(markers)).then(None).otherwise(text).alias(c)
-
-    text = raw.frame.select(LINE, *[cleaned(c) for c in cols])
-    frame = text.select(LINE, *[_parse_expr(c, dataset.columns[c].dtype).alias(c) for c in cols])
-    # present as text but null once typed: the value did not parse
-    out = pl.DataFrame(
-        {f"__bad_{c}": text[c].is_not_null() & frame[c].is_null() for c in typed_cols}
-    )
-    failures = []
-    for c in typed_cols:
-        idx = out[f"__bad_{c}"].arg_true()
-        if len(idx):
-            dtype = dataset.columns[c].dtype
+    dtypes = {c: dataset.columns[c].dtype for c in cols}
+    fast = {c: e for c in cols if (e := _fast_expr(c, dtypes[c])) is not None}
+    exprs: list[pl.Expr | str] = [LINE]
+    for c, e in fast.items():
+        # a null marker the fast path would take as a value ("-1", or any word) goes slow
+        taken = pl.DataFrame({c: markers}, schema={c: pl.String}).select(e)[c].is_not_null()
+        trap = [m for m, ok in zip(markers, taken, strict=True) if ok]
+        e = pl.when(~pl.col(c).is_in(trap)).then(e) if trap else e
+        exprs += [e.alias(c), (e.is_null() & pl.col(c).is_not_null()).alias(f"__slow_{c}")]
+    both = raw.frame.lazy().select(exprs).collect()
+    columns, failures = [both[LINE]], []
+    for c in cols:
+        if c in fast:  # only the values the fast path did not take
+            idx = both[f"__slow_{c}"].arg_true()
+        else:
+            idx = pl.int_range(raw.frame.height, eager=True, dtype=pl.UInt32)
+        text = _clean(raw.frame[c].gather(idx), markers)
+        parsed = text.to_frame(c).select(_parse_expr(c, dtypes[c]).alias(c)).to_series()
+        if c not in fast:
+            value = parsed
+        elif len(idx):
+            value = both[c].scatter(idx, parsed)
+        else:
+            value = both[c]
+        columns.append(value.alias(c))
+        bad = (text.is_not_null() & parsed.is_null()).arg_true()
+        if len(bad):
             failures.append(
                 pl.DataFrame(
                     {
-                        "row": idx.cast(pl.Int64),
-                        "column": pl.repeat(c, len(idx), eager=True),
-                        "check": pl.repeat(f"type: not a valid {dtype}", len(idx), eager=True),
-                        "value": raw.frame[c].gather(idx).str.strip_chars(),
+                        "row": idx.gather(bad).cast(pl.Int64),
+                        "column": pl.repeat(c, len(bad), eager=True),
+                        "check": pl.repeat(f"type: not a valid {dtypes[c]}", len(bad), eager=True),
+                        "value": text.gather(bad),
                     }
                 )
             )
+    frame = pl.DataFrame(columns)
     if raw.malformed.any():
         idx = raw.malformed.arg_true()
         n_fields = len(dataset.column_names) + len(raw.dropped_columns)
@@ -380,8 +497,10 @@ def duplicate_id_failures(
     if idc is None:
         return _concat_failures([])
     bad_rows = failures["row"].unique()
-    candidates = frame.with_row_index("row").filter(
-        ~pl.col("row").cast(pl.Int64).is_in(bad_rows.implode()) & pl.col(idc).is_not_null()
+    candidates = (
+        frame.select(idc, LINE)
+        .with_row_index("row")
+        .filter(~pl.col("row").cast(pl.Int64).is_in(bad_rows.implode()) & pl.col(idc).is_not_null())
     )
     first_line = candidates.group_by(idc).agg(pl.col(LINE).min().alias("_first"))
     dupes = candidates.filter(~pl.col(idc).is_first_distinct()).join(first_line, on=idc)
@@ -401,10 +520,12 @@ def split_rows(parsed: ParsedTable, failures: pl.DataFrame) -> Split:
         .sort("row")
     )
     bad = reasons["row"]
-    with_idx = parsed.frame.with_row_index("row").with_columns(pl.col("row").cast(pl.Int64))
-    accepted = with_idx.filter(~pl.col("row").is_in(bad.implode())).drop("row", LINE)
-    raw = parsed.raw.with_row_index("row").with_columns(pl.col("row").cast(pl.Int64))
-    quarantined = raw.join(reasons, on="row", how="inner").sort("row").drop("row")
+    if bad.is_empty():  # nothing to take out: the typed frame as it is, no copy
+        accepted = parsed.frame.drop(LINE)
+    else:
+        keep = pl.repeat(True, parsed.frame.height, eager=True).scatter(bad, False)
+        accepted = parsed.frame.filter(keep).drop(LINE)
+    quarantined = parsed.raw[bad].with_columns(reasons[REASONS])
     return Split(accepted, quarantined, failures)
 
 
@@ -427,11 +548,24 @@ def data_version(frame: pl.DataFrame) -> str:
 
 
 def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
-    import io
-
-    buf = io.BytesIO()
-    frame.write_parquet(buf, compression="lz4")
-    atomic_write(path, buf.getvalue())
+    """Atomically (temp file in the same folder, fsync, rename, fsync the folder), written
+    straight to the file: no in-memory copy of the encoded Parquet."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w+b") as fh:
+            frame.write_parquet(fh, compression="lz4")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def save_snapshot(split: Split, dataset: DatasetSpec, source: Path, settings=None) -> Snapshot:
@@ -512,12 +646,19 @@ def quality_report(
     frame = parsed.frame.drop(LINE)
     rows = max(frame.height, 1)
     missing = {c: frame[c].null_count() / rows for c in frame.columns}
+    checks = split.failures["check"].unique().to_list()
     kinds = split.failures.with_columns(
-        pl.col("check").map_elements(_check_kind, return_dtype=pl.String).alias("kind")
+        pl.col("check")
+        .replace_strict({c: _check_kind(c) for c in checks}, return_dtype=pl.String)
+        .alias("kind")
     )
     by_kind = dict(kinds.group_by("kind").len().iter_rows())
     by_check = (
-        kinds.group_by("column", "check").len().sort("len", descending=True).head(50).to_dicts()
+        kinds.group_by("column", "check")
+        .len()
+        .sort(["len", "column", "check"], descending=[True, False, False], nulls_last=True)
+        .head(50)
+        .to_dicts()
     )
     duplicates = int(by_kind.get("duplicate_id", 0))
     quarantine_share = split.quarantined.height / rows

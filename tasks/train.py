@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,8 +33,10 @@ MAX_BOOST_ROUNDS = 2000
 DEFAULT_BOOST_ROUNDS = 100  # LightGBM's own default, for the untuned baseline
 PRUNER = "median"
 PRUNER_STARTUP_TRIALS = 5
-PRUNER_WARMUP_STEPS = 30
-REPORT_EVERY = 25  # iterations between pruning reports: each is a storage write + a read
+PRUNER_WARMUP_STEPS = 20
+# Iterations after which a trial reports its valid metric to the pruner: each report is a
+# storage write plus a read of all trials, so few of them, doubling like successive-halving rungs.
+REPORT_AT = (25, 50, 100, 200, 400, 800, 1600)
 _REPO = Path(__file__).resolve().parents[1]
 
 
@@ -222,6 +225,22 @@ def _complete(params: dict[str, Any], task: str) -> dict[str, Any]:
 # --- fitting ----------------------------------------------------------------------------
 
 
+def make_datasets(train: XY, valid: XY, features: FeatureSpec) -> tuple[lgb.Dataset, lgb.Dataset]:
+    """LightGBM datasets of a train/valid pair with native categoricals, binned on first use.
+
+    One pair serves every fit whose parameters leave binning alone: all the searched ones
+    (``feature_pre_filter`` is off, so ``min_child_samples`` does not touch the bins)."""
+    ds_params = {"feature_pre_filter": False, "verbosity": -1}
+    names, cats = list(features.columns), features.categorical_indices
+    dtrain = lgb.Dataset(
+        train.X, train.y, feature_name=names, categorical_feature=cats, params=ds_params
+    )
+    dvalid = lgb.Dataset(
+        valid.X, valid.y, reference=dtrain, categorical_feature=cats, params=ds_params
+    )
+    return dtrain, dvalid
+
+
 def fit_booster(
     params: dict[str, Any],
     train: XY,
@@ -236,22 +255,21 @@ def fit_booster(
     callbacks: list[Callable] | None = None,
     init_model: lgb.Booster | None = None,
     evals: dict | None = None,
+    datasets: tuple[lgb.Dataset, lgb.Dataset] | None = None,
+    keep_training_booster: bool = False,
 ) -> lgb.Booster:
     """Train one booster with native categoricals and early stopping on ``valid``.
 
     ``evals`` (a dict) receives the per-iteration valid metric; ``init_model`` continues
-    training from an existing booster (its trees are kept, new ones are added).
+    training from an existing booster (its trees are kept, new ones are added); ``datasets``
+    (from :func:`make_datasets`, without ``init_model``) skips binning ``train``/``valid``
+    again; ``keep_training_booster`` skips LightGBM's final model-string round trip (for a
+    booster that is only read, not saved).
     """
     full = {**base_params(task, seed, num_threads), **_complete(params, task)}
-    ds_params = {"feature_pre_filter": False, "verbosity": -1}
-    names = list(features.columns)
-    cats = features.categorical_indices
-    dtrain = lgb.Dataset(
-        train.X, train.y, feature_name=names, categorical_feature=cats, params=ds_params
-    )
-    dvalid = lgb.Dataset(
-        valid.X, valid.y, reference=dtrain, categorical_feature=cats, params=ds_params
-    )
+    if datasets is None or init_model is not None:  # init scores need the raw rows per fit
+        datasets = make_datasets(train, valid, features)
+    dtrain, dvalid = datasets
     cbs = list(callbacks or [])
     if early_stopping_rounds:
         cbs.append(lgb.early_stopping(early_stopping_rounds, verbose=False))
@@ -265,6 +283,7 @@ def fit_booster(
         valid_names=["valid"],
         callbacks=cbs,
         init_model=init_model,
+        keep_training_booster=keep_training_booster,
     )
 
 
@@ -336,16 +355,21 @@ def tune(
     for params in warm_params or []:
         study.enqueue_trial(_in_space(params, imbalance), skip_if_exists=True)
 
+    local = threading.local()  # one dataset pair per worker thread (n_jobs), binned once
+
     def objective(trial: optuna.Trial) -> float:
         params = suggest_params(trial, task, imbalance)
         cbs = (
-            [_Every(LightGBMPruningCallback(trial, metric, "valid"), REPORT_EVERY)]
+            [_AtIterations(LightGBMPruningCallback(trial, metric, "valid"), REPORT_AT)]
             if pruning
             else []
         )
+        if not hasattr(local, "datasets"):
+            local.datasets = make_datasets(train, valid, features)
         booster = fit_booster(
-            params, train, valid, features, task=task, seed=seed,
-            num_threads=num_threads, callbacks=cbs, init_model=init_model,
+            params, train, valid, features, task=task, seed=seed, num_threads=num_threads,
+            callbacks=cbs, init_model=init_model, datasets=local.datasets,
+            keep_training_booster=True,
         )  # fmt: skip
         trial.set_user_attr("best_iteration", booster.best_iteration)
         return float(booster.best_score["valid"][metric])
@@ -417,25 +441,25 @@ def make_pruner() -> Any:
     import optuna
 
     if PRUNER == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=REPORT_EVERY, reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(min_resource=REPORT_AT[0], reduction_factor=3)
     return optuna.pruners.MedianPruner(
         n_startup_trials=PRUNER_STARTUP_TRIALS, n_warmup_steps=PRUNER_WARMUP_STEPS
     )
 
 
-class _Every:
-    """Forward a LightGBM callback every ``k`` iterations. The pruning callback reports each
-    iteration; on a SQLite/PostgreSQL study each report is a committed write plus a read of
-    all trials by the pruner. Profiled on Telco with reports every 10 iterations, pruning
-    bookkeeping cost twice the boosting it saved; every 25 keeps pruning worth its cost."""
+class _AtIterations:
+    """Forward a LightGBM callback after the given iterations only. The pruning callback
+    reports every iteration; on a SQLite/PostgreSQL study each report is a committed write
+    plus a read of all trials by the pruner. Profiled on Telco with reports every 10
+    iterations, pruning bookkeeping cost twice the boosting it saved."""
 
-    def __init__(self, callback: Callable, k: int):
-        self.callback, self.k = callback, k
+    def __init__(self, callback: Callable, iterations: tuple[int, ...]):
+        self.callback, self.iterations = callback, frozenset(iterations)
         self.order = getattr(callback, "order", 30)
         self.before_iteration = False
 
     def __call__(self, env: Any) -> None:
-        if (env.iteration + 1) % self.k == 0:
+        if env.iteration + 1 in self.iterations:
             self.callback(env)
 
 
@@ -582,7 +606,7 @@ def train_model(
 @dataclass
 class Scored:
     """Labels and scores of the valid and test splits (and the baseline's test scores), plus
-    the reference rows (a bounded sample of the training split) and their scores."""
+    the reference rows (a bounded sample of the held-out valid + test rows) and their scores."""
 
     valid_y: np.ndarray
     valid_scores: np.ndarray
@@ -593,7 +617,7 @@ class Scored:
     reference_scores: np.ndarray
 
 
-REFERENCE_ROWS = 100_000  # plenty for drift statistics; predicting 600k rows for it is not
+REFERENCE_ROWS = 100_000  # plenty for drift statistics
 
 
 def score_splits(
@@ -604,21 +628,41 @@ def score_splits(
     seed: int = 0,
     reference_rows: int = REFERENCE_ROWS,
 ) -> Scored:
-    """Score the splits with the shared feature function, as serving will."""
+    """Score the held-out splits once each, with the shared feature function, as serving will.
+
+    The drift reference is a sample of the held-out rows with the scores already made for
+    them: production scores rows the model never trained on, so held-out scores are the
+    distribution to compare them with (training rows score more confidently), and no row is
+    scored twice (on 1M rows, scoring a separate training sample cost ~1 s)."""
     threads = int(model.params.get("num_threads", 1))
-    train = splits.train
-    reference = train.sample(reference_rows, seed=seed) if train.height > reference_rows else train
     valid, test = to_xy(splits.valid, dataset, features), to_xy(splits.test, dataset, features)
-    ref_x = to_matrix(build_features(reference, features))
+    valid_scores = predict(model.booster, valid.X, threads)
+    test_scores = predict(model.booster, test.X, threads)
+    reference, reference_scores = _held_out_sample(
+        splits, np.concatenate([valid_scores, test_scores]), reference_rows, seed
+    )
     return Scored(
         valid_y=valid.y,
-        valid_scores=predict(model.booster, valid.X, threads),
+        valid_scores=valid_scores,
         test_y=test.y,
-        test_scores=predict(model.booster, test.X, threads),
+        test_scores=test_scores,
         baseline_scores=predict(model.baseline, test.X, threads),
         reference=reference,
-        reference_scores=predict(model.booster, ref_x, threads),
+        reference_scores=reference_scores,
     )
+
+
+def _held_out_sample(
+    splits: Splits, scores: np.ndarray, rows: int, seed: int
+) -> tuple[pl.DataFrame, np.ndarray]:
+    """At most ``rows`` of valid + test (in that order, as ``scores`` is), seeded."""
+    n_valid, n = splits.valid.height, splits.valid.height + splits.test.height
+    keep = np.arange(n)
+    if n > rows:
+        keep = np.sort(np.random.default_rng(seed).choice(n, size=rows, replace=False))
+    in_valid = keep < n_valid
+    frame = pl.concat([splits.valid[keep[in_valid]], splits.test[keep[~in_valid] - n_valid]])
+    return frame, scores[keep]
 
 
 def check_ingested(ingested: Any, dataset: DatasetSpec, min_rows: int, strict: bool) -> None:

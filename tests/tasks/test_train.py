@@ -140,6 +140,27 @@ def test_binary_fit_handles_imbalance_and_beats_chance(telco) -> None:
     assert plain.best_iteration < T.MAX_BOOST_ROUNDS  # early stopping on the valid split
 
 
+def test_shared_datasets_give_the_same_booster_as_fresh_ones(telco) -> None:
+    """Tuning bins train/valid once and reuses them across trials whose parameters differ."""
+    ds = load_dataset("telco")
+    fs = FeatureSpec.from_dataset(ds)
+    s = T.split_data(telco, ds, seed=0)
+    train, valid, test = (T.to_xy(p, ds, fs) for p in s)
+    shared = T.make_datasets(train, valid, fs)
+    trials = [
+        {"num_leaves": 5, "min_child_samples": 200, "bagging_fraction": 0.7, "cat_smooth": 50.0},
+        {"num_leaves": 31, "min_child_samples": 10, "feature_fraction": 0.5, "lambda_l2": 3.0},
+    ]
+    for params in trials:
+        common = {"task": "binary", "seed": 0, "num_threads": 1}
+        fresh = T.fit_booster(params, train, valid, fs, **common)
+        reused = T.fit_booster(
+            params, train, valid, fs, **common, datasets=shared, keep_training_booster=True
+        )
+        assert reused.best_iteration == fresh.best_iteration
+        assert np.array_equal(T.predict(reused, test.X), T.predict(fresh, test.X))
+
+
 # --- tuning -----------------------------------------------------------------------------
 
 
@@ -186,7 +207,7 @@ def test_tuning_reports_to_the_pruner(tmp_path) -> None:
     study = optuna.load_study(study_name="p", storage=url)
     assert len(study.trials) == result.n_trials == 4
     steps = study.trials[0].intermediate_values
-    assert steps and all((k + 1) % T.REPORT_EVERY == 0 for k in steps)
+    assert steps and all(k + 1 in T.REPORT_AT for k in steps)
 
 
 def test_study_on_postgresql_with_two_workers() -> None:
@@ -233,3 +254,23 @@ def test_continue_training_from_an_init_model() -> None:
         {}, train, valid, fs, **common, max_rounds=10, early_stopping_rounds=None, init_model=first
     )
     assert more.num_trees() == first.num_trees() + 10
+
+
+def test_reference_is_a_held_out_sample_scored_once(telco) -> None:
+    ds = load_dataset("telco")
+    fs = FeatureSpec.from_dataset(ds)
+    s = T.split_data(telco, ds, seed=0)
+    train, valid, _ = (T.to_xy(p, ds, fs) for p in s)
+    common = {"task": "binary", "seed": 0, "num_threads": 1}
+    booster = T.fit_booster({}, train, valid, fs, **common, max_rounds=30)
+    model = T.TrainedModel(booster, booster, T.base_params(**common), None, {}, 0)
+    scored = T.score_splits(model, s, ds, fs, seed=0, reference_rows=500)
+    ids = scored.reference[ds.id_column]
+    assert scored.reference.height == len(scored.reference_scores) == 500
+    assert not ids.is_in(s.train[ds.id_column].implode()).any()  # never a training row
+    assert ids.is_in(s.valid[ds.id_column].implode()).any()
+    assert ids.is_in(s.test[ds.id_column].implode()).any()
+    again = T.predict(booster, T.to_xy(scored.reference, ds, fs).X)
+    np.testing.assert_allclose(scored.reference_scores, again)  # each row's own score
+    whole = T.score_splits(model, s, ds, fs, seed=0)  # fewer held-out rows than the bound
+    assert whole.reference.height == s.valid.height + s.test.height

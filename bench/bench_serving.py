@@ -423,9 +423,10 @@ def _median(results: list[dict]) -> dict:
 def run(quick: bool = False, soak_seconds: float | None = None) -> list[dict]:
     """Both servers run side by side; each phase alternates between them (and raw) round-robin,
     so a busy neighbour on the machine slows all of them alike; medians over the rounds."""
-    seconds, rounds = (2.0, 1) if quick else (6.0, 3)
+    # quick: every phase runs, each only long enough to prove the harness works
+    seconds, rounds, warmup = (0.3, 1, 0.1) if quick else (6.0, 3, 1.0)
     if soak_seconds is None:  # the 10-minute soak is bench_memory's (it calls soak() itself)
-        soak_seconds = 5.0 if quick else 60.0
+        soak_seconds = 1.0 if quick else 60.0
     setup = prepare(quick)
     rows: list[dict] = []
     load_before = os.getloadavg()[0]
@@ -448,14 +449,14 @@ def run(quick: bool = False, soak_seconds: float | None = None) -> list[dict]:
                 order = list(paths) if r % 2 == 0 else list(reversed(list(paths)))
                 for name in order:
                     res = run_load(procs[name].port, paths[name], setup.records, batch,
-                                   clients, seconds)  # fmt: skip
+                                   clients, seconds, warmup=warmup)  # fmt: skip
                     got[name].setdefault(phase, []).append(res)
         served = {n: {ph: _median(v) for ph, v in got[n].items()} for n in procs}
         for name in procs:  # 32 clients paced to half of this server's closed-loop capacity
             rate = served[name]["b1"]["rps"] * PACED_SHARE
             served[name]["b1_paced"] = run_load(procs[name].port, "/predict", setup.records, 1,
                                                 CLIENTS_B1, seconds * rounds,
-                                                rate=rate)  # fmt: skip
+                                                warmup=warmup, rate=rate)  # fmt: skip
         procs.pop("fastapi").stop()  # the soak sees the serving process alone
         served["bentoml"]["soak"] = soak(procs["bentoml"], setup.records, soak_seconds)
         raw = {k: _median([run[k] for run in raw_runs]) for k in raw_runs[0]}

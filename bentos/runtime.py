@@ -19,6 +19,7 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +109,7 @@ class ModelWatcher:
         self.loader = loader
         self.poll_seconds = poll_seconds
         self.models = Models(None, None)
+        self.since: dict[str, datetime] = {}  # alias -> when this worker began serving it
         self._signature: tuple | None = None
         self._failed: set[str] = set()
         self._lock = threading.Lock()
@@ -130,15 +132,28 @@ class ModelWatcher:
             self._signature = signature
             aliases = registry.read_index(self.settings).get(self.name, {}).get("aliases", {})
             current = self.models
-            champion = self._maybe_load(CHAMPION, aliases.get(CHAMPION), current.champion)
-            challenger = self._maybe_load(CHALLENGER, aliases.get(CHALLENGER), current.challenger)
+            # a promotion moves the challenger's tag to champion: reuse the loaded model
+            loaded = {m.tag: m for m in (current.champion, current.challenger) if m is not None}
+            champion = self._maybe_load(CHAMPION, aliases.get(CHAMPION), current.champion, loaded)
+            challenger = self._maybe_load(
+                CHALLENGER, aliases.get(CHALLENGER), current.challenger, loaded
+            )
             if champion is not None and challenger is not None and challenger.tag == champion.tag:
                 challenger = None
+            now = datetime.now(UTC)
+            for alias, before, after in ((CHAMPION, current.champion, champion),
+                                         (CHALLENGER, current.challenger, challenger)):  # fmt: skip
+                if _tag(before) != _tag(after):
+                    self.since[alias] = now
             self.models = Models(champion, challenger)
             return self.models
 
     def _maybe_load(
-        self, alias: str, tag: str | None, current: LoadedModel | None
+        self,
+        alias: str,
+        tag: str | None,
+        current: LoadedModel | None,
+        loaded: dict[str, LoadedModel],
     ) -> LoadedModel | None:
         if tag is None:
             # a champion alias never disappears by itself: keep serving what we have
@@ -148,7 +163,11 @@ class ModelWatcher:
         if tag in self._failed:
             return current
         try:
-            model = self.loader(tag, self.settings)
+            if tag in loaded:  # probed and loaded under the other alias: its files must still
+                registry.verify_files(loaded[tag].path)  # match what was loaded
+                model = loaded[tag]
+            else:
+                model = self.loader(tag, self.settings)
         except Exception as exc:
             self._failed.add(tag)
             self.metrics.swaps.labels(alias=alias, outcome="failed").inc()

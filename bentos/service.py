@@ -166,12 +166,15 @@ class Driftloop:
     @bentoml.api(route="/models")
     async def models(self) -> dict:
         """The models in use by the worker that answers."""
-        m = self.watcher.models
+        m, since = self.watcher.models, self.watcher.since
         return {
             "dataset": DATASET.name,
             "champion": m.champion.tag if m.champion else None,
             "challenger": m.challenger.tag if m.challenger else None,
             "threshold": m.champion.threshold if m.champion else None,
+            # when this worker began serving each (its own clock): how long a swap took
+            "champion_since": since["champion"].isoformat() if "champion" in since else None,
+            "challenger_since": since["challenger"].isoformat() if "challenger" in since else None,
         }
 
     @bentoml.api(route="/admin/reload")

@@ -357,11 +357,13 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> dict[str, An
             with timeline.stage("service serving the new champion" if promoted else
                                 "champion kept: service unchanged") as note:  # fmt: skip
                 if promoted:
-                    wait_for(
-                        lambda: client.post("/models", json={}).json().get("champion")
-                        == champion_after, 30, what="the service to swap",
+                    served = wait_for(
+                        lambda: (m := client.post("/models", json={}).json()).get("champion")
+                        == champion_after and m, 30, what="the service to swap",
                     )  # fmt: skip
-                    swap_at = datetime.now(UTC)
+                    # the service's own record of when it began serving the new champion
+                    since = served.get("champion_since")
+                    swap_at = datetime.fromisoformat(since) if since else datetime.now(UTC)
                 after = replay(client, data.after, dataset, config.batch)
                 note["detail"] = f"answers from {sorted(set(after.tags))}"
         summary.update(

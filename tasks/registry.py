@@ -19,12 +19,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import lightgbm as lgb
+from typing import TYPE_CHECKING, Any
 
 from tasks.features import FeatureSpec
 from tasks.settings import Settings, get_settings
+
+if TYPE_CHECKING:  # LightGBM is imported where a model is loaded, not with this module
+    import lightgbm as lgb
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -188,6 +189,8 @@ def load_model(tag: str, settings: Settings | None = None, num_threads: int = 1)
     bento_model = _get(tag, settings)
     path = Path(bento_model.path)
     verify_files(path)
+    import lightgbm as lgb
+
     booster = lgb.Booster(model_file=str(path / MODEL_FILE))
     features = FeatureSpec.from_dict(json.loads((path / FEATURES_FILE).read_text()))
     meta = dict(bento_model.info.metadata)

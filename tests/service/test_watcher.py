@@ -78,3 +78,25 @@ def test_probe_catches_a_truncated_model_that_would_crash_the_process(store, tmp
     model_file.write_bytes(data[: len(data) // 3])
     with pytest.raises(registry.CorruptModelError):
         probe_model(path)
+
+
+def test_promoting_the_loaded_challenger_swaps_without_loading_it_again(store):
+    settings, a, b = store
+    loads: list[str] = []
+
+    def loader(tag: str, s: Settings):
+        loads.append(tag)
+        return registry.load_model(tag, s)
+
+    watcher = ModelWatcher("telco", settings, _Metrics(), loader=loader)  # type: ignore[arg-type]
+    watcher.check()
+    first_since = watcher.since["champion"]
+    registry.set_alias("telco", registry.CHALLENGER, b, settings=settings)
+    shadow = watcher.check().challenger
+    assert loads == [a, b] and watcher.since["challenger"] >= first_since
+
+    registry.promote("telco", b, settings=settings)
+    models = watcher.check()
+    assert models.champion is shadow  # the very object that was shadow-scoring
+    assert loads == [a, b]  # no second probe and load
+    assert watcher.since["champion"] > first_since

@@ -395,12 +395,12 @@ def parse_table(raw: RawTable, dataset: DatasetSpec) -> ParsedTable:
         taken = pl.DataFrame({c: markers}, schema={c: pl.String}).select(e)[c].is_not_null()
         trap = [m for m, ok in zip(markers, taken, strict=True) if ok]
         e = pl.when(~pl.col(c).is_in(trap)).then(e) if trap else e
-        exprs += [e.alias(c), (e.is_null() & pl.col(c).is_not_null()).alias(f"__slow_{c}")]
-    both = raw.frame.lazy().select(exprs).collect()
+        exprs.append(e.alias(c))
+    both = raw.frame.lazy().select(exprs).collect()  # lazy: the casts are shared (CSE)
     columns, failures = [both[LINE]], []
     for c in cols:
         if c in fast:  # only the values the fast path did not take
-            idx = both[f"__slow_{c}"].arg_true()
+            idx = (both[c].is_null() & raw.frame[c].is_not_null()).arg_true()
         else:
             idx = pl.int_range(raw.frame.height, eager=True, dtype=pl.UInt32)
         text = _clean(raw.frame[c].gather(idx), markers)
@@ -443,6 +443,12 @@ def parse_table(raw: RawTable, dataset: DatasetSpec) -> ParsedTable:
     return ParsedTable(frame, raw.frame, _concat_failures(failures))
 
 
+def _without_line(frame: pl.DataFrame) -> pl.DataFrame:
+    """The frame without its line numbers, sharing its columns (``drop`` would copy a frame
+    whose columns are chunked differently, as the parsed frame's are)."""
+    return pl.DataFrame([s for s in frame.get_columns() if s.name != LINE])
+
+
 def _concat_failures(parts: list[pl.DataFrame]) -> pl.DataFrame:
     schema = {"row": pl.Int64, "column": pl.String, "check": pl.String, "value": pl.String}
     if not parts:
@@ -455,7 +461,7 @@ def _concat_failures(parts: list[pl.DataFrame]) -> pl.DataFrame:
 
 def validate_table(parsed: ParsedTable, dataset: DatasetSpec) -> pl.DataFrame:
     """Run the pandera contract (lazy, on the collected frame); return failures per row."""
-    frame = parsed.frame.drop(LINE)
+    frame = _without_line(parsed.frame)
     try:
         dataset.model.validate(frame, lazy=True)
         cases = None
@@ -494,7 +500,7 @@ def duplicate_id_failures(
 ) -> pl.DataFrame:
     """Among rows that are otherwise valid, a repeated id keeps its first row only."""
     idc = dataset.id_column
-    if idc is None:
+    if idc is None or frame[idc].n_unique() == frame.height:  # no id repeats (cheap to know)
         return _concat_failures([])
     bad_rows = failures["row"].unique()
     candidates = (
@@ -521,10 +527,10 @@ def split_rows(parsed: ParsedTable, failures: pl.DataFrame) -> Split:
     )
     bad = reasons["row"]
     if bad.is_empty():  # nothing to take out: the typed frame as it is, no copy
-        accepted = parsed.frame.drop(LINE)
+        accepted = _without_line(parsed.frame)
     else:
         keep = pl.repeat(True, parsed.frame.height, eager=True).scatter(bad, False)
-        accepted = parsed.frame.filter(keep).drop(LINE)
+        accepted = _without_line(parsed.frame.filter(keep))
     quarantined = parsed.raw[bad].with_columns(reasons[REASONS])
     return Split(accepted, quarantined, failures)
 
@@ -643,7 +649,7 @@ def quality_report(
     now: datetime | None = None,
 ) -> QualityReport:
     """Completeness, consistency, accuracy and timeliness, with the thresholds that failed."""
-    frame = parsed.frame.drop(LINE)
+    frame = _without_line(parsed.frame)
     rows = max(frame.height, 1)
     missing = {c: frame[c].null_count() / rows for c in frame.columns}
     checks = split.failures["check"].unique().to_list()

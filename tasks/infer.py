@@ -87,11 +87,14 @@ def _infer_column(name: str, values: pl.Series, markers: list[str]) -> InferredC
     if present.len() == 0:
         return InferredColumn(name, "text", True)
     as_float = present.cast(pl.Float64, strict=False)
-    if as_float.null_count() == 0:
+    # ingest takes no inf/nan as a number: a column holding one is not numeric
+    if as_float.null_count() == 0 and bool(as_float.is_finite().all()):
         lo, hi = float(as_float.min()), float(as_float.max())
         span = (hi - lo) or max(abs(hi), 1.0)
-        is_int = bool((as_float == as_float.round(0)).all()) and "." not in "".join(
-            present.head(1000).to_list()
+        is_int = (
+            bool((as_float == as_float.round(0)).all())
+            and "." not in "".join(present.head(1000).to_list())
+            and max(abs(lo), abs(hi)) < 2.0**63  # beyond Int64, ingest could not parse it
         )
         lo_b = 0.0 if lo >= 0 and lo - HEADROOM * span < 0 else _nice(lo - HEADROOM * span, False)
         hi_b = _nice(hi + HEADROOM * span, True)

@@ -190,3 +190,37 @@ def test_schema_infer_with_an_integer_id(tmp_path: Path, home: Path) -> None:
     spec = load_dataset(json.loads(result.stdout)["module"])
     assert spec.columns["account"].min_value is None
     assert ingest_file(src, spec).rows_accepted == 80
+
+
+def test_an_inferred_module_accepts_every_row_of_its_file(tmp_path: Path, home: Path) -> None:
+    """The file the module came from passes it whole, whatever its columns hold (the benchmark
+    once got an integer id with a range on a text column: a schema-level failure)."""
+    rng = np.random.default_rng(3)
+    rows = 3000
+    income = rng.normal(50.0, 20.0, rows)
+    data = pl.DataFrame(
+        {
+            "row_id": np.arange(rows),
+            "income": pl.Series(income).set(pl.Series(rng.random(rows) < 0.01), None),
+            "visits": rng.poisson(3, rows),
+            "plan": rng.choice(["basic", "plus", "pro"], rows),
+            "big": rng.integers(2**62, 2**63 - 1, rows),  # past float precision, within Int64
+            "huge": [f"{10**20 + i}" for i in range(rows)],  # past Int64: not an integer column
+            "ratio": [("inf" if i == 5 else f"{i / 7:.3f}") for i in range(rows)],
+            "target": rng.choice(["No", "Yes"], rows),
+        }
+    )
+    src = tmp_path / "synthetic.csv"
+    data.write_csv(src)
+    args = ["schema", "infer", str(src), "--target", "target", "--id", "row_id"]
+    result = _run(*args, "--name", "roundtrip", "--out-dir", str(tmp_path), "--json")
+    assert result.exit_code == 0, result.output
+
+    from schemas import load_dataset
+    from tasks.data import ingest_file
+
+    spec = load_dataset(json.loads(result.stdout)["module"])
+    ingested = ingest_file(src, spec)
+    assert ingested.rows_quarantined == 0, ingested.quarantined.head(3)
+    assert ingested.rows_accepted == rows
+    assert ingested.accepted["big"].to_list() == data["big"].to_list()  # exact, not via float

@@ -50,9 +50,9 @@ def _telco():
 
 
 def _auc(y, s) -> float:
-    from sklearn.metrics import roc_auc_score
+    from tasks.metrics import roc_auc
 
-    return float(roc_auc_score(y, s))
+    return roc_auc(y, s)
 
 
 # --- (a) pruning vs no pruning at equal compute -----------------------------------------

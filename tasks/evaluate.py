@@ -14,9 +14,9 @@ from typing import Any, Literal
 
 import numpy as np
 import polars as pl
-from sklearn import metrics as skm
 
 from schemas.base import DatasetSpec
+from tasks import metrics as mt
 from tasks.features import build_features, to_matrix
 
 Task = Literal["binary", "regression"]
@@ -87,30 +87,28 @@ def compute_metrics(
     y = np.asarray(y, dtype=np.float64)
     scores = np.asarray(scores, dtype=np.float64)
     if task == "regression":
-        mse = float(skm.mean_squared_error(y, scores))
+        mse = mt.mse(y, scores)
         return {
             "n": len(y),
             "mse": mse,
             "rmse": float(np.sqrt(mse)),
-            "mae": float(skm.mean_absolute_error(y, scores)),
-            "r2": _safe(skm.r2_score, y, scores),
+            "mae": mt.mae(y, scores),
+            "r2": _safe(mt.r2, y, scores),
         }
     threshold = 0.5 if threshold is None else threshold
     pred = (scores >= threshold).astype(int)
-    tn, fp, fn, tp = skm.confusion_matrix(y, pred, labels=[0, 1]).ravel()
+    tn, fp, fn, tp = mt.confusion(y, pred)
+    decisions = mt.classification(y, pred)
     clipped = np.clip(scores, 1e-15, 1 - 1e-15)
     return {
         "n": len(y),
         "positive_rate": float(y.mean()) if len(y) else None,
-        "roc_auc": _safe(skm.roc_auc_score, y, scores),
-        "pr_auc": _safe(skm.average_precision_score, y, scores),
-        "log_loss": _safe(skm.log_loss, y, clipped, labels=[0, 1]),
+        "roc_auc": _safe(mt.roc_auc, y, scores),
+        "pr_auc": _safe(mt.average_precision, y, scores),
+        "log_loss": _safe(mt.log_loss, y, clipped),
         "brier": float(np.mean((scores - y) ** 2)),
         "threshold": float(threshold),
-        "accuracy": float(skm.accuracy_score(y, pred)),
-        "precision": float(skm.precision_score(y, pred, zero_division=0)),
-        "recall": float(skm.recall_score(y, pred, zero_division=0)),
-        "f1": float(skm.f1_score(y, pred, zero_division=0)),
+        **decisions,
         "confusion": {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
         "reliability": reliability_curve(y, scores),
     }
@@ -128,7 +126,7 @@ def _slice_row(y: np.ndarray, scores: np.ndarray, threshold: float | None, task:
         "positive_rate": float(y.mean()),
         "mean_score": float(scores.mean()),
         "flagged_rate": float(pred.mean()),
-        "roc_auc": _safe(skm.roc_auc_score, y, scores),
+        "roc_auc": _safe(mt.roc_auc, y, scores),
         "recall": float(pred[positives].mean()) if positives.any() else None,
         "precision": float(y[pred].mean()) if pred.any() else None,
     }

@@ -317,7 +317,7 @@ def measure_monitor_memory(rows: int = 1_000_000, timeout_s: float = 1_200) -> d
 def run(quick: bool) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for kind in ("float", "mixed"):
-        rows += bench_profiling_speed(20_000 if quick else 1_000_000, 2 if quick else 3, kind)
+        rows += bench_profiling_speed(5_000 if quick else 1_000_000, 1 if quick else 3, kind)
     rows += bench_monitor_flow(5_000 if quick else 100_000, n=1 if quick else 3, quick=quick)
     rows += bench_drift_report(5_000 if quick else 100_000, n=1 if quick else 3, quick=quick)
     if quick:

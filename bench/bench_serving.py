@@ -201,22 +201,24 @@ def _env(setup: Setup) -> dict[str, str]:
             "BENTOML_HOME": str(home / "bentoml"), "BENTOML_DO_NOT_TRACK": "True"}  # fmt: skip
 
 
-def start_bentoml(setup: Setup, workers: int = 1) -> Proc:
+def start_bentoml(setup: Setup, workers: int = 1, wait: bool = True) -> Proc:
     port = _free_port()
     cmd = ["uv", "run", "--frozen", "driftloop", "serve", "--port", str(port),
            "--workers", str(workers)]  # fmt: skip
     proc = Proc(cmd, _env(setup), port, setup.home / "bentoml.log")
-    proc.wait_ready("/readyz")
+    if wait:
+        proc.wait_ready("/readyz")
     return proc
 
 
-def start_fastapi(setup: Setup, workers: int = 1) -> Proc:
+def start_fastapi(setup: Setup, workers: int = 1, wait: bool = True) -> Proc:
     port = _free_port()
     cmd = [sys.executable, "-m", "uvicorn", "bench.bench_serving:peer_app", "--factory",
            "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
            "--no-access-log", "--log-level", "warning"]  # fmt: skip
     proc = Proc(cmd, _env(setup), port, setup.home / "fastapi.log")
-    proc.wait_ready("/healthz")
+    if wait:
+        proc.wait_ready("/healthz")
     return proc
 
 
@@ -433,8 +435,10 @@ def run(quick: bool = False, soak_seconds: float | None = None) -> list[dict]:
     model_note = f"Telco LightGBM {setup.trees} trees x {setup.leaves} leaves, num_threads=1"
     procs: dict[str, Proc] = {}
     try:
-        procs["fastapi"] = start_fastapi(setup)
-        procs["bentoml"] = start_bentoml(setup)
+        procs["fastapi"] = start_fastapi(setup, wait=False)  # both boot at once
+        procs["bentoml"] = start_bentoml(setup, wait=False)
+        procs["fastapi"].wait_ready("/healthz")
+        procs["bentoml"].wait_ready("/readyz")
         phases = {  # name -> (path per server, batch, clients)
             "b1": ({"fastapi": "/predict", "bentoml": "/predict"}, 1, CLIENTS_B1),
             "b1_single": ({"fastapi": "/predict", "bentoml": "/predict"}, 1, 1),

@@ -568,7 +568,6 @@ class TrainedModel:
     tuning: TuneResult
     evals: dict[str, Any]
     best_iteration: int
-    valid_scores: np.ndarray | None = None  # made while training (see _BestValidScores)
 
     def importance(self) -> dict[str, float]:
         gains = self.booster.feature_importance("gain", iteration=self.best_iteration or None)
@@ -596,51 +595,12 @@ def train_model(
         pruning=options.pruning, n_jobs=options.n_jobs, init_model=init_model, on_trial=on_trial,
     )  # fmt: skip
     evals: dict[str, Any] = {}
-    kept = _BestValidScores(dataset.task) if init_model is None else None
     booster = fit_booster(
-        tuning.best_params, train, valid, features, **common, init_model=init_model, evals=evals,
-        callbacks=[kept] if kept else None,
-    )  # fmt: skip
+        tuning.best_params, train, valid, features, **common, init_model=init_model, evals=evals
+    )
     baseline = fit_default(train, valid, features, **common)
     params = {**base_params(**common), **_complete(tuning.best_params, dataset.task)}
-    valid_scores = kept.at(booster.best_iteration) if kept else None
-    return TrainedModel(
-        booster, baseline, params, tuning, evals, booster.best_iteration, valid_scores
-    )
-
-
-class _BestValidScores:
-    """A LightGBM callback keeping a copy of the valid split's scores at each new best
-    iteration. LightGBM computes them while training (for the metric early stopping watches),
-    so predicting the valid split again after training repeats that work (~2 s on 1M rows).
-    Improvement is judged as ``lgb.early_stopping`` judges it (strictly better); the scores
-    are used only if the kept iteration is the booster's best iteration."""
-
-    order = 25  # after the metrics are computed, before early stopping (30) ends training
-    before_iteration = False
-
-    def __init__(self, task: str):
-        self.metric, self.higher_better = VALID_METRIC[task], task == "binary"
-        self.best: float | None = None
-        self.iteration: int | None = None
-        self.scores: np.ndarray | None = None
-
-    def __call__(self, env: Any) -> None:
-        value = next(
-            (r[2] for r in env.evaluation_result_list if r[:2] == ("valid", self.metric)), None
-        )
-        if value is None or not (
-            self.best is None or (value > self.best if self.higher_better else value < self.best)
-        ):
-            return
-        try:  # the valid set is LightGBM's data index 1 (0 is the training set)
-            scores = env.model._Booster__inner_predict(data_idx=1)
-        except (AttributeError, TypeError):  # a LightGBM without it: predict after training
-            return
-        self.best, self.iteration, self.scores = value, env.iteration + 1, np.array(scores)
-
-    def at(self, best_iteration: int) -> np.ndarray | None:
-        return self.scores if best_iteration and best_iteration == self.iteration else None
+    return TrainedModel(booster, baseline, params, tuning, evals, booster.best_iteration)
 
 
 @dataclass
@@ -675,16 +635,14 @@ def score_splits(
     distribution to compare them with (training rows score more confidently), and no row is
     scored twice (on 1M rows, scoring a separate training sample cost ~1 s)."""
     threads = int(model.params.get("num_threads", 1))
-    test = to_xy(splits.test, dataset, features)
-    valid_y, valid_scores = label_vector(splits.valid, dataset), model.valid_scores
-    if valid_scores is None or len(valid_scores) != len(valid_y):
-        valid_scores = predict(model.booster, to_xy(splits.valid, dataset, features).X, threads)
+    valid, test = to_xy(splits.valid, dataset, features), to_xy(splits.test, dataset, features)
+    valid_scores = predict(model.booster, valid.X, threads)
     test_scores = predict(model.booster, test.X, threads)
     reference, reference_scores = _held_out_sample(
         splits, np.concatenate([valid_scores, test_scores]), reference_rows, seed
     )
     return Scored(
-        valid_y=valid_y,
+        valid_y=valid.y,
         valid_scores=valid_scores,
         test_y=test.y,
         test_scores=test_scores,

@@ -274,20 +274,3 @@ def test_reference_is_a_held_out_sample_scored_once(telco) -> None:
     np.testing.assert_allclose(scored.reference_scores, again)  # each row's own score
     whole = T.score_splits(model, s, ds, fs, seed=0)  # fewer held-out rows than the bound
     assert whole.reference.height == s.valid.height + s.test.height
-
-
-def test_valid_scores_kept_from_training_equal_a_fresh_prediction(telco) -> None:
-    ds = load_dataset("telco")
-    fs = FeatureSpec.from_dataset(ds)
-    s = T.split_data(telco, ds, seed=0)
-    options = T.TuneOptions(
-        trials=2, timeout_s=None, seed=0, num_threads=1, storage=None, study_name="keep"
-    )
-    model = T.train_model(s, ds, fs, options)
-    assert model.valid_scores is not None
-    trained = len(model.evals["valid"]["auc"])
-    assert trained > model.best_iteration  # early stopping trained past the best iteration
-    fresh = T.predict(model.booster, T.to_xy(s.valid, ds, fs).X)
-    np.testing.assert_allclose(model.valid_scores, fresh, rtol=1e-12, atol=1e-15)
-    scored = T.score_splits(model, s, ds, fs)
-    assert scored.valid_scores is model.valid_scores

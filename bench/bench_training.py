@@ -231,15 +231,34 @@ def bench_overhead(quick: bool) -> list[dict[str, Any]]:
                 out = bench_flow(config=config)
             how = "Prefect flow on a real server (start-up excluded), W&B offline"
         wall = time.perf_counter() - t0
-    overhead = wall - spent["s"]
+    lgb_s = spent["s"]
     parts = ", ".join(f"{k} {v:.1f} s" for k, v in steps.items())
+    # The overhead: validation + profiling + tracking + orchestration. Orchestration is
+    # everything no step accounts for (Prefect's task/flow runs, glue). Not overhead: the model
+    # work a plain LightGBM script does too (splitting, Optuna's bookkeeping inside `train`,
+    # predicting the splits, computing metrics) -- shown, and counted in the strict row below.
+    g = steps.get
+    validation, profiling = g("ingest", 0.0), g("profile", 0.0)
+    tracking = g("start_run", 0.0) + g("log_model", 0.0) + g("finish", 0.0) + g("register", 0.0)
+    orchestration = wall - sum(steps.values())
+    overhead = validation + profiling + tracking + orchestration
+    model_work = g("split_data", 0.0) + g("train", 0.0) - lgb_s + g("score_splits", 0.0)
+    model_work += g("evaluate", 0.0)
+    common = (f"{how}; wall {wall:.1f} s, inside lightgbm.train {lgb_s:.1f} s over "
+              f"{spent['fits']} fits (2 trials + refit + untuned baseline); test AUC "
+              f"{out['metrics']['roc_auc']:.3f}")  # fmt: skip
     return [
         metric(AREA, f"pipeline overhead ÷ LightGBM training time, {rows:,} rows",
-               overhead / spent["s"] * 100, "%", target="≤ 15 %" if not quick else None,
-               note=f"{how}; wall {wall:.1f} s, inside lightgbm.train {spent['s']:.1f} s over "
-                    f"{spent['fits']} fits (2 trials + refit + untuned baseline); parts "
-                    f"(train incl. its LightGBM time): {parts}; test AUC "
-                    f"{out['metrics']['roc_auc']:.3f}"),
+               overhead / lgb_s * 100, "%", target="≤ 15 %" if not quick else None,
+               note=f"validation (ingest) {validation:.1f} s + profiling {profiling:.1f} s + "
+                    f"tracking and registry {tracking:.1f} s + orchestration (wall minus every "
+                    f"step) {orchestration:.1f} s = {overhead:.1f} s; not counted: model work "
+                    f"outside lightgbm.train {model_work:.1f} s (split, Optuna, predicting the "
+                    f"splits, metrics); {common}"),
+        metric(AREA, f"everything but lightgbm.train ÷ LightGBM training time, {rows:,} rows",
+               (wall - lgb_s) / lgb_s * 100, "%",
+               note=f"strict reading: the model work above counted as overhead too; parts "
+                    f"(train incl. its LightGBM time): {parts}; {common}"),
     ]  # fmt: skip
 
 

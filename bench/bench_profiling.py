@@ -265,14 +265,38 @@ print(json.dumps(times))
 """
 
 
+def _make_evidently_venv(python: Path) -> str | None:
+    """Build the peer's own venv with uv (a minute, once per machine); None if it worked."""
+    import shutil
+
+    uv = [found] if (found := shutil.which("uv")) else ["python3", "-m", "uv"]
+    steps = [
+        [*uv, "venv", "--quiet", str(EVIDENTLY_VENV), "--python", "3.11"],
+        [*uv, "pip", "install", "--quiet", "--python", str(python), EVIDENTLY_PIN, "pandas<3",
+         "pyarrow"],
+    ]  # fmt: skip
+    for cmd in steps:
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"{cmd[len(uv)]} failed: {exc}"
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
+            return f"`uv {cmd[len(uv)]}` failed: {' '.join(tail)}"
+    return None
+
+
 def _evidently(name: str, n: int) -> dict[str, Any]:
     """Evidently in its own venv (pandas < 3); an honest 'not available' row if it cannot run."""
     python = EVIDENTLY_VENV / "bin" / "python"
     if not python.exists():
-        why = (f"no venv at {EVIDENTLY_VENV}: create it with `uv venv {EVIDENTLY_VENV} "
-               f"--python 3.11 && uv pip install --python {python} '{EVIDENTLY_PIN}' "
-               f"'pandas<3' pyarrow` (Evidently 0.7.23 fails to import with pandas 3)")  # fmt: skip
-        return not_available(AREA, name, "s", why)
+        failed = _make_evidently_venv(python)
+        if failed:
+            why = (f"no venv at {EVIDENTLY_VENV} ({failed}): create it with `uv venv "
+                   f"{EVIDENTLY_VENV} --python 3.11 && uv pip install --python {python} "
+                   f"'{EVIDENTLY_PIN}' 'pandas<3' pyarrow` (Evidently 0.7.23 fails to import "
+                   f"with pandas 3)")  # fmt: skip
+            return not_available(AREA, name, "s", why)
     script = scratch_dir() / "evidently_bench.py"
     script.write_text(_EVIDENTLY_SCRIPT)
     data = scratch_dir()

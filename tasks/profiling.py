@@ -204,13 +204,14 @@ def save_reference_profile(
     settings: Settings | None = None,
     sample_rows: int = REFERENCE_SAMPLE_ROWS,
 ) -> Path:
-    """Profile the training rows' features and the model's scores; store them with a sample.
+    """Profile the reference rows' features and the model's scores on them (the trainer passes
+    held-out valid + test rows: what production traffic looks like); store them with a sample.
 
     Returns the path of the whylogs profile (``<reference_profiles_dir>/<tag>.bin``).
     """
     scores = np.asarray(scores, dtype=np.float64).ravel()
     if len(scores) != frame.height:
-        raise ValueError(f"{len(scores)} scores for {frame.height} training rows")
+        raise ValueError(f"{len(scores)} scores for {frame.height} reference rows")
     missing = [c for c in dataset.feature_columns if c not in frame.columns]
     if missing:
         raise ValueError(f"reference frame lacks feature columns: {', '.join(missing)}")

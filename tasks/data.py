@@ -17,8 +17,6 @@ import codecs
 import difflib
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -554,24 +552,8 @@ def data_version(frame: pl.DataFrame) -> str:
 
 
 def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
-    """Atomically (temp file in the same folder, fsync, rename, fsync the folder), written
-    straight to the file: no in-memory copy of the encoded Parquet."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w+b") as fh:
-            frame.write_parquet(fh, compression="lz4")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Atomically, written straight to the temp file: no in-memory copy of the encoded Parquet."""
+    atomic_write(path, lambda fh: frame.write_parquet(fh, compression="lz4"))
 
 
 def save_snapshot(split: Split, dataset: DatasetSpec, source: Path, settings=None) -> Snapshot:
@@ -832,13 +814,9 @@ def read_valid_rows(path: Path | str, dataset: DatasetSpec, delimiter: str = ","
 
 def write_table(frame: pl.DataFrame, path: Path | str) -> Path:
     """Write a frame as CSV or Parquet, by the file's suffix (atomically)."""
-    import io
-
     path = Path(path)
-    buf = io.BytesIO()
     if path.suffix.lower() in (".parquet", ".pq"):
-        frame.write_parquet(buf, compression="zstd")
+        atomic_write(path, lambda fh: frame.write_parquet(fh, compression="zstd"))
     else:
-        frame.write_csv(buf)
-    atomic_write(path, buf.getvalue())
+        atomic_write(path, frame.write_csv)
     return path

@@ -71,25 +71,24 @@ def roc_curve(y, s) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return fpr, tpr, np.r_[np.inf, thr]
 
 
-def precision_recall_curve(y, s) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(precision, recall, thresholds), recall decreasing, ending at (1, 0) as is customary."""
+def _precision_recall(y, s) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision and recall at each distinct threshold, highest threshold first."""
     y, s = _binary(y, s)
     tps, fps, thr = _descending_counts(y, s)
     if tps[-1] == 0:
-        raise ValueError("a PR curve needs positives")
-    precision = tps / (tps + fps)
-    recall = tps / tps[-1]
+        raise ValueError("precision and recall need positives")
+    return tps / (tps + fps), tps / tps[-1], thr
+
+
+def precision_recall_curve(y, s) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(precision, recall, thresholds), recall decreasing, ending at (1, 0) as is customary."""
+    precision, recall, thr = _precision_recall(y, s)
     return np.r_[precision[::-1], 1.0], np.r_[recall[::-1], 0.0], thr[::-1]
 
 
 def average_precision(y, s) -> float:
     """PR AUC as average precision: sum over thresholds of (recall gained) x precision."""
-    y, s = _binary(y, s)
-    tps, fps, _ = _descending_counts(y, s)
-    if tps[-1] == 0:
-        raise ValueError("average precision needs positives")
-    precision = tps / (tps + fps)
-    recall = tps / tps[-1]
+    precision, recall, _ = _precision_recall(y, s)
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 

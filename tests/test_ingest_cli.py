@@ -176,18 +176,23 @@ def test_schema_infer_refuses_to_overwrite(tmp_path: Path, home: Path) -> None:
     assert again.exit_code == 1 and "--force" in again.stderr
 
 
+def _infer(src: Path, target: str, id_col: str, name: str):
+    """`driftloop schema infer` on ``src`` into its folder; the module, loaded."""
+    from schemas import load_dataset
+
+    args = ["schema", "infer", str(src), "--target", target, "--id", id_col]
+    result = _run(*args, "--name", name, "--out-dir", str(src.parent), "--json")
+    assert result.exit_code == 0, result.output
+    return load_dataset(json.loads(result.stdout)["module"])
+
+
 def test_schema_infer_with_an_integer_id(tmp_path: Path, home: Path) -> None:
+    from tasks.data import ingest_file
+
     data = _unseen_dataset(80).with_columns(pl.int_range(pl.len()).cast(pl.String).alias("account"))
     src = tmp_path / "ints.csv"
     data.write_csv(src)
-    args = ["schema", "infer", str(src), "--target", "defaulted", "--id", "account"]
-    result = _run(*args, "--name", "ints", "--out-dir", str(tmp_path), "--json")
-    assert result.exit_code == 0, result.output
-
-    from schemas import load_dataset
-    from tasks.data import ingest_file
-
-    spec = load_dataset(json.loads(result.stdout)["module"])
+    spec = _infer(src, "defaulted", "account", "ints")
     assert spec.columns["account"].min_value is None
     assert ingest_file(src, spec).rows_accepted == 80
 
@@ -212,15 +217,9 @@ def test_an_inferred_module_accepts_every_row_of_its_file(tmp_path: Path, home: 
     )
     src = tmp_path / "synthetic.csv"
     data.write_csv(src)
-    args = ["schema", "infer", str(src), "--target", "target", "--id", "row_id"]
-    result = _run(*args, "--name", "roundtrip", "--out-dir", str(tmp_path), "--json")
-    assert result.exit_code == 0, result.output
-
-    from schemas import load_dataset
     from tasks.data import ingest_file
 
-    spec = load_dataset(json.loads(result.stdout)["module"])
-    ingested = ingest_file(src, spec)
+    ingested = ingest_file(src, _infer(src, "target", "row_id", "roundtrip"))
     assert ingested.rows_quarantined == 0, ingested.quarantined.head(3)
     assert ingested.rows_accepted == rows
     assert ingested.accepted["big"].to_list() == data["big"].to_list()  # exact, not via float

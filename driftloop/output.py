@@ -5,14 +5,14 @@ Errors are one line on stderr (``error: ...``) and a non-zero exit code, never a
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
+
+from tasks.io import dumps as io_dumps
 
 EXIT_BAD_INPUT = 1  # the input was bad, or an operation could not be done
 EXIT_GATE = 3  # the run completed but a quality gate failed
@@ -29,20 +29,8 @@ class CLIError(Exception):
         self.result = result
 
 
-def _default(obj: Any) -> Any:
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "isoformat"):
-        return obj.isoformat()
-    if hasattr(obj, "model_dump"):
-        return obj.model_dump(mode="json")
-    if hasattr(obj, "item"):
-        return obj.item()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
 def dumps(result: dict[str, Any]) -> str:
-    return json.dumps(result, default=_default)
+    return io_dumps(result, allow_nan=True)
 
 
 def emit(result: dict[str, Any], as_json: bool, render: Renderer | None = None) -> None:

@@ -246,7 +246,7 @@ class LocalStack:
             self.processes[rec["name"]] = ManagedProcess(ProcessRecord(**rec))
 
     def _save_state(self) -> None:
-        from tasks.registry import atomic_write
+        from tasks.io import atomic_write
 
         state = {
             "api_url": self.api_url,

@@ -27,7 +27,7 @@ import pandera.polars as pa
 import polars as pl
 
 from schemas.base import DatasetSpec
-from tasks.registry import atomic_write
+from tasks.io import atomic_write
 
 LINE = "_line"  # 1-based line number in the source file (header = line 1)
 REASONS = "_reasons"  # list of {column, check, value}

@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-from tasks.registry import atomic_write
+from tasks.io import atomic_write
 from tasks.settings import Settings, get_settings
 
 NumericDistance = Literal["wasserstein", "jensen_shannon", "psi", "hellinger"]

@@ -12,7 +12,6 @@ ids it has already seen.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import uuid
@@ -22,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from tasks.io import dumps, locked, write_json
 from tasks.settings import Settings, get_settings
 
 DRIFT_DETECTED = "driftloop.drift.detected"
@@ -70,27 +70,11 @@ def model_resource(model_name: str) -> dict[str, str]:
     }
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, set | frozenset | tuple):
-        return list(obj)
-    if hasattr(obj, "isoformat"):
-        return obj.isoformat()
-    if hasattr(obj, "model_dump"):
-        return obj.model_dump(mode="json")
-    if hasattr(obj, "_asdict"):
-        return obj._asdict()
-    if hasattr(obj, "tolist"):  # numpy scalars and arrays
-        return obj.tolist()
-    raise TypeError(f"event payload value of type {type(obj).__name__} is not JSON serialisable")
-
-
 def normalise_payload(payload: dict[str, Any]) -> dict[str, Any]:
     """The payload as plain JSON types (paths, datetimes, numpy values converted)."""
     if not isinstance(payload, dict):
         raise ValueError(f"event payload must be a dict, got {type(payload).__name__}")
-    return json.loads(json.dumps(payload, default=_jsonable, allow_nan=False))
+    return json.loads(dumps(payload))
 
 
 # --- outbox -----------------------------------------------------------------------------
@@ -105,17 +89,14 @@ def sent_dir(settings: Settings | None = None) -> Path:
 
 
 def _write(path: Path, record: dict[str, Any]) -> None:
-    from tasks.registry import atomic_write
-
-    atomic_write(path, json.dumps(record, indent=2, sort_keys=True).encode())
+    write_json(path, record, sort_keys=True)
 
 
 @contextlib.contextmanager
 def _outbox_lock(settings: Settings) -> Iterator[None]:
     folder = outbox_dir(settings)
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder.parent / "outbox.lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with locked(folder.parent / "outbox.lock"):
         yield
 
 

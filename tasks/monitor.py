@@ -18,7 +18,7 @@ import polars as pl
 from pydantic import BaseModel, Field
 
 from schemas.base import DatasetSpec
-from tasks.registry import atomic_write
+from tasks.io import atomic_write
 from tasks.settings import Settings, get_settings
 
 

@@ -228,7 +228,7 @@ class BufferedLog:
         self._seq += 1
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         path = self.directory / f"{self.prefix}-{stamp}-{os.getpid()}-{self._seq:06d}.parquet"
-        from tasks.registry import atomic_write  # (lazy: registry imports lightgbm)
+        from tasks.io import atomic_write
 
         buf = io.BytesIO()
         frame.write_parquet(buf, compression="zstd", statistics=True)

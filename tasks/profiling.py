@@ -34,7 +34,7 @@ import numpy as np
 import polars as pl
 
 from schemas.base import DatasetSpec
-from tasks.registry import atomic_write
+from tasks.io import atomic_write
 from tasks.settings import Settings, get_settings
 
 SCORE_COLUMN = "__score__"

@@ -10,18 +10,16 @@ saved completely before any alias can point at it, and its sha256 is checked bef
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
-import os
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from tasks.features import FeatureSpec
+from tasks.io import locked, write_json
 from tasks.settings import Settings, get_settings
 
 if TYPE_CHECKING:  # LightGBM is imported where a model is loaded, not with this module
@@ -74,31 +72,6 @@ def _store(settings: Settings):
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], Any]) -> None:
-    """Write ``data`` (bytes, or a function writing to an open binary file) to ``path``
-    atomically: temp file, fsync, rename, fsync the directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w+b") as fh:
-            if callable(data):
-                data(fh)
-            else:
-                fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _bento_safe(value: Any) -> Any:
@@ -237,13 +210,10 @@ def read_index(settings: Settings | None = None) -> dict[str, Any]:
 @contextlib.contextmanager
 def _locked_index(settings: Settings) -> Iterator[dict[str, Any]]:
     """Read-modify-write the index under an exclusive lock; written atomically on exit."""
-    settings.alias_index.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = settings.alias_index.with_suffix(".lock")
-    with open(lock_path, "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with locked(settings.alias_index.with_suffix(".lock")):
         index = read_index(settings)
         yield index
-        atomic_write(settings.alias_index, json.dumps(index, indent=2, sort_keys=True).encode())
+        write_json(settings.alias_index, index, sort_keys=True)
 
 
 def get_alias(name: str, alias: str, settings: Settings | None = None) -> str | None:

@@ -131,7 +131,7 @@ def assemble(
 
 def write_training_file(frame: pl.DataFrame, settings: Settings, stamp: str) -> Path:
     """The assembled rows as one Parquet file the train flow ingests."""
-    from tasks.registry import atomic_write
+    from tasks.io import atomic_write
 
     path = settings.root / "retrain" / f"{stamp}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -204,7 +204,7 @@ def write_frame(frame: pl.DataFrame, out: Path) -> Path:
     """Write Parquet (or CSV when ``out`` ends in .csv) atomically."""
     import io
 
-    from tasks.registry import atomic_write
+    from tasks.io import atomic_write
 
     out = Path(out)
     buf = io.BytesIO()

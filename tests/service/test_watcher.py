@@ -10,6 +10,7 @@ from servekit import save
 
 from bentos.runtime import ModelWatcher, probe_model
 from tasks import registry
+from tasks.io import atomic_write
 from tasks.settings import Settings
 
 
@@ -34,7 +35,7 @@ def _point_alias(settings: Settings, alias: str, tag: str) -> None:
     """Move an alias without the registry's own checks (a file corrupted after promotion)."""
     index = registry.read_index(settings)
     index["telco"]["aliases"][alias] = tag
-    registry.atomic_write(settings.alias_index, json.dumps(index).encode())
+    atomic_write(settings.alias_index, json.dumps(index).encode())
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import pytest
 
 from tasks import registry
 from tasks.features import FeatureSpec
+from tasks.io import atomic_write
 from tasks.settings import get_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -99,7 +100,7 @@ def test_rollback_works_on_an_index_written_before_the_champion_stack(home) -> N
     registry.promote("toy", b)
     index = registry.read_index()
     del index["toy"]["champions"]
-    registry.atomic_write(get_settings().alias_index, json.dumps(index).encode())
+    atomic_write(get_settings().alias_index, json.dumps(index).encode())
     assert registry.rollback("toy") == a
 
 

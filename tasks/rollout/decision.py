@@ -1,0 +1,145 @@
+"""The rollout decision: a pure function of the arms' loss statistics, the guardrails, the
+config and where the ramp stands. No I/O; the flow keeps the returned test for the next look.
+
+Order of the rules (the first that applies wins):
+1. ``direct`` mode: the offline gate already decided, promote.
+2. A broken guardrail: roll back.
+3. Fewer than ``min_labels`` labelled rows in an arm: continue.
+4. The always-valid test says worse (its interval lies above the margin): roll back.
+5. It says better (below the margin): promote in shadow mode, and in canary mode advance to the
+   next step, or promote when the next step is full traffic.
+6. ``max_sample`` rows in both arms and no verdict: stop, no decision, the champion stays.
+7. Canary: the current step saw ``min_labels`` challenger rows and the next step is not full
+   traffic: advance (not shown worse, guardrails clean; more traffic brings more power).
+8. Otherwise: continue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from tasks.rollout import sequential
+from tasks.rollout.config import RolloutConfig
+from tasks.rollout.guardrails import GuardrailCheck, GuardrailObservation, check_guardrails
+from tasks.rollout.sequential import SequentialTest, Summary
+
+Action = Literal["continue", "advance", "promote", "rollback", "no_decision"]
+
+
+@dataclass(frozen=True)
+class ArmStatistics:
+    """Per-arm summaries of per-row losses; ``paired`` holds challenger - champion on the same
+    rows (shadow mode) and selects the paired test."""
+
+    champion: Summary
+    challenger: Summary
+    paired: Summary | None = None
+
+    @classmethod
+    def from_losses(
+        cls, champion_loss: np.ndarray, challenger_loss: np.ndarray, *, paired: bool
+    ) -> ArmStatistics:
+        """From per-row loss arrays; ``paired`` needs both arrays aligned on the same rows."""
+        champion_loss = np.asarray(champion_loss, dtype=np.float64)
+        challenger_loss = np.asarray(challenger_loss, dtype=np.float64)
+        if paired and champion_loss.shape != challenger_loss.shape:
+            raise ValueError("a paired comparison needs the same rows scored by both models")
+        diff = Summary.of(challenger_loss - champion_loss) if paired else None
+        return cls(Summary.of(champion_loss), Summary.of(challenger_loss), diff)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The statistics behind a decision, as plain numbers (for events and artifacts)."""
+
+    design: Literal["paired", "two_sample"]
+    n_champion: int
+    n_challenger: int
+    mean_loss_champion: float
+    mean_loss_challenger: float
+    difference: float  # challenger - champion mean loss; > 0: challenger worse
+    std_error: float
+    lower: float  # always-valid confidence sequence for the difference
+    upper: float
+    p_value: float  # always-valid, against difference == margin
+    margin: float
+    alpha: float
+    direction: sequential.Direction
+
+
+@dataclass(frozen=True)
+class RolloutDecision:
+    action: Action
+    reason: str
+    share: float  # the challenger's traffic share from now on (0: champion only, 1: promoted)
+    evidence: Evidence
+    guardrails: GuardrailCheck
+    test: SequentialTest  # pass back as ``previous`` at the next look
+
+
+def run_test(
+    stats: ArmStatistics, config: RolloutConfig, previous: SequentialTest | None = None
+) -> SequentialTest:
+    """The always-valid test for these statistics (paired when they are), accumulated."""
+    kwargs = {"alpha": config.alpha, "rho": config.mixture_rho, "margin": config.margin}
+    if stats.paired is not None:
+        current = sequential.paired(stats.paired, **kwargs)
+    else:
+        current = sequential.two_sample(stats.champion, stats.challenger, **kwargs)
+    return sequential.accumulate(previous, current)
+
+
+def _evidence(stats: ArmStatistics, test: SequentialTest) -> Evidence:
+    return Evidence(
+        design="paired" if stats.paired is not None else "two_sample",
+        n_champion=int(stats.champion.n), n_challenger=int(stats.challenger.n),
+        mean_loss_champion=float(stats.champion.mean),
+        mean_loss_challenger=float(stats.challenger.mean),
+        difference=float(test.estimate), std_error=float(test.std_error),
+        lower=float(test.lower), upper=float(test.upper), p_value=float(test.p_value),
+        margin=test.margin, alpha=test.alpha, direction=test.direction,
+    )  # fmt: skip
+
+
+def decide(
+    stats: ArmStatistics,
+    guardrails: GuardrailObservation,
+    config: RolloutConfig,
+    *,
+    share: float,
+    step_labels: int,
+    previous: SequentialTest | None = None,
+) -> RolloutDecision:
+    """What to do now. ``share`` is the challenger's current share (ignored in shadow mode),
+    ``step_labels`` the challenger's labelled rows since the current step began, ``previous``
+    the test of the last look (``None`` at the first)."""
+    test = run_test(stats, config, previous)
+    check = check_guardrails(guardrails, config.guardrails)
+    evidence = _evidence(stats, test)
+
+    def out(action: Action, reason: str, new_share: float) -> RolloutDecision:
+        return RolloutDecision(action, reason, new_share, evidence, check, test)
+
+    n_min = min(evidence.n_champion, evidence.n_challenger)
+    ci = f"difference {evidence.difference:+.4g} in [{evidence.lower:+.4g}, {evidence.upper:+.4g}]"
+    nxt = config.next_step(share)
+    if config.mode == "direct":
+        return out("promote", "direct mode: the offline gate decided", 1.0)
+    if not check.ok:
+        return out("rollback", "guardrail broken: " + "; ".join(check.broken), 0.0)
+    if n_min < config.min_labels:
+        return out("continue", f"{n_min} labelled rows per arm < {config.min_labels}", share)
+    if evidence.direction == "worse":
+        return out("rollback", f"challenger worse beyond the margin: {ci}", 0.0)
+    if evidence.direction == "better":
+        if config.mode == "shadow" or nxt == 1.0:
+            return out("promote", f"challenger better than the margin: {ci}", 1.0)
+        return out("advance", f"challenger better, ramping to {nxt:.0%}: {ci}", nxt)
+    if n_min >= config.max_sample:
+        return out("no_decision", f"maximum sample {config.max_sample} reached: {ci}", 0.0)
+    if config.mode == "canary" and step_labels >= config.min_labels and nxt < 1.0:
+        return out("advance", f"step clean after {step_labels} labels, ramping to {nxt:.0%}", nxt)
+    return out("continue", f"no verdict yet: {ci}", share)

@@ -29,7 +29,7 @@ from tasks.rollout.sequential import BETTER, UNDECIDED, WORSE, Summary
 Design = Literal["paired", "two_sample"]
 POWER = 0.8
 CONFIDENCE = 0.95
-_POOL_BLOCKS = 20_000
+POOL_BLOCKS = 20_000  # blocks of look_every rows per pool (each experiment draws ~400)
 _CHUNK = 1_000  # experiments per vectorised batch (bounds memory at ~100 MB)
 
 
@@ -94,8 +94,10 @@ def _block_sums(losses: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]
     return grouped.sum(axis=1), (grouped**2).sum(axis=1)
 
 
-def _pool(scenario: Scenario, design: Design, block: int, rng: np.random.Generator) -> _Pool:
-    champion, challenger = simulate_losses(_POOL_BLOCKS * block, scenario, rng)
+def _pool(
+    scenario: Scenario, design: Design, block: int, blocks: int, rng: np.random.Generator
+) -> _Pool:
+    champion, challenger = simulate_losses(blocks * block, scenario, rng)
     null = scenario.relative_change == 0
     realized = 0.0 if null else float(challenger.mean() / champion.mean() - 1)
     if design == "paired":
@@ -144,12 +146,13 @@ def simulate(
     experiments: int = 10_000,
     look_every: int = 100,
     seed: int = 0,
+    pool_blocks: int = POOL_BLOCKS,
 ) -> SimulationResult:
     """Run ``experiments`` sequential experiments of ``scenario`` under ``config``."""
     if config.max_sample % look_every:
         raise ValueError("max_sample must be a multiple of look_every")
     rng = np.random.default_rng(seed)
-    pool = _pool(scenario, design, look_every, rng)
+    pool = _pool(scenario, design, look_every, pool_blocks, rng)
     codes, at, naive = [], [], []
     for start in range(0, experiments, _CHUNK):
         n_exp = min(_CHUNK, experiments - start)

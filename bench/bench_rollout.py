@@ -20,7 +20,13 @@ if TYPE_CHECKING:
     from tasks.rollout.simulate import Design, Rate, SimulationResult
 
 AREA = "rollout"
-DESIGNS: dict[Design, str] = {"two_sample": "canary (two-sample)", "paired": "shadow (paired)"}
+# (design, challenger share, label); power is reported for the first and the last
+DESIGNS: tuple[tuple[Design, float, str], ...] = (
+    ("two_sample", 0.5, "canary 50/50 (two-sample)"),
+    ("two_sample", 0.05, "canary at 5% (two-sample)"),
+    ("paired", 0.5, "shadow (paired)"),
+)
+POWER_DESIGNS = (DESIGNS[0], DESIGNS[-1])
 
 
 def _rate_note(rate: Rate, experiments: int, looks: int) -> str:
@@ -28,22 +34,22 @@ def _rate_note(rate: Rate, experiments: int, looks: int) -> str:
             f"[{rate.low:.4f}, {rate.high:.4f}], {looks} looks each")  # fmt: skip
 
 
-def _sim(
-    scenario: Scenario, config: RolloutConfig, *, design: Design, experiments: int, quick: bool
-) -> SimulationResult:
-    from tasks.rollout.simulate import POOL_BLOCKS, simulate
+def _sim(scenario: Scenario, config: RolloutConfig, *, design: Design, share: float,
+         experiments: int, quick: bool) -> SimulationResult:  # fmt: skip
+    from tasks.rollout.simulate import POOL_ROWS, simulate
 
-    blocks = POOL_BLOCKS // 10 if quick else POOL_BLOCKS
-    return simulate(scenario, config, design=design, experiments=experiments, seed=11,
-                    pool_blocks=blocks)  # fmt: skip
+    rows = POOL_ROWS // 10 if quick else POOL_ROWS
+    return simulate(scenario, config, design=design, share=share, experiments=experiments,
+                    seed=11, pool_rows=rows)  # fmt: skip
 
 
 def _a_a_rows(config: RolloutConfig, experiments: int, quick: bool) -> list[dict[str, Any]]:
     from tasks.rollout.scenario import Scenario
 
     rows = []
-    for design, label in DESIGNS.items():
-        res = _sim(Scenario(0.0), config, design=design, experiments=experiments, quick=quick)
+    for design, share, label in DESIGNS:
+        res = _sim(Scenario(0.0), config, design=design, share=share, experiments=experiments,
+                   quick=quick)  # fmt: skip
         looks = res.max_sample // res.look_every
         rows += [
             metric(AREA, f"A/A false decisions, always-valid test, {label}", res.decided.rate,
@@ -65,10 +71,10 @@ def _power_rows(
     from tasks.rollout.scenario import Scenario
 
     rows = []
-    for design, label in DESIGNS.items():
+    for design, share, label in POWER_DESIGNS:
         for change in changes:
-            res = _sim(Scenario(change), config, design=design, experiments=experiments,
-                       quick=quick)  # fmt: skip
+            res = _sim(Scenario(change), config, design=design, share=share,
+                       experiments=experiments, quick=quick)  # fmt: skip
             word = "worse" if change > 0 else "better"
             what = f"log loss {abs(change):.0%} {word}, {label}"
             judged = not quick and change == 0.05 and design == "two_sample"

@@ -1,15 +1,15 @@
 """The simulation harness of the decision procedure: thousands of experiments, no HTTP.
 
-Each experiment looks after every ``look_every`` labelled rows per arm until ``max_sample``
-per arm, runs the always-valid test of :mod:`tasks.rollout.sequential` with the config's
-alpha, margin, mixture and ``min_labels``, and stops at its first verdict (promote or roll
-back), exactly as :func:`tasks.rollout.decision.decide` does. Beside it, the naive procedure
-many dashboards run: a two-sided z-test at ``alpha`` at every look.
+Each experiment looks after every ``look_every`` labelled rows of its smaller arm until that arm
+has ``max_sample``, runs the always-valid test of :mod:`tasks.rollout.sequential` with the
+config's alpha, margin, mixture and ``min_labels``, and stops at its first verdict (promote or
+roll back), as :func:`tasks.rollout.decision.decide` does. Beside it, on the same experiments,
+the naive procedure many dashboards run: a two-sided z-test at ``alpha`` at every look.
 
-Speed: per-row losses come from :mod:`tasks.rollout.scenario`, grouped into blocks of
-``look_every`` rows (sum and sum of squares per block) in a pool; an experiment draws its blocks
-from the pool, so 10,000 experiments x 400 looks cost a few cumulative sums, not 10^9 rows.
-In an A/A scenario both arms draw from one pool (two-sample) or the pool holds each block of
+Speed: per-row losses come from :mod:`tasks.rollout.scenario`, grouped into blocks of one look's
+rows (sum and sum of squares per block) in a pool; an experiment draws its blocks from the
+pool, so 10,000 experiments x 400 looks cost a few cumulative sums, not 10^9 rows. In an A/A
+scenario both arms' pools come from the same rows (two-sample) or the pool holds each block of
 differences and its mirror (paired), so the null holds exactly, not up to pool noise.
 """
 
@@ -29,7 +29,7 @@ from tasks.rollout.sequential import BETTER, UNDECIDED, WORSE, Summary
 Design = Literal["paired", "two_sample"]
 POWER = 0.8
 CONFIDENCE = 0.95
-POOL_BLOCKS = 20_000  # blocks of look_every rows per pool (each experiment draws ~400)
+POOL_ROWS = 2_000_000  # per-row losses behind each pool (an experiment draws <= 400 blocks)
 _CHUNK = 1_000  # experiments per vectorised batch (bounds memory at ~100 MB)
 
 
@@ -55,6 +55,7 @@ class Rate:
 @dataclass(frozen=True)
 class SimulationResult:
     design: Design
+    share: float  # the challenger's share of labels (paired: 1, it scores every row)
     relative_change: float  # requested: challenger's expected log loss / champion's - 1
     realized_change: float  # in the pool the experiments drew from
     experiments: int
@@ -63,7 +64,9 @@ class SimulationResult:
     promoted: Rate
     rolled_back: Rate
     naive_decided: Rate  # naive repeated z-test: any rejection, either direction
-    sample_for_power: int | None  # per arm: the right verdict in POWER of experiments by then
+    sample_for_power: (
+        int | None
+    )  # smaller arm's labels: the right verdict in POWER of experiments by then
     median_sample_at_decision: float | None
 
     @property
@@ -82,52 +85,62 @@ class SimulationResult:
 
 @dataclass(frozen=True)
 class _Pool:
-    """Per-block sums of per-row losses: champion/challenger, or differences when paired."""
+    """Per-block sums of per-row losses: champion and challenger blocks (two-sample), or
+    blocks of differences (paired, ``b`` is None)."""
 
     a: tuple[np.ndarray, np.ndarray]
     b: tuple[np.ndarray, np.ndarray] | None
     realized_change: float
 
 
+def arm_blocks(share: float, look_every: int) -> tuple[int, int]:
+    """Labels per look (champion, challenger) at a challenger ``share``: the smaller arm gets
+    ``look_every``, the larger the nearest whole multiple of it (5% -> 1,900 and 100)."""
+    if not 0 < share < 1:
+        raise ValueError(f"a two-sample share must be in (0, 1), not {share}")
+    big = look_every * max(1, round(max(share, 1 - share) / min(share, 1 - share)))
+    return (big, look_every) if share <= 0.5 else (look_every, big)
+
+
 def _block_sums(losses: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
-    grouped = losses.reshape(-1, block)
+    grouped = losses[: len(losses) // block * block].reshape(-1, block)
     return grouped.sum(axis=1), (grouped**2).sum(axis=1)
 
 
-def _pool(
-    scenario: Scenario, design: Design, block: int, blocks: int, rng: np.random.Generator
-) -> _Pool:
-    champion, challenger = simulate_losses(blocks * block, scenario, rng)
+def _pool(scenario: Scenario, design: Design, blocks: tuple[int, int], rows: int,
+          rng: np.random.Generator) -> _Pool:  # fmt: skip
+    champion, challenger = simulate_losses(rows, scenario, rng)
     null = scenario.relative_change == 0
     realized = 0.0 if null else float(challenger.mean() / champion.mean() - 1)
     if design == "paired":
-        s, sq = _block_sums(challenger - champion, block)
+        s, sq = _block_sums(challenger - champion, blocks[1])
         if null:  # exchangeable models: add each block's mirror
             s, sq = np.concatenate([s, -s]), np.concatenate([sq, sq])
         return _Pool((s, sq), None, realized)
-    if null:
-        return _Pool(_block_sums(champion, block), None, realized)
-    return _Pool(_block_sums(champion, block), _block_sums(challenger, block), realized)
+    # A/A: both arms from the very same rows, so their pools have the same mean exactly
+    second = champion if null else challenger
+    return _Pool(_block_sums(champion, blocks[0]), _block_sums(second, blocks[1]), realized)
 
 
-def _cumulative(sums: tuple[np.ndarray, np.ndarray], idx: np.ndarray, looks: np.ndarray):
+def _cumulative(sums: tuple[np.ndarray, np.ndarray], n_exp: int, looks: np.ndarray,
+                rng: np.random.Generator) -> Summary:  # fmt: skip
+    idx = rng.integers(0, len(sums[0]), (n_exp, len(looks)))
     return Summary.from_sums(looks, np.cumsum(sums[0][idx], 1), np.cumsum(sums[1][idx], 1))
 
 
-def _batch(pool: _Pool, design: Design, config: RolloutConfig, n_exp: int, block: int,
+def _batch(pool: _Pool, config: RolloutConfig, n_exp: int, blocks: tuple[int, int],
            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """Per experiment: verdict code, labels per arm at the verdict, naive rejection."""
-    n_looks = config.max_sample // block
-    looks = block * np.arange(1, n_looks + 1, dtype=np.float64)
-    size = len(pool.a[0])
+    """Per experiment: verdict code, labels in the smaller arm at the verdict, naive
+    rejection."""
+    steps = np.arange(1, config.max_sample // min(blocks) + 1, dtype=np.float64)
     kwargs = {"alpha": config.alpha, "rho": config.mixture_rho, "margin": config.margin}
-    first = _cumulative(pool.a, rng.integers(0, size, (n_exp, n_looks)), looks)
-    if design == "paired":
-        test = sequential.paired(first, **kwargs)
+    if pool.b is None:
+        test = sequential.paired(_cumulative(pool.a, n_exp, blocks[1] * steps, rng), **kwargs)
     else:
-        b = pool.b or pool.a
-        second = _cumulative(b, rng.integers(0, len(b[0]), (n_exp, n_looks)), looks)
+        first = _cumulative(pool.a, n_exp, blocks[0] * steps, rng)
+        second = _cumulative(pool.b, n_exp, blocks[1] * steps, rng)
         test = sequential.two_sample(first, second, **kwargs)
+    looks = min(blocks) * steps
     eligible = looks >= config.min_labels
     verdicts = np.where(eligible, test.verdict(), UNDECIDED)
     hit = verdicts != UNDECIDED
@@ -144,24 +157,31 @@ def simulate(
     *,
     design: Design,
     experiments: int = 10_000,
+    share: float = 0.5,
     look_every: int = 100,
     seed: int = 0,
-    pool_blocks: int = POOL_BLOCKS,
+    pool_rows: int = POOL_ROWS,
 ) -> SimulationResult:
-    """Run ``experiments`` sequential experiments of ``scenario`` under ``config``."""
+    """Run ``experiments`` sequential experiments of ``scenario`` under ``config``.
+
+    ``share`` is the challenger's constant share of traffic (two-sample only; paired rows are
+    scored by both models); looks come every ``look_every`` labels of the smaller arm, until
+    it has ``config.max_sample``.
+    """
     if config.max_sample % look_every:
         raise ValueError("max_sample must be a multiple of look_every")
+    blocks = (look_every, look_every) if design == "paired" else arm_blocks(share, look_every)
     rng = np.random.default_rng(seed)
-    pool = _pool(scenario, design, look_every, pool_blocks, rng)
+    pool = _pool(scenario, design, blocks, pool_rows, rng)
     codes, at, naive = [], [], []
     for start in range(0, experiments, _CHUNK):
-        n_exp = min(_CHUNK, experiments - start)
-        c, a, nv = _batch(pool, design, config, n_exp, look_every, rng)
+        c, a, nv = _batch(pool, config, min(_CHUNK, experiments - start), blocks, rng)
         codes.append(c), at.append(a), naive.append(nv)
     code, when, naive_hit = np.concatenate(codes), np.concatenate(at), np.concatenate(naive)
     right = WORSE if scenario.relative_change > 0 else BETTER
     return SimulationResult(
-        design=design, relative_change=scenario.relative_change,
+        design=design, share=share if design == "two_sample" else 1.0,
+        relative_change=scenario.relative_change,
         realized_change=pool.realized_change, experiments=experiments,
         look_every=look_every, max_sample=config.max_sample,
         promoted=Rate.of(int((code == BETTER).sum()), experiments),

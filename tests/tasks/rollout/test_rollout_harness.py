@@ -7,7 +7,7 @@ import pytest
 
 from tasks.rollout.config import RolloutConfig
 from tasks.rollout.scenario import Scenario, expected_log_loss, simulate_losses
-from tasks.rollout.simulate import simulate
+from tasks.rollout.simulate import arm_blocks, simulate
 
 CONFIG = RolloutConfig(mode="canary")  # the defaults: alpha 0.05, max 40,000 labels per arm
 A_A_EXPERIMENTS = 10_000
@@ -64,3 +64,19 @@ def test_the_scenario_delivers_the_requested_log_loss_change() -> None:
     assert 0.4 < champion.mean() < 0.7  # a realistic binary classifier's log loss
     with pytest.raises(ValueError, match="better"):
         _ = Scenario(-0.5).challenger_noise
+
+
+def test_a_a_stays_valid_when_the_canary_gets_only_5_percent_of_traffic() -> None:
+    result = simulate(
+        Scenario(0.0), CONFIG, design="two_sample", share=0.05, experiments=A_A_EXPERIMENTS, seed=6
+    )
+    assert result.share == 0.05
+    assert result.decided.rate <= CONFIG.alpha and result.decided.high <= 0.055
+
+
+def test_arm_blocks_give_the_smaller_arm_one_look_of_labels() -> None:
+    assert arm_blocks(0.05, 100) == (1_900, 100)
+    assert arm_blocks(0.5, 100) == (100, 100)
+    assert arm_blocks(0.75, 100) == (100, 300)
+    with pytest.raises(ValueError):
+        arm_blocks(1.0, 100)

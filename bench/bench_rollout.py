@@ -27,6 +27,7 @@ DESIGNS: tuple[tuple[Design, float, str], ...] = (
     ("paired", 0.5, "shadow (paired)"),
 )
 POWER_DESIGNS = (DESIGNS[0], DESIGNS[-1])
+LONGER_HORIZON = 8  # x max_sample, to find the sample for 80% power beyond the maximum
 
 
 def _rate_note(rate: Rate, experiments: int, looks: int) -> str:
@@ -65,6 +66,13 @@ def _a_a_rows(config: RolloutConfig, experiments: int, quick: bool) -> list[dict
     return rows
 
 
+def _longer(config: RolloutConfig) -> RolloutConfig:
+    """The same test (its mixture tuned at the same sample) with a longer maximum sample."""
+    tuned_at = config.tuned_fraction * config.max_sample
+    longer = LONGER_HORIZON * config.max_sample
+    return config.model_copy(update={"max_sample": longer, "tuned_fraction": tuned_at / longer})
+
+
 def _power_rows(
     config: RolloutConfig, changes: tuple[float, ...], experiments: int, quick: bool
 ) -> list[dict[str, Any]]:
@@ -87,14 +95,17 @@ def _power_rows(
                             f"realized change {res.realized_change:+.4f}")
             )  # fmt: skip
             name = f"labels per arm for 80% power, {what}"
+            note = "the right verdict in 80% of experiments by then"
+            if res.sample_for_power is None:  # same test, a longer horizon: how many it needs
+                longer = _longer(config)
+                res = _sim(Scenario(change), longer, design=design, share=share,
+                           experiments=experiments, quick=quick)  # fmt: skip
+                note += f" (maximum raised to {longer.max_sample:,} for this row, same mixture)"
             if res.sample_for_power is None:
-                why = f"power {power.rate:.2f} at {config.max_sample:,} labels per arm"
+                why = f"power {power.rate:.2f} even at {res.max_sample:,} labels per arm"
                 rows.append(not_available(AREA, name, "labels", why, prefix="80% not reached"))
             else:
-                rows.append(
-                    metric(AREA, name, res.sample_for_power, "labels",
-                           note="the right verdict in 80% of experiments by then")
-                )  # fmt: skip
+                rows.append(metric(AREA, name, res.sample_for_power, "labels", note=note))
     return rows
 
 

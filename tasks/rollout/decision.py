@@ -1,5 +1,6 @@
 """The rollout decision: a pure function of the arms' loss statistics, the guardrails, the
-config and where the ramp stands. No I/O; the flow keeps the returned test for the next look.
+config and where the ramp stands. No I/O; the flow keeps the returned evidence (plain numbers)
+for the next look, which carries the always-valid p-value and interval forward.
 
 Order of the rules (the first that applies wins):
 1. ``direct`` mode: the offline gate already decided, promote.
@@ -16,7 +17,8 @@ Order of the rules (the first that applies wins):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -61,9 +63,9 @@ class Evidence:
     mean_loss_champion: float
     mean_loss_challenger: float
     difference: float  # challenger - champion mean loss; > 0: challenger worse
-    std_error: float
-    lower: float  # always-valid confidence sequence for the difference
-    upper: float
+    std_error: float | None  # None: no variance yet (no evidence)
+    lower: float | None  # always-valid confidence sequence for the difference (None: unbounded)
+    upper: float | None
     p_value: float  # always-valid, against difference == margin
     margin: float
     alpha: float
@@ -75,31 +77,51 @@ class RolloutDecision:
     action: Action
     reason: str
     share: float  # the challenger's traffic share from now on (0: champion only, 1: promoted)
-    evidence: Evidence
+    evidence: Evidence  # keep it: it is the ``previous`` of the next look (JSON-safe)
     guardrails: GuardrailCheck
-    test: SequentialTest  # pass back as ``previous`` at the next look
+
+
+def _finite(x: np.ndarray) -> float | None:
+    value = float(x)
+    return value if math.isfinite(value) else None
+
+
+def _design(stats: ArmStatistics) -> Literal["paired", "two_sample"]:
+    return "paired" if stats.paired is not None else "two_sample"
 
 
 def run_test(
-    stats: ArmStatistics, config: RolloutConfig, previous: SequentialTest | None = None
+    stats: ArmStatistics, config: RolloutConfig, previous: Evidence | None = None
 ) -> SequentialTest:
-    """The always-valid test for these statistics (paired when they are), accumulated."""
+    """The always-valid test for these statistics (paired when they are), carrying the
+    smallest p-value and the intersected interval of the earlier looks of ``previous``."""
     kwargs = {"alpha": config.alpha, "rho": config.mixture_rho, "margin": config.margin}
     if stats.paired is not None:
         current = sequential.paired(stats.paired, **kwargs)
     else:
         current = sequential.two_sample(stats.champion, stats.challenger, **kwargs)
-    return sequential.accumulate(previous, current)
+    if previous is None:
+        return current
+    same = (previous.design, previous.margin, previous.alpha)
+    if same != (_design(stats), config.margin, config.alpha):
+        raise ValueError(f"the previous look {same} is from another test")
+    earlier = replace(
+        current,
+        p_value=np.float64(previous.p_value),
+        lower=np.float64(-np.inf if previous.lower is None else previous.lower),
+        upper=np.float64(np.inf if previous.upper is None else previous.upper),
+    )
+    return sequential.accumulate(earlier, current)
 
 
 def _evidence(stats: ArmStatistics, test: SequentialTest) -> Evidence:
     return Evidence(
-        design="paired" if stats.paired is not None else "two_sample",
+        design=_design(stats),
         n_champion=int(stats.champion.n), n_challenger=int(stats.challenger.n),
         mean_loss_champion=float(stats.champion.mean),
         mean_loss_challenger=float(stats.challenger.mean),
-        difference=float(test.estimate), std_error=float(test.std_error),
-        lower=float(test.lower), upper=float(test.upper), p_value=float(test.p_value),
+        difference=float(test.estimate), std_error=_finite(test.std_error),
+        lower=_finite(test.lower), upper=_finite(test.upper), p_value=float(test.p_value),
         margin=test.margin, alpha=test.alpha, direction=test.direction,
     )  # fmt: skip
 
@@ -111,20 +133,21 @@ def decide(
     *,
     share: float,
     step_labels: int,
-    previous: SequentialTest | None = None,
+    previous: Evidence | None = None,
 ) -> RolloutDecision:
     """What to do now. ``share`` is the challenger's current share (ignored in shadow mode),
     ``step_labels`` the challenger's labelled rows since the current step began, ``previous``
-    the test of the last look (``None`` at the first)."""
+    the evidence of the last look of this experiment (``None`` at the first)."""
     test = run_test(stats, config, previous)
     check = check_guardrails(guardrails, config.guardrails)
     evidence = _evidence(stats, test)
 
     def out(action: Action, reason: str, new_share: float) -> RolloutDecision:
-        return RolloutDecision(action, reason, new_share, evidence, check, test)
+        return RolloutDecision(action, reason, new_share, evidence, check)
 
     n_min = min(evidence.n_champion, evidence.n_challenger)
-    ci = f"difference {evidence.difference:+.4g} in [{evidence.lower:+.4g}, {evidence.upper:+.4g}]"
+    low, high = float(test.lower), float(test.upper)
+    ci = f"difference {evidence.difference:+.4g} in [{low:+.4g}, {high:+.4g}]"
     nxt = config.next_step(share)
     if config.mode == "direct":
         return out("promote", "direct mode: the offline gate decided", 1.0)

@@ -49,8 +49,9 @@ class Summary:
         """Summary of the last axis of ``losses``."""
         x = np.asarray(losses, dtype=np.float64)
         n = np.asarray(x.shape[-1], dtype=np.float64)
+        mean = x.mean(axis=-1) if x.shape[-1] else np.zeros(x.shape[:-1])
         var = x.var(axis=-1, ddof=1) if x.shape[-1] > 1 else np.zeros(x.shape[:-1])
-        return cls(n, x.mean(axis=-1), var)
+        return cls(n, mean, var)
 
     @classmethod
     def from_sums(cls, n: np.ndarray, total: np.ndarray, total_sq: np.ndarray) -> Summary:
@@ -121,14 +122,19 @@ def mixture_test(
 
 def paired(diff: Summary, *, alpha: float, rho: float, margin: float = 0.0) -> SequentialTest:
     """Shadow mode: ``diff`` summarises challenger - champion loss on the same rows."""
-    return mixture_test(diff.mean, diff.var / diff.n, diff.var, alpha=alpha, rho=rho, margin=margin)
+    return mixture_test(
+        diff.mean, diff.var / np.maximum(diff.n, 1), diff.var, alpha=alpha, rho=rho, margin=margin
+    )
 
 
 def two_sample(
     champion: Summary, challenger: Summary, *, alpha: float, rho: float, margin: float = 0.0
 ) -> SequentialTest:
     """Canary mode: independent arms of any sizes (Welch's variance of the difference)."""
-    variance = champion.var / champion.n + challenger.var / challenger.n
+    # var is 0 below two rows, so an empty arm gives variance 0: no evidence
+    variance = champion.var / np.maximum(champion.n, 1) + challenger.var / np.maximum(
+        challenger.n, 1
+    )
     return mixture_test(
         challenger.mean - champion.mean, variance, champion.var + challenger.var,
         alpha=alpha, rho=rho, margin=margin,

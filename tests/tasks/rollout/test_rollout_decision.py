@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from tasks.io import dumps
 from tasks.metrics import log_loss
 from tasks.rollout.config import RolloutConfig
 from tasks.rollout.decision import ArmStatistics, decide
@@ -102,10 +105,28 @@ def test_the_margin_promotes_a_challenger_that_is_not_worse_by_more_than_it() ->
     assert decide(stats, CLEAN, lenient, share=0.0, step_labels=4_000).action == "promote"
 
 
-def test_the_previous_look_carries_the_always_valid_p_value() -> None:
-    first = decide(_two(0.0), CLEAN, CANARY, share=0.05, step_labels=0)
-    again = decide(_two(0.0), CLEAN, CANARY, share=0.05, step_labels=0, previous=first.test)
-    assert again.evidence.p_value <= first.evidence.p_value
+def test_the_previous_look_carries_the_always_valid_p_value_and_interval() -> None:
+    base = np.random.default_rng(4).exponential(0.5, 5_000)
+    early = ArmStatistics.from_losses(base[:2_000], base[:2_000][::-1] + 0.04, paired=False)
+    now = ArmStatistics.from_losses(base, base[::-1], paired=False)  # exactly no difference
+    first = decide(early, CLEAN, CANARY, share=0.05, step_labels=0)
+    later = decide(now, CLEAN, CANARY, share=0.05, step_labels=0)
+    carried = decide(now, CLEAN, CANARY, share=0.05, step_labels=0, previous=first.evidence)
+    assert first.evidence.p_value < later.evidence.p_value
+    assert carried.evidence.p_value == first.evidence.p_value
+    assert carried.evidence.lower == max(first.evidence.lower, later.evidence.lower)
+    assert carried.evidence.upper == min(first.evidence.upper, later.evidence.upper)
+    json.loads(dumps(carried))  # the evidence is plain JSON: events and artifacts take it
+    with pytest.raises(ValueError, match="another test"):
+        other = RolloutConfig(mode="canary", margin=0.01)
+        decide(now, CLEAN, other, share=0.05, step_labels=0, previous=first.evidence)
+
+
+def test_no_labels_yet_continue_with_json_safe_evidence() -> None:
+    empty = ArmStatistics.from_losses(np.array([]), np.array([]), paired=False)
+    d = decide(empty, CLEAN, CANARY, share=0.05, step_labels=0)
+    assert d.action == "continue" and d.evidence.lower is None and d.evidence.p_value == 1.0
+    json.loads(dumps(d))
 
 
 def test_guardrails_are_judged_once_both_arms_have_requests() -> None:

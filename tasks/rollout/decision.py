@@ -94,13 +94,16 @@ def run_test(
     stats: ArmStatistics, config: RolloutConfig, previous: Evidence | None = None
 ) -> SequentialTest:
     """The always-valid test for these statistics (paired when they are), carrying the
-    smallest p-value and the intersected interval of the earlier looks of ``previous``."""
+    smallest p-value and the intersected interval of the earlier looks of ``previous``.
+
+    Looks with fewer than ``min_labels`` rows per arm are not carried: their plug-in variance is
+    too rough to lean on (the harness counts verdicts from the same looks only)."""
     kwargs = {"alpha": config.alpha, "rho": config.mixture_rho, "margin": config.margin}
     if stats.paired is not None:
         current = sequential.paired(stats.paired, **kwargs)
     else:
         current = sequential.two_sample(stats.champion, stats.challenger, **kwargs)
-    if previous is None:
+    if previous is None or min(previous.n_champion, previous.n_challenger) < config.min_labels:
         return current
     same = (previous.design, previous.margin, previous.alpha)
     if same != (_design(stats), config.margin, config.alpha):

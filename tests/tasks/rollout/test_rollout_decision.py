@@ -117,6 +117,10 @@ def test_the_previous_look_carries_the_always_valid_p_value_and_interval() -> No
     assert carried.evidence.lower == max(first.evidence.lower, later.evidence.lower)
     assert carried.evidence.upper == min(first.evidence.upper, later.evidence.upper)
     json.loads(dumps(carried))  # the evidence is plain JSON: events and artifacts take it
+    rough = decide(_two(0.3, n=50), CLEAN, CANARY, share=0.05, step_labels=0)
+    assert rough.evidence.p_value < later.evidence.p_value  # a look below min_labels ...
+    ignored = decide(now, CLEAN, CANARY, share=0.05, step_labels=0, previous=rough.evidence)
+    assert ignored.evidence == later.evidence  # ... is not carried
     with pytest.raises(ValueError, match="another test"):
         other = RolloutConfig(mode="canary", margin=0.01)
         decide(now, CLEAN, other, share=0.05, step_labels=0, previous=first.evidence)

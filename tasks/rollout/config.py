@@ -12,7 +12,6 @@ from pydantic import BaseModel, Field, field_validator
 
 RolloutMode = Literal["direct", "shadow", "canary"]
 LossMetric = Literal["log_loss", "brier", "squared_error", "absolute_error"]
-BINARY_METRICS: tuple[LossMetric, ...] = ("log_loss", "brier")
 
 
 class GuardrailConfig(BaseModel):
@@ -46,6 +45,8 @@ class RolloutConfig(BaseModel):
     min_labels: int = Field(
         500, ge=2, description="labelled rows per arm (per canary step) before any verdict"
     )
+    # 40,000: the canary harness needs ~18,000 labels per arm for 80% power at a 5% log-loss
+    # change (bench/bench_rollout.py), so 40,000 catches it with room; shadow needs ~2,500
     max_sample: int = Field(
         40_000, ge=100, description="labelled rows per arm; then stop: no decision, champion stays"
     )
@@ -65,8 +66,9 @@ class RolloutConfig(BaseModel):
 
     @property
     def mixture_rho(self) -> float:
-        """Mixture precision per effective row: the normal-mixture boundary is tightest at
-        ``tuned_fraction * max_sample`` rows (Howard et al. 2021's choice of rho)."""
+        """The mixture's variance per effective row, in units of the per-row variance
+        (``tau^2 = rho * V``), so that the boundary is tightest at ``tuned_fraction *
+        max_sample`` rows (Howard et al. 2021's choice for a normal mixture)."""
         log_term = 2 * math.log(1 / self.alpha)
         return (log_term + math.log(1 + log_term)) / (self.tuned_fraction * self.max_sample)
 

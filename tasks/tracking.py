@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 import os
 import struct
-import time
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("driftloop.serving")
 
 SAMPLE_SECONDS = 5.0
+SETTLE_NS = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,7 @@ class ProcessMetrics:
         self.interval = interval
         self._process = psutil.Process()  # made in the worker: its own pid
         self._shown: dict[tuple[str, str], str] = {}  # (kind, alias) -> tag shown as 1
-        self._report_key: tuple | None = ()  # () : nothing published yet
+        self._report_key: int | None = -1  # the folder's mtime when last read (-1: never)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -188,15 +189,20 @@ class ProcessMetrics:
                 self._shown.pop(key, None)
 
     def _publish_report(self) -> None:
-        path = latest_report(monitor_reports_dir(self.settings))
+        """Re-read the newest report when the folder changed (reports are written by rename,
+        which changes the folder's mtime): no listing of a year of reports every tick."""
+        folder = monitor_reports_dir(self.settings)
         try:
-            st = path.stat() if path is not None else None
+            key: int | None = folder.stat().st_mtime_ns
         except FileNotFoundError:
-            return
-        key = (str(path), st.st_mtime_ns, st.st_size) if st is not None else None
+            key = None
         if key == self._report_key:
             return
-        self._report_key = key  # a broken report is logged once, not every tick
+        # a folder changed within the last second may change again with the same mtime (coarse
+        # file-system clocks): read it again next tick; else once (a broken report: one log)
+        settled = key is None or time.time_ns() - key > SETTLE_NS
+        self._report_key = key if settled else -1
+        path = latest_report(folder) if key is not None else None
         try:
             snapshot = read_snapshot(path, self.name)
         except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
@@ -129,7 +130,7 @@ def test_monitor_report_series_from_the_newest_report(observed) -> None:
     report = promkit.write_monitor_report(settings.home, "telco:a", now=now)
     report["performance"].update(labelled=0, auc=None, precision=None, recall=None)
     newest = report_metrics.latest_report(report_metrics.monitor_reports_dir(settings))
-    newest.write_text(json.dumps(report))
+    atomic_write(newest, json.dumps(report).encode())  # rewritten in place, as the monitor does
     metrics.tick()
     assert value("driftloop_monitor_last_run_timestamp_seconds") == now.timestamp()
     assert math.isnan(value("driftloop_monitor_performance", source="realized", metric="auc"))
@@ -142,6 +143,8 @@ def test_an_unreadable_report_keeps_the_last_numbers(observed, caplog) -> None:
     metrics.tick()
     folder = report_metrics.monitor_reports_dir(settings)
     (folder / "99999999T000000.000000Z.json").write_text("{not json")
+    past = time.time_ns() - 10**10
+    os.utime(folder, ns=(past, past))  # settled: read once, then left alone
     metrics.tick()
     metrics.tick()
     score = reg.get_sample_value("driftloop_monitor_drift_score", {"model_name": "telco"})
@@ -166,3 +169,22 @@ def test_thread_starts_publishing_at_once_and_stops(observed) -> None:
     finally:
         metrics.stop()
     assert not metrics._thread.is_alive()
+
+
+def test_the_report_folder_is_read_again_only_when_it_changed(observed) -> None:
+    metrics, _, reg, settings = observed
+    report = promkit.write_monitor_report(settings.home, "telco:a")
+    folder = report_metrics.monitor_reports_dir(settings)
+    past = time.time_ns() - 10**10
+    os.utime(folder, ns=(past, past))
+    metrics.tick()
+    newest = report_metrics.latest_report(folder)
+    report["drift"]["score"] = 0.05
+    newest.write_text(json.dumps(report))  # same folder mtime: not looked at again
+    os.utime(folder, ns=(past, past))
+    metrics.tick()
+    telco = {"model_name": "telco"}
+    assert reg.get_sample_value("driftloop_monitor_drift_score", telco) == 0.42
+    os.utime(folder)  # the folder changed (now): re-read
+    metrics.tick()
+    assert reg.get_sample_value("driftloop_monitor_drift_score", telco) == 0.05

@@ -6,8 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 from pydantic import BaseModel, Field
 
 from schemas import load_dataset
@@ -18,6 +17,8 @@ from tasks.monitoring.checks import HealthConfig, PerformanceConfig, QualityConf
 from tasks.settings import get_settings
 
 
+# No Prefect tasks: every step is a plain function, cheap and local; a task run per step would
+# cost more than the steps (and `monitor.fn` would need an API). Like main before the split.
 class MonitorConfig(BaseModel):
     """Every threshold of a monitoring run, grouped by what it judges."""
 
@@ -33,12 +34,6 @@ class MonitorConfig(BaseModel):
     health: HealthConfig = Field(default_factory=HealthConfig)
 
 
-# the steps worth a task run of their own: outside I/O that may fail and is worth a retry
-scrape_serving = task(state.serving_since_last_run, name="scrape_serving", cache_policy=NO_CACHE)
-write_report = task(report.write_report, name="write_report", cache_policy=NO_CACHE, retries=2)
-emit_events = task(decision.emit_events, name="emit_events", cache_policy=NO_CACHE)
-
-
 @flow(name="monitor")
 def monitor(config: MonitorConfig | None = None) -> dict[str, Any]:
     """One monitoring run; returns the report's JSON (also reports/monitor/<time>.json)."""
@@ -48,7 +43,7 @@ def monitor(config: MonitorConfig | None = None) -> dict[str, Any]:
     reference = profiling.load_reference(model_tag=champion.tag, settings=settings)
     bounds = window.window_bounds(minutes=config.window_minutes, until=config.until)
     rows = window.load_window(window=bounds, settings=settings)
-    serving = scrape_serving(model_name=champion.name, url=config.serving_url, settings=settings)
+    serving = state.serving_since_last_run(champion.name, config.serving_url, settings)
     quality = checks.check_quality(
         window=rows, dataset=dataset, config=config.quality, serving=serving
     )
@@ -69,8 +64,8 @@ def monitor(config: MonitorConfig | None = None) -> dict[str, Any]:
         performance=performance, health=health, reference=reference,
         current_profile=profile, current_view=current_view,
     )  # fmt: skip
-    written = write_report(report=built, stamp=stamp, settings=settings)
-    announced = emit_events(report=written, due=due)
-    final = write_report(report=announced, stamp=stamp, settings=settings)  # with the event ids
+    written = report.write_report(report=built, stamp=stamp, settings=settings)
+    announced = decision.emit_events(report=written, due=due)  # rewritten with the event ids
+    final = report.write_report(report=announced, stamp=stamp, settings=settings)
     report.publish_artifacts(final)
     return final.to_json()

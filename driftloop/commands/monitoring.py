@@ -67,7 +67,7 @@ def summarize(report: MonitorReport) -> dict[str, Any]:
         "window": doc["window"],
         "action": report.decision.action,
         "reason": report.decision.reason,
-        "drift_score": doc["drift"]["score"] if drift else None,
+        "drift_score": drift.score if drift else None,
         "threshold": drift.threshold if drift else None,
         "mode": drift.mode if drift else None,
         "drifted_features": drift.drifted_features if drift else [],

@@ -94,6 +94,30 @@ class Settings(BaseSettings):
     def monitor_state(self) -> Path:
         return self.root / "monitor" / "state.json"
 
+    # --- monitoring, events and retraining (issue #11, monitoring helper) -----------------
+    @property
+    def monitor_state_lock(self) -> Path:
+        return self.root / "monitor" / "state.lock"
+
+    @property
+    def events_outbox_dir(self) -> Path:
+        return self.root / "events" / "outbox"
+
+    @property
+    def events_sent_dir(self) -> Path:
+        return self.root / "events" / "sent"
+
+    @property
+    def events_outbox_lock(self) -> Path:
+        return self.root / "events" / "outbox.lock"
+
+    @property
+    def retrain_dir(self) -> Path:
+        """Training files a retrain assembled (reference + feedback), one per run."""
+        return self.root / "retrain"
+
+    # --- end of the monitoring helper's block ---------------------------------------------
+
     def ensure_dirs(self) -> Settings:
         """Create the state layout (idempotent)."""
         for path in (

@@ -52,7 +52,7 @@ class MonitorSnapshot:
 
 
 def monitor_reports_dir(settings: Settings) -> Path:
-    """Where ``tasks.monitor.write_report`` puts the monitor's reports."""
+    """Where ``tasks.monitoring.report.write_report`` puts the monitor's reports."""
     return settings.reports_dir / "monitor"
 
 
@@ -65,7 +65,7 @@ def latest_report(folder: Path) -> Path | None:
 
 
 def snapshot_from_report(report: dict[str, Any], model_name: str) -> MonitorSnapshot:
-    """The watched numbers of a report as ``tasks.monitor.build_report`` shapes it."""
+    """The watched numbers of a report as ``tasks.monitoring.report.MonitorReport`` shapes it."""
     drift = report.get("drift") or {}  # None when a schema break stopped the drift statistics
     perf = report.get("performance") or {}
     quality = report.get("quality") or {}

@@ -108,23 +108,28 @@ def as_bool(expr: str) -> str:
 
 
 def write_monitor_report(home: Path, champion_tag: str, now: datetime | None = None) -> dict:
-    """A report built by ``tasks.monitor.build_report`` (the real shape): the window drifts
+    """A report of the monitor's own type (``MonitorReport``): the window drifts
     (score 0.42 >= 0.3) and its 150 labelled rows give AUC 0.71 against the champion's 0.84."""
-    from tasks import monitor as m
-    from tasks.drift import DriftResult, FeatureDrift
+    from tasks.drift import DriftDecision, DriftResult, FeatureDrift
+    from tasks.monitoring.checks import Health, Performance, Quality
+    from tasks.monitoring.report import MonitorReport, WindowSummary
+    from tasks.monitoring.window import run_stamp
 
     now = now or datetime.now(UTC)
     tenure = FeatureDrift("tenure", "numeric", "ks", True, 0.6, statistic=0.3, p_value=0.001)
     drift = DriftResult("tests", 0.42, 0.3, True, 400, [tenure], None)
-    perf = m.Performance(150, 0.71, 0.5, 0.4, 0.84, 0.64, 0.55, True, "auc dropped 0.13")
-    report = m.build_report(
-        run_at=now, model_name="telco", champion_tag=champion_tag,
-        window={"since": now, "until": now, "rows": 400}, drift=drift,
-        quality=m.Quality(rows=400), performance=perf,
-    )  # fmt: skip
+    perf = Performance(150, 0.71, 0.5, 0.4, 0.84, 0.64, 0.55, True, "auc dropped 0.13")
+    health = Health(400, 40.0, 3.0, 5.0, 8.0, 0.0, "window", True, [])
+    decision = DriftDecision("fire", True, 2, 2, "drift persisted")
+    report = MonitorReport(
+        run_at=now, model_name="telco", champion_tag=champion_tag, config={},
+        window=WindowSummary(since=now, until=now, rows=400), drift=drift, decision=decision,
+        quality=Quality(rows=400), performance=perf, health=health,
+        reference_profile=home / "ref.bin", current_profile=home / "cur.bin", profiles={},
+    ).to_json()  # fmt: skip
     folder = home / "reports" / "monitor"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{m.run_stamp(now)}.json").write_text(json.dumps(report))
+    (folder / f"{run_stamp(now)}.json").write_text(json.dumps(report))
     return report
 
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from promkit import as_bool, substitute
 
-from tasks.monitor import HealthConfig, QualityConfig
+from tasks.monitoring.checks import HealthConfig, QualityConfig
 
 
 def test_the_kit_parses() -> None:

@@ -1,0 +1,167 @@
+"""Confidence-based performance estimation (CBPE) for binary models: performance without labels.
+
+Fit on held-out reference rows (scores and labels): a calibration of the scores, kept only if
+it helps. On a window of scores alone, each row counts as a fractional positive ``p`` and a
+fractional negative ``1 - p`` (``p`` the calibrated probability), which gives the expected
+confusion matrix at the champion's threshold and the expected ROC AUC. The interval is the
+sampling error of the realized metric: labels drawn as Bernoulli(``p``) many times (vectorised),
+the metric computed on each draw, its standard deviation around the estimate.
+
+Valid under covariate shift (P(label | inputs) unchanged); a change of that relationship is
+what :mod:`tasks.estimation.trust` finds once labels arrive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tasks.estimation.calibration import CalibrationFit, fit_calibration
+from tasks.estimation.stats import CONFIDENCE, BinaryMetrics, Estimate, normal
+from tasks.metrics import rank_average
+
+REPLICATES = 200  # label draws for the sampling-error interval
+_BLOCK = 25  # replicates drawn at once (bounds memory to _BLOCK x rows)
+
+
+@dataclass(frozen=True)
+class ValueKnobs:
+    """Business value of acting on a flagged row (``tasks.evaluate.expected_value``'s terms)."""
+
+    value_retained: float
+    offer_cost: float
+    offer_success_rate: float
+
+    @classmethod
+    def from_extras(cls, extras: Mapping[str, Any]) -> ValueKnobs | None:
+        """The knobs from a dataset's ``extras``; ``None`` when the dataset configures none."""
+        keys = ("value_retained", "offer_cost", "offer_success_rate")
+        if not all(isinstance(extras.get(k), int | float) for k in keys):
+            return None
+        return cls(*(float(extras[k]) for k in keys))
+
+
+@dataclass(frozen=True)
+class CBPEModel:
+    """What CBPE keeps from the reference: the calibration and the champion's decision rule."""
+
+    calibration: CalibrationFit
+    threshold: float
+    value: ValueKnobs | None
+    replicates: int = REPLICATES
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ExpectedConfusion:
+    tn: float
+    fp: float
+    fn: float
+    tp: float
+
+
+@dataclass(frozen=True)
+class CBPEResult:
+    rows: int
+    threshold: float
+    calibrated: bool
+    confusion: ExpectedConfusion
+    metrics: BinaryMetrics
+    value: Estimate | None  # business value at the threshold (None when no knobs)
+
+
+def fit_cbpe(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    *,
+    threshold: float,
+    value: ValueKnobs | None = None,
+    replicates: int = REPLICATES,
+    seed: int = 0,
+) -> CBPEModel:
+    """Fit on held-out reference rows (never the training rows: their scores are optimistic)."""
+    return CBPEModel(fit_calibration(scores, labels, seed=seed), threshold, value, replicates, seed)
+
+
+def expected_auc(scores: np.ndarray, p: np.ndarray) -> float | None:
+    """E-weighted ROC AUC: every pair of distinct rows (i, j) counts ``p_i (1 - p_j)`` times,
+    as a win when ``s_i > s_j`` and half a win on a tie."""
+    order = np.argsort(scores, kind="mergesort")
+    s, p = scores[order], p[order]
+    q = 1.0 - p
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    group = np.cumsum(np.r_[True, s[1:] != s[:-1]]) - 1
+    neg_in_group = np.add.reduceat(q, starts)
+    neg_below = np.cumsum(neg_in_group) - neg_in_group
+    wins = p * (neg_below[group] + 0.5 * (neg_in_group[group] - q))
+    pairs = p.sum() * q.sum() - float(np.dot(p, q))
+    return float(wins.sum() / pairs) if pairs > 0 else None
+
+
+def _ratio(num: np.ndarray | float, den: np.ndarray | float) -> np.ndarray:
+    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+    return np.divide(num, den, out=np.full(np.broadcast(num, den).shape, np.nan), where=den > 0)
+
+
+def _simulate(model: CBPEModel, scores: np.ndarray, p: np.ndarray, flagged: np.ndarray):
+    """Realized metrics on ``replicates`` label draws from Bernoulli(p), one row per draw."""
+    rng = np.random.default_rng(model.seed)
+    n = p.size
+    ranks = rank_average(scores)
+    weights = np.column_stack([np.ones(n), flagged.astype(np.float64), ranks])
+    sums = []
+    p32 = p.astype(np.float32)
+    for start in range(0, model.replicates, _BLOCK):
+        k = min(_BLOCK, model.replicates - start)
+        draws = rng.random((k, n), dtype=np.float32) < p32
+        sums.append(draws.astype(np.float64) @ weights)
+    pos, tp, rank_sum = np.vstack(sums).T
+    return _metrics_from_counts(n, flagged.sum(), pos, tp, model.value, rank_sum)
+
+
+def _metrics_from_counts(n, n_flagged, pos, tp, value, rank_sum=None) -> dict[str, np.ndarray]:
+    fp, fn = n_flagged - tp, pos - tp
+    out = {
+        "precision": _ratio(tp, n_flagged),
+        "recall": _ratio(tp, pos),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        "accuracy": _ratio(n - fp - fn, n),
+    }
+    if rank_sum is not None:
+        out["roc_auc"] = _ratio(rank_sum - pos * (pos + 1) / 2, pos * (n - pos))
+    if value is not None:
+        gain = value.offer_success_rate * value.value_retained
+        out["value"] = np.asarray(tp * gain - value.offer_cost * n_flagged, dtype=np.float64)
+    return out
+
+
+def estimate_performance(
+    model: CBPEModel, scores: np.ndarray, *, confidence: float = CONFIDENCE
+) -> CBPEResult:
+    """Estimated metrics of the champion on a window of scores (no labels)."""
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    p = model.calibration.calibrator(s)
+    flagged = s >= model.threshold
+    tp, pos = float(p[flagged].sum()), float(p.sum())
+    n, n_flagged = s.size, int(flagged.sum())
+    point = {
+        k: float(v) for k, v in _metrics_from_counts(n, n_flagged, pos, tp, model.value).items()
+    }
+    point["roc_auc"] = expected_auc(s, p) if n else None
+    sims = _simulate(model, s, p, flagged) if n else {}
+
+    def est(name: str, lo: float = 0.0, hi: float = 1.0) -> Estimate | None:
+        value, draws = point.get(name), sims.get(name)
+        if value is None or not np.isfinite(value) or draws is None:
+            return None
+        draws = draws[np.isfinite(draws)]
+        std = float(draws.std(ddof=1)) if draws.size > 1 else float("nan")
+        return normal(value, std, confidence, lo=lo, hi=hi)
+
+    confusion = ExpectedConfusion(n - n_flagged - (pos - tp), n_flagged - tp, pos - tp, tp)
+    metrics = BinaryMetrics(*(est(k) for k in ("roc_auc", "precision", "recall", "f1", "accuracy")))
+    value = est("value", -np.inf, np.inf) if model.value is not None else None
+    return CBPEResult(n, model.threshold, model.calibration.calibrated, confusion, metrics, value)

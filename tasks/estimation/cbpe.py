@@ -5,7 +5,9 @@ it helps. On a window of scores alone, each row counts as a fractional positive 
 fractional negative ``1 - p`` (``p`` the calibrated probability), which gives the expected
 confusion matrix at the champion's threshold and the expected ROC AUC. The interval is the
 sampling error of the realized metric: labels drawn as Bernoulli(``p``) many times (vectorised),
-the metric computed on each draw, its standard deviation around the estimate.
+the metric computed on each draw, its standard deviation around the estimate, combined with
+the calibration's own uncertainty (the spread of the estimate under calibrations fitted on
+bootstrap resamples of the reference, measured on at most ``_CAL_ROWS`` window rows).
 
 Valid under covariate shift (P(label | inputs) unchanged); a change of that relationship is
 what :mod:`tasks.estimation.trust` finds once labels arrive.
@@ -19,12 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from tasks.estimation.calibration import CalibrationFit, fit_calibration
+from tasks.estimation.calibration import CalibrationFit, Calibrator, fit_calibration, fit_isotonic
 from tasks.estimation.stats import CONFIDENCE, BinaryMetrics, Estimate, normal
 from tasks.metrics import rank_average
 
 REPLICATES = 200  # label draws for the sampling-error interval
 _BLOCK = 25  # replicates drawn at once (bounds memory to _BLOCK x rows)
+BOOTSTRAPS = 20  # calibrations fitted on resampled reference rows (calibration uncertainty)
+_CAL_ROWS = 5_000  # window rows the calibration uncertainty is measured on
+_SIM_ROWS = 20_000  # beyond this, draws run on a sample and the spread scales by sqrt(rows)
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class CBPEModel:
     calibration: CalibrationFit
     threshold: float
     value: ValueKnobs | None
+    bootstraps: tuple[Calibrator, ...]
     replicates: int = REPLICATES
     seed: int = 0
 
@@ -83,7 +89,11 @@ def fit_cbpe(
     seed: int = 0,
 ) -> CBPEModel:
     """Fit on held-out reference rows (never the training rows: their scores are optimistic)."""
-    return CBPEModel(fit_calibration(scores, labels, seed=seed), threshold, value, replicates, seed)
+    s, y = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    boots = tuple(fit_isotonic(s[i], y[i]) for i in rng.integers(0, s.size, (BOOTSTRAPS, s.size)))
+    calibration = fit_calibration(s, y, seed=seed)
+    return CBPEModel(calibration, threshold, value, boots, replicates, seed)
 
 
 def expected_auc(scores: np.ndarray, p: np.ndarray) -> float | None:
@@ -109,6 +119,9 @@ def _ratio(num: np.ndarray | float, den: np.ndarray | float) -> np.ndarray:
 def _simulate(model: CBPEModel, scores: np.ndarray, p: np.ndarray, flagged: np.ndarray):
     """Realized metrics on ``replicates`` label draws from Bernoulli(p), one row per draw."""
     rng = np.random.default_rng(model.seed)
+    if p.size > _SIM_ROWS:
+        keep = rng.choice(p.size, _SIM_ROWS, replace=False)
+        scores, p, flagged = scores[keep], p[keep], flagged[keep]
     n = p.size
     ranks = rank_average(scores)
     weights = np.column_stack([np.ones(n), flagged.astype(np.float64), ranks])
@@ -138,30 +151,58 @@ def _metrics_from_counts(n, n_flagged, pos, tp, value, rank_sum=None) -> dict[st
     return out
 
 
+def _point(s: np.ndarray, p: np.ndarray, flagged: np.ndarray, value) -> dict[str, float]:
+    tp, pos = float(p[flagged].sum()), float(p.sum())
+    out = _metrics_from_counts(s.size, int(flagged.sum()), pos, tp, value)
+    point: dict[str, float] = {k: float(v) for k, v in out.items()}
+    point["roc_auc"] = expected_auc(s, p) or float("nan") if s.size else float("nan")
+    return point
+
+
+def _calibration_spread(model: CBPEModel, s: np.ndarray) -> dict[str, float]:
+    """Standard deviation of each point estimate over the bootstrap calibrations."""
+    if s.size > _CAL_ROWS:
+        s = s[np.random.default_rng(model.seed).choice(s.size, _CAL_ROWS, replace=False)]
+    flagged = s >= model.threshold
+    points = [_point(s, cal(s), flagged, model.value) for cal in model.bootstraps]
+    scale = {"value": s.size}  # value is a total: measured per row, scaled back by the caller
+    return {
+        k: float(np.nanstd([pt[k] for pt in points], ddof=1)) / scale.get(k, 1) for k in points[0]
+    }
+
+
 def estimate_performance(
     model: CBPEModel, scores: np.ndarray, *, confidence: float = CONFIDENCE
 ) -> CBPEResult:
     """Estimated metrics of the champion on a window of scores (no labels)."""
     s = np.asarray(scores, dtype=np.float64).ravel()
+    calibrated = model.calibration.calibrated
+    n = s.size
+    if not n:
+        empty = BinaryMetrics(None, None, None, None, None)
+        return CBPEResult(
+            0, model.threshold, calibrated, ExpectedConfusion(0, 0, 0, 0), empty, None
+        )
     p = model.calibration.calibrator(s)
     flagged = s >= model.threshold
-    tp, pos = float(p[flagged].sum()), float(p.sum())
-    n, n_flagged = s.size, int(flagged.sum())
-    point = {
-        k: float(v) for k, v in _metrics_from_counts(n, n_flagged, pos, tp, model.value).items()
-    }
-    point["roc_auc"] = expected_auc(s, p) if n else None
-    sims = _simulate(model, s, p, flagged) if n else {}
+    point = _point(s, p, flagged, model.value)
+    sims = _simulate(model, s, p, flagged)
+    shrink = np.sqrt(min(n, _SIM_ROWS) / n)  # the draws' spread, scaled to the window's rows
+    sims = {k: v.mean() + (v - v.mean()) * (shrink if k != "value" else 1 / shrink)
+            for k, v in sims.items()}  # fmt: skip
+    spread = _calibration_spread(model, s)
+    spread["value"] = spread.get("value", 0.0) * n
 
     def est(name: str, lo: float = 0.0, hi: float = 1.0) -> Estimate | None:
-        value, draws = point.get(name), sims.get(name)
-        if value is None or not np.isfinite(value) or draws is None:
-            return None
+        value, draws = point[name], sims[name]
         draws = draws[np.isfinite(draws)]
-        std = float(draws.std(ddof=1)) if draws.size > 1 else float("nan")
+        if not np.isfinite(value) or draws.size < 2:
+            return None
+        std = float(np.hypot(draws.std(ddof=1), np.nan_to_num(spread[name])))
         return normal(value, std, confidence, lo=lo, hi=hi)
 
+    tp, pos, n_flagged = float(p[flagged].sum()), float(p.sum()), int(flagged.sum())
     confusion = ExpectedConfusion(n - n_flagged - (pos - tp), n_flagged - tp, pos - tp, tp)
     metrics = BinaryMetrics(*(est(k) for k in ("roc_auc", "precision", "recall", "f1", "accuracy")))
     value = est("value", -np.inf, np.inf) if model.value is not None else None
-    return CBPEResult(n, model.threshold, model.calibration.calibrated, confusion, metrics, value)
+    return CBPEResult(n, model.threshold, calibrated, confusion, metrics, value)

@@ -65,9 +65,16 @@ class DomainDrift:
     top_features: tuple[FeatureGain, ...]
 
 
-def _null_se(n1: int, n2: int) -> float:
+def _null_se(n1: float, n2: float) -> float:
     """Standard error of the Mann-Whitney AUC when both samples share one distribution."""
     return math.sqrt((n1 + n2 + 1) / (12 * n1 * n2))
+
+
+def _effective_rows(x: np.ndarray) -> float:
+    """Kish's effective sample size over identical rows: a window resampled from few rows
+    carries less evidence than its row count (and its AUC varies more under the null)."""
+    _, counts = np.unique(np.nan_to_num(x, nan=np.inf), axis=0, return_counts=True)
+    return float(x.shape[0] ** 2 / np.sum(counts.astype(np.float64) ** 2))
 
 
 def _matrix(frame: pl.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
@@ -132,7 +139,7 @@ def fit_domain_classifier(
         order = rng.permutation(rows.shape[0])
         a, b = rows[order[:half]], rows[order[half : 2 * half]]
         auc, _ = _cross_validated_auc(a, b, cat_idx, config, config.seed + split)
-        deviations.append((auc - 0.5) / _null_se(half, half))
+        deviations.append((auc - 0.5) / _null_se(_effective_rows(a), _effective_rows(b)))
     dev = np.asarray(deviations)
     null_std = max(1.0, float(dev.std(ddof=1))) if dev.size > 1 else 1.0
     return DomainReference(columns, tuple(categorical), rows, float(dev.mean()), null_std, config)
@@ -146,7 +153,7 @@ def domain_drift(fitted: DomainReference, window: pl.DataFrame) -> DomainDrift:
     ref = fitted.rows
     cat_idx = [fitted.columns.index(c) for c in fitted.categorical]
     auc, gain = _cross_validated_auc(ref, cur, cat_idx, config, config.seed)
-    se = _null_se(ref.shape[0], cur.shape[0])
+    se = _null_se(_effective_rows(ref), _effective_rows(cur))
     threshold = 0.5 + (fitted.null_mean + config.k_sigma * fitted.null_std) * se
     shares = gain / gain.sum() if gain.sum() > 0 else gain
     top = np.argsort(-shares, kind="stable")[: config.top_features]

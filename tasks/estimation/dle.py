@@ -4,8 +4,10 @@ Fit on held-out reference rows (features, the champion's prediction, the target)
 LightGBM models, of the absolute and of the squared error, from the features and the
 prediction. On a window, the estimated MAE is the mean predicted absolute error and the RMSE
 the root of the mean predicted squared error. The interval is the sampling error of the
-realized value: the out-of-fold residual variance of each error model (fitted on the
-reference by a cross-fit) over the window's row count.
+realized value (the out-of-fold residual variance of each error model, from a cross-fit on the
+reference, over the window's row count) combined with the error models' own uncertainty: the
+spread of the estimate under error models fitted on bootstrap resamples of the reference
+(measured on at most ``_BOOT_ROWS`` window rows).
 
 Like CBPE, valid while P(target | inputs) holds; :mod:`tasks.estimation.trust` checks that.
 """
@@ -24,7 +26,7 @@ from tasks.estimation.stats import CONFIDENCE, RegressionMetrics, normal
 if TYPE_CHECKING:
     import lightgbm as lgb
 
-PREDICTION = "__prediction__"
+_BOOT_ROWS = 5_000
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class DLEConfig:
     learning_rate: float = 0.05
     min_data_in_leaf: int = 30
     folds: int = 2  # cross-fit for the residual variance
+    bootstraps: int = 8  # error models on resampled reference rows (model uncertainty)
     seed: int = 0
 
 
@@ -45,6 +48,7 @@ class DLEModel:
     sq_model: lgb.Booster
     abs_residual_var: float  # out-of-fold variance of |error| around its model
     sq_residual_var: float
+    bootstraps: tuple[tuple[lgb.Booster, lgb.Booster], ...]  # (abs, sq) pairs
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,8 @@ def fit_dle(
     x = _matrix(features, predictions, columns)
     err = np.asarray(targets, dtype=np.float64) - np.asarray(predictions, dtype=np.float64)
     abs_err, sq_err = np.abs(err), err**2
-    fold = np.random.default_rng(config.seed).permutation(err.size) % config.folds
+    rng = np.random.default_rng(config.seed)
+    fold = rng.permutation(err.size) % config.folds
     oof_abs, oof_sq = np.empty_like(err), np.empty_like(err)
     for k in range(config.folds):
         held = fold == k
@@ -99,7 +104,27 @@ def fit_dle(
         _train(x, sq_err, cat_idx, config, config.seed),
         float(np.var(abs_err - oof_abs)),
         float(np.var(sq_err - oof_sq)),
+        tuple(
+            (
+                _train(x[i], abs_err[i], cat_idx, config, b),
+                _train(x[i], sq_err[i], cat_idx, config, b),
+            )
+            for b, i in enumerate(rng.integers(0, err.size, (config.bootstraps, err.size)))
+        ),
     )
+
+
+def _bootstrap_spread(model: DLEModel, x: np.ndarray) -> tuple[float, float]:
+    """Standard deviations of the MAE and RMSE estimates over the bootstrap error models."""
+    if len(model.bootstraps) < 2:
+        return 0.0, 0.0
+    if x.shape[0] > _BOOT_ROWS:
+        x = x[np.random.default_rng(0).choice(x.shape[0], _BOOT_ROWS, replace=False)]
+    maes, rmses = [], []
+    for abs_model, sq_model in model.bootstraps:
+        maes.append(np.clip(abs_model.predict(x, num_threads=1), 0, None).mean())
+        rmses.append(math.sqrt(np.clip(sq_model.predict(x, num_threads=1), 0, None).mean()))
+    return float(np.std(maes, ddof=1)), float(np.std(rmses, ddof=1))
 
 
 def estimate_loss(
@@ -118,7 +143,9 @@ def estimate_loss(
     sq_hat = np.clip(model.sq_model.predict(x, num_threads=1), 0, None)
     mae = float(abs_hat.mean())
     rmse = math.sqrt(float(sq_hat.mean()))
+    boot_mae, boot_rmse = _bootstrap_spread(model, x)
     mse_std = math.sqrt(model.sq_residual_var / n)
-    rmse_std = mse_std / (2 * rmse) if rmse > 0 else 0.0
-    mae_est = normal(mae, math.sqrt(model.abs_residual_var / n), confidence, lo=0)
+    rmse_std = math.hypot(mse_std / (2 * rmse) if rmse > 0 else 0.0, boot_rmse)
+    mae_std = math.hypot(math.sqrt(model.abs_residual_var / n), boot_mae)
+    mae_est = normal(mae, mae_std, confidence, lo=0)
     return DLEResult(n, RegressionMetrics(mae_est, normal(rmse, rmse_std, confidence, lo=0)))

@@ -1,7 +1,9 @@
 """Score calibration for binary models: isotonic regression by pool-adjacent-violators.
 
-Fitted on held-out reference rows and kept only when it lowers the Brier score in a cross-fit
-(calibrating an already calibrated model only adds noise).
+Fitted on held-out reference rows and kept only when it lowers the expected calibration error
+(ECE) in a cross-fit: calibrating an already calibrated model only adds noise. ECE rather than
+the Brier score, because the Brier score barely sees over-confidence that inflates an expected
+ROC AUC (an over-fitted LightGBM model on Telco: Brier equal, expected AUC 0.03 too high).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 CROSS_FIT_FOLDS = 5
+ECE_BINS = 10  # equal-frequency bins
 
 
 @dataclass(frozen=True)
@@ -37,8 +40,8 @@ IDENTITY = Calibrator(np.empty(0), np.empty(0))
 @dataclass(frozen=True)
 class CalibrationFit:
     calibrator: Calibrator  # IDENTITY unless calibrating helped
-    brier_raw: float
-    brier_calibrated: float  # out-of-fold, of the isotonic fit
+    ece_raw: float
+    ece_calibrated: float  # out-of-fold, of the isotonic fit
 
     @property
     def calibrated(self) -> bool:
@@ -67,14 +70,16 @@ def fit_isotonic(scores: np.ndarray, labels: np.ndarray) -> Calibrator:
     return Calibrator(knots_x, knots_y)
 
 
-def brier(p: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean((np.asarray(p, dtype=np.float64) - y) ** 2))
+def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Row-weighted mean |mean probability - positive rate| over equal-frequency bins of p."""
+    parts = np.array_split(np.argsort(p, kind="stable"), bins)
+    return float(sum(abs(p[i].mean() - y[i].mean()) * i.size for i in parts if i.size) / p.size)
 
 
 def fit_calibration(
     scores: np.ndarray, labels: np.ndarray, *, folds: int = CROSS_FIT_FOLDS, seed: int = 0
 ) -> CalibrationFit:
-    """Isotonic calibration, kept only if its out-of-fold Brier score beats the raw scores'."""
+    """Isotonic calibration, kept only if its out-of-fold ECE beats the raw scores'."""
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels, dtype=np.float64)
     fold = np.random.default_rng(seed).permutation(s.size) % folds
@@ -82,6 +87,7 @@ def fit_calibration(
     for k in range(folds):
         held = fold == k
         out_of_fold[held] = fit_isotonic(s[~held], y[~held])(s[held])
-    raw, calibrated = brier(np.clip(s, 0, 1), y), brier(out_of_fold, y)
+    raw = expected_calibration_error(np.clip(s, 0, 1), y)
+    calibrated = expected_calibration_error(out_of_fold, y)
     calibrator = fit_isotonic(s, y) if calibrated < raw else IDENTITY
     return CalibrationFit(calibrator, raw, calibrated)

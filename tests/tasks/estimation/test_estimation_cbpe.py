@@ -40,9 +40,30 @@ def test_isotonic_is_monotone_and_keeps_the_mean() -> None:
 def test_calibration_is_kept_only_when_it_helps() -> None:
     rng = np.random.default_rng(2)
     p, y = _rows(4_000, rng)
-    assert not fit_calibration(p, y).calibrated  # already calibrated: isotonic adds noise
     skewed = fit_calibration(p**3, y)  # ranks right, probabilities far too low
-    assert skewed.calibrated and skewed.brier_calibrated < skewed.brier_raw
+    assert skewed.calibrated and skewed.ece_calibrated < skewed.ece_raw
+    overconfident = fit_calibration(1 / (1 + (1 / p - 1) ** 2), y)  # logit doubled
+    assert overconfident.calibrated
+    # already calibrated: isotonic rarely helps on a small reference, and stays near identity
+    kept = [fit_calibration(*_rows(300, np.random.default_rng(s))).calibrated for s in range(20)]
+    assert sum(kept) <= 8
+    near = fit_calibration(p, y).calibrator
+    assert np.mean(np.abs(near(p) - p)) < 0.03  # isotonic steps on 4,000 rows
+
+
+def test_calibration_corrects_an_overconfident_auc_estimate() -> None:
+    """Over-confident scores (an over-fitted model) inflate the expected AUC; calibration on the
+    reference brings it back to the realized one."""
+    rng = np.random.default_rng(9)
+    p_ref, y_ref = _rows(4_000, rng)
+    sharpen = lambda q: 1 / (1 + (1 / q - 1) ** 2)  # noqa: E731
+    model = fit_cbpe(sharpen(p_ref), y_ref, threshold=0.3)
+    p, y = _rows(20_000, rng)
+    realized = binary_metrics(y, sharpen(p), 0.3).roc_auc.value
+    assert expected_auc(sharpen(p), sharpen(p)) > realized + 0.03  # uncalibrated: too high
+    assert estimate_performance(model, sharpen(p)).metrics.roc_auc.value == pytest.approx(
+        realized, abs=0.01
+    )
 
 
 def test_expected_auc_matches_brute_force_with_ties() -> None:

@@ -116,23 +116,32 @@ def _ratio(num: np.ndarray | float, den: np.ndarray | float) -> np.ndarray:
     return np.divide(num, den, out=np.full(np.broadcast(num, den).shape, np.nan), where=den > 0)
 
 
-def _simulate(model: CBPEModel, scores: np.ndarray, p: np.ndarray, flagged: np.ndarray):
-    """Realized metrics on ``replicates`` label draws from Bernoulli(p), one row per draw."""
+def _sample(s: np.ndarray, rows: int, seed: int) -> np.ndarray:
+    """Row indices: all, or ``rows`` of them at random."""
+    if s.size <= rows:
+        return np.arange(s.size)
+    return np.random.default_rng(seed).choice(s.size, rows, replace=False)
+
+
+def _sampling_std(model: CBPEModel, s: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """Spread of each realized metric over ``replicates`` label draws from Bernoulli(p).
+
+    Beyond ``_SIM_ROWS`` rows the draws run on a sample: a rate's spread shrinks with the
+    square root of the rows, a total's (value) grows with it."""
+    keep = _sample(s, _SIM_ROWS, model.seed)
+    scale = np.sqrt(keep.size / s.size)
+    s, p, m = s[keep], p[keep], keep.size
+    flagged = s >= model.threshold
+    weights = np.column_stack([np.ones(m), flagged.astype(np.float64), rank_average(s)])
     rng = np.random.default_rng(model.seed)
-    if p.size > _SIM_ROWS:
-        keep = rng.choice(p.size, _SIM_ROWS, replace=False)
-        scores, p, flagged = scores[keep], p[keep], flagged[keep]
-    n = p.size
-    ranks = rank_average(scores)
-    weights = np.column_stack([np.ones(n), flagged.astype(np.float64), ranks])
     sums = []
-    p32 = p.astype(np.float32)
     for start in range(0, model.replicates, _BLOCK):
         k = min(_BLOCK, model.replicates - start)
-        draws = rng.random((k, n), dtype=np.float32) < p32
+        draws = rng.random((k, m), dtype=np.float32) < p.astype(np.float32)
         sums.append(draws.astype(np.float64) @ weights)
     pos, tp, rank_sum = np.vstack(sums).T
-    return _metrics_from_counts(n, flagged.sum(), pos, tp, model.value, rank_sum)
+    sims = _metrics_from_counts(m, flagged.sum(), pos, tp, model.value, rank_sum)
+    return {k: _std(v) * (1 / scale if k == "value" else scale) for k, v in sims.items()}
 
 
 def _metrics_from_counts(n, n_flagged, pos, tp, value, rank_sum=None) -> dict[str, np.ndarray]:
@@ -159,16 +168,21 @@ def _point(s: np.ndarray, p: np.ndarray, flagged: np.ndarray, value) -> dict[str
     return point
 
 
-def _calibration_spread(model: CBPEModel, s: np.ndarray) -> dict[str, float]:
-    """Standard deviation of each point estimate over the bootstrap calibrations."""
-    if s.size > _CAL_ROWS:
-        s = s[np.random.default_rng(model.seed).choice(s.size, _CAL_ROWS, replace=False)]
-    flagged = s >= model.threshold
-    points = [_point(s, cal(s), flagged, model.value) for cal in model.bootstraps]
-    scale = {"value": s.size}  # value is a total: measured per row, scaled back by the caller
-    return {
-        k: float(np.nanstd([pt[k] for pt in points], ddof=1)) / scale.get(k, 1) for k in points[0]
-    }
+def _std(values) -> float:
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return float(values.std(ddof=1)) if values.size > 1 else float("nan")
+
+
+def _calibration_std(model: CBPEModel, s: np.ndarray) -> dict[str, float]:
+    """Spread of each point estimate over the bootstrap calibrations (on at most
+    ``_CAL_ROWS`` rows: a bias shared by every row, so a total scales with the rows)."""
+    keep = _sample(s, _CAL_ROWS, model.seed)
+    sub = s[keep]
+    flagged = sub >= model.threshold
+    points = [_point(sub, cal(sub), flagged, model.value) for cal in model.bootstraps]
+    scale = {"value": s.size / keep.size}
+    return {k: _std([pt[k] for pt in points]) * scale.get(k, 1.0) for k in points[0]}
 
 
 def estimate_performance(
@@ -186,19 +200,13 @@ def estimate_performance(
     p = model.calibration.calibrator(s)
     flagged = s >= model.threshold
     point = _point(s, p, flagged, model.value)
-    sims = _simulate(model, s, p, flagged)
-    shrink = np.sqrt(min(n, _SIM_ROWS) / n)  # the draws' spread, scaled to the window's rows
-    sims = {k: v.mean() + (v - v.mean()) * (shrink if k != "value" else 1 / shrink)
-            for k, v in sims.items()}  # fmt: skip
-    spread = _calibration_spread(model, s)
-    spread["value"] = spread.get("value", 0.0) * n
+    sampling, calibration = _sampling_std(model, s, p), _calibration_std(model, s)
 
     def est(name: str, lo: float = 0.0, hi: float = 1.0) -> Estimate | None:
-        value, draws = point[name], sims[name]
-        draws = draws[np.isfinite(draws)]
-        if not np.isfinite(value) or draws.size < 2:
+        value, std = point[name], sampling[name]
+        if not (np.isfinite(value) and np.isfinite(std)):
             return None
-        std = float(np.hypot(draws.std(ddof=1), np.nan_to_num(spread[name])))
+        std = float(np.hypot(std, np.nan_to_num(calibration[name])))
         return normal(value, std, confidence, lo=lo, hi=hi)
 
     tp, pos, n_flagged = float(p[flagged].sum()), float(p.sum()), int(flagged.sum())

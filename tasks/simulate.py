@@ -177,12 +177,13 @@ def feature_shift(frame: pl.DataFrame, dataset: DatasetSpec, spec: DriftSpec) ->
 def correlation_flip(frame: pl.DataFrame, dataset: DatasetSpec, spec: DriftSpec) -> pl.DataFrame:
     rng = np.random.default_rng(spec.seed)
     col = spec.column or _default_numeric(dataset)
-    values = frame[col].to_numpy().copy()
-    present = ~frame[col].is_null().to_numpy()
+    values = frame[col]
+    present = ~values.is_null().to_numpy()
     rows = np.flatnonzero(present & (rng.random(frame.height) < min(1.0, spec.severity)))
-    ranked = rows[np.argsort(values[rows], kind="stable")]
-    values[ranked] = values[ranked[::-1]]  # smallest gets the largest: a permutation of values
-    return frame.with_columns(pl.Series(col, values, dtype=frame.schema[col]))
+    ranked = rows[np.argsort(values.to_numpy()[rows], kind="stable")]
+    source = np.arange(frame.height)
+    source[ranked] = ranked[::-1]  # the smallest value's row takes the largest: a permutation
+    return frame.with_columns(values.gather(source))
 
 
 _KINDS = {

@@ -120,8 +120,10 @@ def labelled_predictions(
     )
     arrived = feedback.filter(pl.col("ts") <= as_of)
     if not arrived.height:
-        return preds.clear().with_columns(label=pl.lit(0.0), label_ts=pl.col("ts"))
-    return join_feedback(preds, arrived).select("ts", "score", "label", "label_ts")
+        joined = preds.clear().with_columns(label=pl.lit(0.0), label_ts=pl.col("ts"))
+    else:
+        joined = join_feedback(preds, arrived)
+    return joined.select("ts", "score", pl.col("label").cast(pl.Float64), "label_ts")
 
 
 def _lag(frame: pl.DataFrame) -> Lag:

@@ -60,7 +60,14 @@ def z_value(confidence: float = CONFIDENCE) -> float:
     return NormalDist().inv_cdf(0.5 + confidence / 2)
 
 
-def normal(value: float, std: float, confidence: float = CONFIDENCE, *, lo=-math.inf, hi=math.inf):
+def normal(
+    value: float,
+    std: float,
+    confidence: float = CONFIDENCE,
+    *,
+    lo: float = -math.inf,
+    hi: float = math.inf,
+) -> Estimate:
     """``value ± z·std``, clipped to the metric's range."""
     z = z_value(confidence)
     return Estimate(value, max(lo, value - z * std), min(hi, value + z * std), std)

@@ -113,15 +113,22 @@ def test_feature_shift_moves_one_feature_only(telco: pl.DataFrame) -> None:
     assert cat.drop("Contract").equals(telco.drop("Contract"))
 
 
-@pytest.mark.parametrize("severity", [0.3, 1.0])
-def test_correlation_flip_keeps_every_marginal_exactly(telco: pl.DataFrame, severity) -> None:
-    spec = DriftSpec("correlation_flip", severity=severity, column="MonthlyCharges", seed=2)
+@pytest.mark.parametrize(
+    ("severity", "column", "other"),
+    [(0.3, "MonthlyCharges", "TotalCharges"), (1.0, "MonthlyCharges", "TotalCharges"),
+     (1.0, "TotalCharges", "tenure")],  # TotalCharges has nulls: they stay where they are
+)  # fmt: skip
+def test_correlation_flip_keeps_every_marginal_exactly(
+    telco: pl.DataFrame, severity: float, column: str, other: str
+) -> None:
+    spec = DriftSpec("correlation_flip", severity=severity, column=column, seed=2)
     flipped = inject_drift(telco, TELCO, spec)
     for col in telco.columns:  # every column holds the same values, in some order
         assert flipped[col].sort().equals(telco[col].sort()), col
-    assert flipped.drop("MonthlyCharges").equals(telco.drop("MonthlyCharges"))
-    before = telco.select(pl.corr("MonthlyCharges", "TotalCharges")).item()
-    after = flipped.select(pl.corr("MonthlyCharges", "TotalCharges")).item()
+    assert flipped.drop(column).equals(telco.drop(column))
+    assert flipped[column].is_null().equals(telco[column].is_null())
+    before = telco.select(pl.corr(column, other)).item()
+    after = flipped.select(pl.corr(column, other)).item()
     assert after < before - 0.2 * severity
     if severity == 1.0:
         assert before > 0.5 and after < 0  # the sign flips

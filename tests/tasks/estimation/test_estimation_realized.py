@@ -154,3 +154,17 @@ def test_label_rate_drift() -> None:
     moved = label_rate_drift((rng.random(1_000) < 0.40).astype(float), ref)
     assert same.p_value > 0.05 and moved.p_value < 1e-6 and moved.rate > moved.reference_rate
     assert label_rate_drift(np.array([]), ref) is None
+
+
+def test_regression_windows_score_mae_and_rmse() -> None:
+    fb = FEEDBACK.with_columns(label=pl.Series([1.0, 0.0, 1.0, 2.0, 0.0, 0.0]))
+    w0, w1 = realized_windows(
+        PREDS, fb, every=HOUR, horizon=24 * HOUR, as_of=T0 + 3 * HOUR, task="regression"
+    )
+    assert w0.label_rate is None and w0.metrics.mae.value == pytest.approx((0.1 + 0.2 + 0.3) / 3)
+    assert w1.metrics.rmse.value == pytest.approx(math.sqrt((1.2**2 + 0.3**2 + 0.1**2) / 3))
+
+
+def test_binary_windows_need_the_threshold() -> None:
+    with pytest.raises(ValueError, match="threshold"):
+        realized_windows(PREDS, FEEDBACK, every=HOUR, horizon=24 * HOUR, as_of=T0 + 3 * HOUR)

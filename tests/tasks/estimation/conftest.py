@@ -42,3 +42,9 @@ def make_rows(n: int, seed: int) -> tuple[pl.DataFrame, np.ndarray]:
 @pytest.fixture(scope="session")
 def synthetic() -> DatasetSpec:
     return SPEC
+
+
+@pytest.fixture(scope="session")
+def rows():
+    """The synthetic row maker (:func:`make_rows`)."""
+    return make_rows

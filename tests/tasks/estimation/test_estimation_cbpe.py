@@ -148,8 +148,8 @@ def test_100k_rows_in_well_under_half_a_second() -> None:
     model = fit_cbpe(p, y, threshold=0.4, value=KNOBS)
     window = rng.beta(2, 5, 100_000)
     best = np.inf
-    for _ in range(3):
-        start = time.perf_counter()
+    for _ in range(3):  # CPU time: the machine's other jobs do not count against it
+        start = time.process_time()
         estimate_performance(model, window)
-        best = min(best, time.perf_counter() - start)
-    assert best < 0.5
+        best = min(best, time.process_time() - start)
+    assert best < 0.5  # ~0.15 s on one idle core

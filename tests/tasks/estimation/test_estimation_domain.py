@@ -68,11 +68,11 @@ def test_a_5k_row_window_takes_about_a_second_at_most(fitted, synthetic, rows) -
     ref, features = fitted
     window = build_features(_window(rows, synthetic, 0, "none"), features)
     best = np.inf
-    for _ in range(2):
-        start = time.perf_counter()
+    for _ in range(2):  # CPU time: the machine's other jobs do not count against it
+        start = time.process_time()
         domain_drift(ref, window)
-        best = min(best, time.perf_counter() - start)
-    assert best < 1.5  # ~0.3 s on an idle core; the margin is for a shared machine
+        best = min(best, time.process_time() - start)
+    assert best < 1.0  # ~0.3 s on an idle core
 
 
 def test_missing_feature_columns_are_a_clear_error(fitted) -> None:

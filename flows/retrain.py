@@ -69,8 +69,8 @@ def retrain(config: RetrainConfig | None = None, trigger: RetrainTrigger | None 
     from schemas import load_dataset
     from tasks import events, predlog, registry
     from tasks import retrain as rt
-    from tasks.data import load_snapshot
     from tasks.gate import GateConfig, run_gate
+    from tasks.ingest.snapshot import load_snapshot
     from tasks.settings import get_settings
 
     config, trigger = config or RetrainConfig(), trigger or RetrainTrigger()

@@ -19,7 +19,7 @@ from flows.train import TrainConfig, train
 from schemas import load_dataset
 from tasks import registry, tracking
 from tasks import train as T
-from tasks.data import load_snapshot
+from tasks.ingest.snapshot import load_snapshot
 from tasks.evaluate import compute_metrics, label_vector, score_frame
 from tasks.settings import get_settings
 

@@ -9,7 +9,10 @@ import polars as pl
 import pytest
 
 from schemas import load_dataset
-from tasks.data import DataFileError, QualityThresholds, ingest_file, load_snapshot
+from tasks.ingest.compose import ingest_file
+from tasks.ingest.config import IngestOptions
+from tasks.ingest.snapshot import load_snapshot
+from tasks.ingest.table import DataFileError
 
 TELCO = load_dataset("telco")
 
@@ -130,7 +133,7 @@ def test_quality_thresholds_are_reported(telco_csv: Path, home: Path, tmp_path: 
         _corrupt(lines, i, lines[0].split(",").index("Contract"), "Weekly")
     path = tmp_path / "many_bad.csv"
     path.write_text("\n".join(lines) + "\n")
-    result = ingest_file(path, TELCO, thresholds=QualityThresholds(max_quarantine_share=0.001))
+    result = ingest_file(path, TELCO, options=IngestOptions(max_quarantine_share=0.001))
     assert not result.quality_passed
     assert any("quarantined" in f for f in result.quality_failures)
     report = json.loads(result.report.with_suffix(".json").read_text())
@@ -144,12 +147,12 @@ def test_unknown_extra_columns_can_be_dropped(telco_csv: Path, home: Path, tmp_p
     frame.write_csv(path)
     with pytest.raises(DataFileError, match="unexpected extra columns: note"):
         ingest_file(path, TELCO)
-    result = ingest_file(path, TELCO, extra_columns="drop")
+    result = ingest_file(path, TELCO, options=IngestOptions(extra_columns="drop"))
     assert result.rows_accepted == 7043 and "note" not in result.accepted.columns
 
 
 def test_field_counts_see_blank_short_long_and_quoted_lines(tmp_path: Path) -> None:
-    from tasks.data import _field_counts
+    from tasks.ingest.read import _field_counts
 
     plain = b"a,b,c\r\n1,2,3\r\n4,5\r\n\r\n6,7,8,9\r\n10,11,12"
     assert _field_counts(plain, ",", "utf-8").to_list() == [3, 2, 0, 4, 3]

@@ -27,9 +27,9 @@ import polars as pl
 
 from bentos.metrics import ServingMetrics, observe_scores
 from tasks import registry
+from tasks.predict import score_frame
 from tasks.predlog import BufferedLog, ScoredBatch, prediction_frame
 from tasks.registry import CHALLENGER, CHAMPION, LoadedModel
-from tasks.scoring import score_frame
 from tasks.settings import Settings
 
 log = logging.getLogger("driftloop.serving")

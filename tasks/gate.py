@@ -16,7 +16,8 @@ import numpy as np
 import polars as pl
 
 from schemas.base import DatasetSpec
-from tasks.evaluate import compute_metrics, label_vector, score_frame, slice_metrics
+from tasks.evaluate import compute_metrics, label_vector, slice_metrics
+from tasks.predict import score_frame
 
 LOWER_IS_BETTER = {"log_loss", "brier", "mse", "rmse", "mae"}
 DEFAULT_METRIC = {"binary": "roc_auc", "regression": "rmse"}
@@ -217,8 +218,8 @@ def run_gate(
     decision = compare(
         frame,
         label_vector(frame, dataset),
-        score_frame(champion, frame),
-        score_frame(challenger, frame),
+        score_frame(frame, champion).scores,
+        score_frame(frame, challenger).scores,
         task=dataset.task,
         segment_columns=[c for c in dataset.segment_columns if c in frame.columns],
         champion_threshold=champion.threshold,

@@ -13,33 +13,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 from pydantic import TypeAdapter, ValidationError
 
 from schemas.base import DatasetSpec
 from schemas.requests import RequestModels, frame_errors, records_to_frame, request_models
-from tasks.features import build_features, to_matrix
+from tasks.ingest.parse import parse_text
+from tasks.predict import score_frame
 from tasks.predlog import ScoredBatch, prediction_frame
 from tasks.registry import LoadedModel
 from tasks.settings import Settings, get_settings
 
 READ_CHUNK = 50_000  # rows validated at once in batch scoring (bounds memory)
-
-
-@dataclass(frozen=True)
-class Scores:
-    scores: np.ndarray
-    decisions: np.ndarray | None
-
-
-def score_frame(frame: pl.DataFrame, model: LoadedModel) -> Scores:
-    """Scores (and decisions at the model's threshold) for contract-typed rows."""
-    matrix = to_matrix(build_features(frame, model.features))
-    scores = np.asarray(model.predict(matrix), dtype=np.float64).reshape(-1)
-    if model.metadata.get("task", "binary") == "regression":
-        return Scores(scores, None)
-    return Scores(scores, scores >= model.threshold)
 
 
 def score_inputs(
@@ -85,45 +70,23 @@ class ValidatedRows:
     errors: pl.DataFrame  # row, column, check, message of the rows that did not
 
 
-def _parse(col: str, dtype: pl.DataType) -> pl.Expr:
-    text = pl.col(col)
-    if dtype == pl.String:
-        return text
-    if dtype.is_integer():  # "3.0" is an integer written as a float: accept it when exact
-        as_float = text.cast(pl.Float64, strict=False)
-        exact = as_float.is_finite() & (as_float == as_float.round(0))
-        return pl.when(exact).then(as_float).cast(dtype, strict=False)
-    if dtype.is_float():  # NaN / inf are left for validation to refuse by name
-        return text.cast(dtype, strict=False)
-    return text.cast(dtype, strict=False)
-
-
 def _typed(
     raw: pl.DataFrame, dataset: DatasetSpec, models: RequestModels
 ) -> tuple[pl.DataFrame, list[dict]]:
-    """Text cells -> contract types (null markers -> null); unparsable cells are errors."""
+    """Text cells -> contract types with ingest's parser (null markers -> null); typed cells
+    (Parquet) are cast; unparsable cells are errors."""
     missing = [c for c in models.input_columns if c not in raw.columns]
     present = raw.with_columns([pl.lit(None, pl.String).alias(c) for c in missing])
-    cleaned = present.select(
-        pl.when(pl.col(c).cast(pl.String).str.strip_chars().is_in(list(dataset.null_markers)))
-        .then(None)
-        .otherwise(pl.col(c).cast(pl.String).str.strip_chars())
-        .alias(c)
-        if raw.schema.get(c, pl.String) == pl.String
-        else pl.col(c)
-        for c in models.input_columns
-    )
-    typed = cleaned.select(
-        (_parse(c, dtype) if cleaned.schema[c] == pl.String else pl.col(c).cast(dtype)).alias(c)
+    text = {c: t for c, t in models.polars_schema.items() if present.schema[c] == pl.String}
+    parsed, failures = parse_text(present, text, dataset.null_markers)
+    typed = present.select(
+        parsed[c] if c in text else pl.col(c).cast(dtype)
         for c, dtype in models.polars_schema.items()
     )
-    errors = []
-    for c, dtype in models.polars_schema.items():
-        bad = (cleaned[c].is_not_null() & typed[c].is_null()).arg_true().to_list()
-        for i in bad:
-            errors.append(
-                {"row": i, "column": c, "check": "type", "message": f"not a valid {dtype}"}
-            )
+    errors = [
+        {"row": row, "column": c, "check": "type", "message": f"not a valid {text[c]}"}
+        for row, c in failures.select("row", "column").iter_rows()
+    ]
     return typed, errors
 
 

@@ -223,7 +223,7 @@ def _with_shadow(batches: list[ScoredBatch], challenger: LoadedModel | None) -> 
     if challenger is None or not batches:
         return batches
     inputs = pl.concat([b.inputs for b in batches], how="vertical_relaxed")
-    shadow = score_frame(inputs, challenger).scores
+    shadow = score_frame(inputs, challenger)
     bounds = np.cumsum([0] + [len(b) for b in batches])
     return [
         replace(b, shadow_tag=challenger.tag, shadow_scores=shadow[lo:hi])

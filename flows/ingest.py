@@ -34,7 +34,7 @@ class QualityGateError(RuntimeError):
 # no cache key: Prefect would hash the inputs, i.e. pickle every row of the split (~400 MiB
 # more peak memory at 1M rows), for a step that is never served from a cache anyway
 read_table = task(read.read_table, name="read_table", cache_policy=NO_CACHE)
-save_snapshot = task(snapshot.save_snapshot, name="save_snapshot", retries=2, cache_policy=NO_CACHE)
+save_snapshot = task(snapshot.save_snapshot, name="save_snapshot", cache_policy=NO_CACHE, retries=2)
 STEPS = compose.IngestSteps(read=read_table, save=save_snapshot)
 
 

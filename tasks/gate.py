@@ -218,8 +218,8 @@ def run_gate(
     decision = compare(
         frame,
         label_vector(frame, dataset),
-        score_frame(frame, champion).scores,
-        score_frame(frame, challenger).scores,
+        score_frame(frame, champion),
+        score_frame(frame, challenger),
         task=dataset.task,
         segment_columns=[c for c in dataset.segment_columns if c in frame.columns],
         champion_threshold=champion.threshold,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 from pydantic import TypeAdapter, ValidationError
 
@@ -27,6 +28,13 @@ from tasks.settings import Settings, get_settings
 READ_CHUNK = 50_000  # rows validated at once in batch scoring (bounds memory)
 
 
+def decide(scores: np.ndarray, model: LoadedModel) -> np.ndarray | None:
+    """Scores at or above the model's threshold (None for a regression model)."""
+    if model.metadata.get("task", "binary") == "regression":
+        return None
+    return scores >= model.threshold
+
+
 def score_inputs(
     inputs: pl.DataFrame,
     model: LoadedModel,
@@ -35,7 +43,7 @@ def score_inputs(
 ) -> ScoredBatch:
     """Score validated inputs; the result is both the response and the log entry."""
     started = time.perf_counter() if started is None else started
-    out = score_frame(inputs, model)
+    scores = score_frame(inputs, model)
     base = uuid.uuid4().hex
     n = inputs.height
     entity = inputs[id_column].cast(pl.String).to_list() if id_column in inputs.columns else None
@@ -45,8 +53,8 @@ def score_inputs(
         entity_ids=entity,
         ts=datetime.now(UTC),
         model_tag=model.tag,
-        scores=out.scores,
-        decisions=out.decisions,
+        scores=scores,
+        decisions=decide(scores, model),
         latency_ms=(time.perf_counter() - started) * 1e3,
     )
 
@@ -56,9 +64,7 @@ def with_shadow(batch: ScoredBatch, challenger: LoadedModel | None) -> ScoredBat
     if challenger is None:
         return batch
     shadow = score_frame(batch.inputs, challenger)
-    return ScoredBatch(
-        **{**batch.__dict__, "shadow_tag": challenger.tag, "shadow_scores": shadow.scores}
-    )
+    return ScoredBatch(**{**batch.__dict__, "shadow_tag": challenger.tag, "shadow_scores": shadow})
 
 
 # --- batch scoring of files ---------------------------------------------------------------

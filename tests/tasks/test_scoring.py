@@ -21,7 +21,7 @@ from schemas.base import DatasetSpec  # noqa: E402
 from tasks import registry  # noqa: E402
 from tasks.features import build_features, to_matrix  # noqa: E402
 from tasks.predict import score_frame  # noqa: E402
-from tasks.scoring import validate_rows  # noqa: E402
+from tasks.scoring import decide, validate_rows  # noqa: E402
 from tasks.settings import Settings  # noqa: E402
 
 DS = load_dataset("telco")
@@ -46,10 +46,10 @@ def _raw(n: int = 60) -> pl.DataFrame:
 def test_score_frame_equals_booster_and_decides_at_threshold(champion_home):
     m = tiny_models()
     model = registry.load_model("telco:champion", champion_home)
-    out = score_frame(m.rows, model)
+    scores = score_frame(m.rows, model)
     expected = m.a.predict(to_matrix(build_features(m.rows, m.features)), num_threads=1)
-    np.testing.assert_allclose(out.scores, expected, rtol=0, atol=1e-12)
-    assert (out.decisions == (expected >= 0.4)).all()
+    np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-12)
+    assert (decide(scores, model) == (expected >= 0.4)).all()
 
 
 def test_validate_rows_refuses_what_the_service_refuses():

@@ -39,13 +39,12 @@ def ingest(
 
         if extra_columns not in (None, "reject", "drop"):
             raise CLIError(f"--extra-columns must be 'reject' or 'drop', not {extra_columns!r}")
-        spec = load_dataset(dataset)
-        check_file(path, spec, delimiter, encoding, extra_columns)  # clean one-line errors first
         config = IngestConfig(
             path=str(path), dataset=dataset, delimiter=delimiter, encoding=encoding,
             extra_columns=extra_columns, max_quarantine_share=max_quarantine_share,
             max_missing_share=max_missing_share,
         )  # fmt: skip
+        check_file(path, load_dataset(dataset), config)  # clean one-line errors first
         try:
             result = ingest(config)
         except QualityGateError as exc:

@@ -100,10 +100,7 @@ def ingest_file(
 
     settings = settings or get_settings()
     options = options or IngestOptions()
-    raw = steps.read(
-        path=Path(path), dataset=dataset, delimiter=options.delimiter,
-        encoding=options.encoding, extra_columns=options.extra_columns,
-    )  # fmt: skip
+    raw = steps.read(path=Path(path), dataset=dataset, options=options)
     parsed = parse_table(raw, dataset)
     split = split_rows(parsed, validate_table(parsed, dataset))
     snapshot = steps.save(split=split, dataset=dataset, source=raw.source, settings=settings)
@@ -113,7 +110,9 @@ def ingest_file(
     return make_result(snapshot, split, report)
 
 
-def read_valid_rows(path: Path | str, dataset: DatasetSpec, delimiter: str = ",") -> Split:
+def read_valid_rows(
+    path: Path | str, dataset: DatasetSpec, options: IngestOptions | None = None
+) -> Split:
     """Parse and validate a file without writing anything (for simulation and scoring)."""
-    parsed = parse_table(read_table(Path(path), dataset, delimiter), dataset)
+    parsed = parse_table(read_table(Path(path), dataset, options), dataset)
     return split_rows(parsed, validate_table(parsed, dataset))

@@ -12,6 +12,7 @@ from typing import Literal
 import polars as pl
 
 from schemas.base import DatasetSpec
+from tasks.ingest.config import IngestOptions
 from tasks.ingest.table import LINE, DataFileError, RawTable
 
 _OTHER_DELIMITERS = (";", "\t", "|")
@@ -53,16 +54,17 @@ def check_columns(
 def check_file(
     path: Path,
     dataset: DatasetSpec,
-    delimiter: str = ",",
-    encoding: str = "utf-8",
-    extra_columns: Literal["reject", "drop"] | None = None,
+    options: IngestOptions | None = None,
     data: bytes | None = None,
 ) -> list[str]:
     """File-level checks before any row is read; returns the header. Raises DataFileError.
 
-    ``data`` is the file's content when the caller has read it already; otherwise the file is
-    streamed (its encoding is checked chunk by chunk, never decoded whole).
+    ``options`` say how to read it (delimiter, encoding, extra columns). ``data`` is the file's
+    content when the caller has read it already; otherwise the file is streamed (its encoding
+    is checked chunk by chunk, never decoded whole).
     """
+    options = options or IngestOptions()
+    delimiter, encoding, extra_columns = options.delimiter, options.encoding, options.extra_columns
     path = Path(path)
     if not path.exists():
         raise DataFileError(f"file not found: {path}")
@@ -206,17 +208,13 @@ def _row_field_counts(
     return counts
 
 
-def read_table(
-    path: Path,
-    dataset: DatasetSpec,
-    delimiter: str = ",",
-    encoding: str = "utf-8",
-    extra_columns: Literal["reject", "drop"] | None = None,
-) -> RawTable:
+def read_table(path: Path, dataset: DatasetSpec, options: IngestOptions | None = None) -> RawTable:
     """Read every cell as text, after the file-level checks. Malformed lines are flagged."""
+    options = options or IngestOptions()
+    delimiter, encoding = options.delimiter, options.encoding
     path = Path(path)
     if path.suffix.lower() in (".parquet", ".pq"):
-        header = check_file(path, dataset, delimiter, encoding, extra_columns)
+        header = check_file(path, dataset, options)
         frame = pl.read_parquet(path).select(pl.all().cast(pl.String))
         counts = pl.Series("fields", [None] * frame.height, dtype=pl.Int64)
         malformed = pl.Series("malformed", [False] * frame.height)
@@ -224,7 +222,7 @@ def read_table(
     else:
         utf8 = _is_utf8(encoding)
         # UTF-8 is read from the file as it is; another encoding is decoded and re-encoded once
-        header = check_file(path, dataset, delimiter, encoding, extra_columns)
+        header = check_file(path, dataset, options)
         source: Path | bytes = path if utf8 else path.read_bytes().decode(encoding).encode()
         frame = pl.read_csv(
             source, separator=delimiter, infer_schema=False, truncate_ragged_lines=True

@@ -84,13 +84,16 @@ class IngestSteps:
     save: Callable[..., Any] = save_snapshot
 
 
+PLAIN_STEPS = IngestSteps()
+
+
 def ingest_file(
     path: Path | str,
     dataset: DatasetSpec,
     *,
     options: IngestOptions | None = None,
     settings: Settings | None = None,
-    steps: IngestSteps = IngestSteps(),  # noqa: B008 - frozen, shared safely
+    steps: IngestSteps = PLAIN_STEPS,
 ) -> IngestResult:
     """Read, parse, validate, quarantine, version and report one file (no Prefect needed).
 

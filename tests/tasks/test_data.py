@@ -139,6 +139,21 @@ def test_quality_thresholds_are_reported(telco_csv: Path, home: Path, tmp_path: 
     report = json.loads(result.report.with_suffix(".json").read_text())
     assert report["consistency"]["domain_violations"] == 38
     assert report["completeness"]["missing_share"]["TotalCharges"] == pytest.approx(11 / 7043)
+    assert report["thresholds"] == {
+        "max_missing_share": 0.2, "max_quarantine_share": 0.001,
+        "max_duplicate_share": 0.01, "max_staleness_hours": None,
+    }  # fmt: skip
+
+
+def test_ingest_file_reads_with_the_options_given(telco_csv: Path, home: Path, tmp_path: Path):
+    """Training and the flow call the same ingest_file: a delimiter reaches the reader."""
+    path = tmp_path / "semicolons.csv"
+    pl.read_csv(telco_csv, infer_schema=False).write_csv(path, separator=";")
+    with pytest.raises(DataFileError, match="wrong delimiter"):
+        ingest_file(path, TELCO)
+    result = ingest_file(path, TELCO, options=IngestOptions(delimiter=";"))
+    assert result.rows_accepted == 7043
+    assert result.data_version == ingest_file(telco_csv, TELCO).data_version
 
 
 def test_unknown_extra_columns_can_be_dropped(telco_csv: Path, home: Path, tmp_path: Path):

@@ -12,9 +12,10 @@ import polars as pl
 
 from schemas import load_dataset
 from schemas.records import TS
-from tasks import data, registry
+from tasks import registry
 from tasks.evaluate import label_vector
 from tasks.features import FeatureSpec, build_features, to_matrix
+from tasks.ingest import compose, parse, read
 from tasks.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,7 +26,7 @@ START = datetime(2026, 6, 1, tzinfo=UTC)
 
 def telco_rows() -> pl.DataFrame:
     """The shipped Telco file, parsed and typed per the contract."""
-    parsed = data.parse_table(data.read_table(REPO / "data" / "telco_churn.csv", DS), DS)
+    parsed = parse.parse_table(read.read_table(REPO / "data" / "telco_churn.csv", DS), DS)
     return parsed.frame.select(DS.column_names)
 
 
@@ -35,7 +36,7 @@ def make_champion(settings: Settings, rows: pl.DataFrame) -> registry.LoadedMode
     path = settings.root / "reference.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     rows.head(N_REFERENCE).write_parquet(path)
-    ingested = data.ingest_file(path, DS, settings=settings)
+    ingested = compose.ingest_file(path, DS, settings=settings)
     frame = ingested.accepted
     fspec = FeatureSpec.from_dataset(DS)
     X, y = to_matrix(build_features(frame, fspec)), label_vector(frame, DS)

@@ -14,6 +14,7 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
+import tasks.io
 from tasks import registry
 from tasks.features import FeatureSpec
 from tasks.io import atomic_write
@@ -126,7 +127,7 @@ def test_failed_index_write_leaves_the_old_index_whole(home, monkeypatch) -> Non
             raise OSError(28, "No space left on device")
 
     with monkeypatch.context() as patch, pytest.raises(OSError, match="No space"):
-        patch.setattr(registry.os, "fdopen", lambda fd, mode: DiskFull(real_fdopen(fd, mode)))
+        patch.setattr(tasks.io.os, "fdopen", lambda fd, mode: DiskFull(real_fdopen(fd, mode)))
         registry.promote("toy", b)
     index_path = get_settings().alias_index
     assert index_path.read_bytes() == before

@@ -19,11 +19,16 @@ import struct
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tasks.settings import Settings
+
+if TYPE_CHECKING:
+    import wandb
+
+    from tasks.training.model import Scored, TrainedModel
 
 PROJECT = "driftloop"
 CURVE_POINTS = 200  # ROC/PR curves are downsampled to keep the run small
@@ -56,7 +61,7 @@ def git_sha() -> str | None:
 class Tracker:
     """A live W&B run, or a no-op when tracking is disabled (``run is None``)."""
 
-    run: Any = None
+    run: wandb.Run | None = None
     mode: str = "disabled"
     run_dir: str | None = None  # ``.../offline-run-<time>-<id>``, holding ``run-*.wandb``
     run_path: str | None = None  # entity/project/id
@@ -116,18 +121,20 @@ class Tracker:
         self,
         *,
         tag: str,
-        evals: dict[str, Any],
-        summary: dict[str, Any],
-        y: np.ndarray,
-        scores: np.ndarray,
+        model: TrainedModel,
+        scored: Scored,
         threshold: float | None,
-        importance: dict[str, float],
+        summary: dict[str, Any],
         task: str,
     ) -> None:
-        """The final model: per-iteration metrics, charts, final metrics and registry tag."""
-        self.log_iterations(evals)
-        self.log_evaluation(y, scores, threshold, importance, task)
+        """The final model: per-iteration metrics, test charts, final metrics, registry tag."""
+        self.log_iterations(model.evals)
+        self.log_evaluation(scored.test_y, scored.test_scores, threshold, model.importance(), task)
         self.log_summary({**summary, "model_tag": tag})
+
+    def references(self) -> dict[str, str | None]:
+        """Where the run is, for a model's lineage."""
+        return {"wandb_run_path": self.run_path, "wandb_run_dir": self.run_dir}
 
     def finish(self, exit_code: int = 0) -> None:
         if self.run is not None:
@@ -216,6 +223,8 @@ def start_run(
 
 
 # --- reading offline runs back ------------------------------------------------------------
+# wandb's private on-disk format (no public reader in 0.31): tests/tasks/test_tracking.py
+# `test_pinned_wandb_writes_the_offline_format_the_reader_assumes` fails if it changes.
 
 
 @dataclass

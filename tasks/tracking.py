@@ -17,6 +17,7 @@ import json
 import os
 import struct
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -264,17 +265,34 @@ def _key(item: Any) -> str:
     return item.key or "/".join(item.nested_key)
 
 
-def read_offline_run(run_dir: str | Path) -> OfflineRun:
-    """Parse ``<run_dir>/run-*.wandb`` (offline runs write no ``wandb-summary.json``)."""
+def read_offline_run(run_dir: str | Path, wait_s: float = 10.0) -> OfflineRun:
+    """Parse ``<run_dir>/run-*.wandb`` (offline runs write no ``wandb-summary.json``).
+
+    A finished run's file ends with its ``exit`` record, but wandb-core (0.31) may still be
+    writing the file's last block for a moment after ``finish()`` returns (seen: the file cut
+    at 64 KiB, the summary missing, complete 0.25 s later). So wait up to ``wait_s`` for the
+    exit record; a run that never finished is read as far as it goes."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     files = sorted(Path(run_dir).glob("run-*.wandb"))
     if not files:
         raise FileNotFoundError(f"no run-*.wandb file in {run_dir}")
+    deadline = time.monotonic() + wait_s
+    while True:
+        records = []
+        for payload in _log_records(files[0].read_bytes()):
+            rec = pb.Record()
+            rec.ParseFromString(payload)
+            records.append(rec)
+        finished = any(r.WhichOneof("record_type") == "exit" for r in records)
+        if finished or time.monotonic() >= deadline:
+            return _offline_run(records)
+        time.sleep(0.1)
+
+
+def _offline_run(records: list[Any]) -> OfflineRun:
     out = OfflineRun()
-    for payload in _log_records(files[0].read_bytes()):
-        rec = pb.Record()
-        rec.ParseFromString(payload)
+    for rec in records:
         kind = rec.WhichOneof("record_type")
         if kind == "history":
             out.history.append({_key(i): json.loads(i.value_json) for i in rec.history.item})

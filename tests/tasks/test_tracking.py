@@ -78,8 +78,13 @@ def test_pinned_wandb_writes_the_offline_format_the_reader_assumes(home, monkeyp
         run.run.summary["final"] = 7
     (file,) = Path(run.run_dir).glob("run-*.wandb")
     assert file.read_bytes()[:4] == b":W&B"
-    back = tracking.read_offline_run(run.run_dir)
+    back = tracking.read_offline_run(run.run_dir)  # waits for the run's exit record
     assert [h["probe"] for h in back.history if "probe" in h] == [1.25]
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    last = pb.Record()
+    last.ParseFromString(list(tracking._log_records(file.read_bytes()))[-1])
+    assert last.WhichOneof("record_type") == "exit"  # what the reader waits for
     assert back.summary["final"] == 7 and back.config["k"] == "v"
 
 

@@ -142,7 +142,16 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if k != "reliability"}
 
 
-def model_metadata(
+@dataclass(frozen=True)
+class ModelRecord:
+    """What the registry stores with a model: its metadata, short labels and the card."""
+
+    metadata: dict[str, Any]
+    labels: dict[str, str]
+    card: str
+
+
+def model_record(
     *,
     dataset: DatasetSpec,
     data_version: str,
@@ -151,10 +160,11 @@ def model_metadata(
     evaluation: Evaluation,
     lineage: dict[str, Any],
     clock: Clock,
-) -> dict[str, Any]:
-    """Everything the registry keeps about a model."""
+) -> ModelRecord:
+    """Everything the registry keeps about a model: its metadata, and the labels and model
+    card made from that metadata."""
     tuning = model.tuning
-    return {
+    metadata = {
         "dataset": dataset.name,
         "task": dataset.task,
         "target": dataset.target,
@@ -183,32 +193,6 @@ def model_metadata(
         "train_wall_s": round(clock.wall_s(), 3),
         "peak_rss_mb": round(clock.peak_rss_mb(), 1),
     }
-
-
-@dataclass(frozen=True)
-class ModelRecord:
-    """What the registry stores with a model: its metadata, short labels and the card."""
-
-    metadata: dict[str, Any]
-    labels: dict[str, str]
-    card: str
-
-
-def model_record(
-    *,
-    dataset: DatasetSpec,
-    data_version: str,
-    splits: Splits,
-    model: TrainedModel,
-    evaluation: Evaluation,
-    lineage: dict[str, Any],
-    clock: Clock,
-) -> ModelRecord:
-    """:func:`model_metadata`, and the labels and model card made from it."""
-    metadata = model_metadata(
-        dataset=dataset, data_version=data_version, splits=splits, model=model,
-        evaluation=evaluation, lineage=lineage, clock=clock,
-    )  # fmt: skip
     card = from_metadata(dataset, metadata, evaluation.slices)
     return ModelRecord(metadata=metadata, labels=model_labels(metadata), card=card)
 

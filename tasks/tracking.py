@@ -20,6 +20,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -149,7 +150,7 @@ class Tracker:
         self.finish(exit_code=0 if exc_type is None else 1)
 
 
-def _confusion(wandb: Any, actual: np.ndarray, predicted: np.ndarray) -> Any:
+def _confusion(wandb: ModuleType, actual: np.ndarray, predicted: np.ndarray) -> Any:
     """W&B's confusion-matrix chart from counts made with numpy (``wandb.plot.confusion_matrix``
     counts in a Python loop: 6 s for 200k rows)."""
     names = {False: "negative", True: "positive"}
@@ -165,7 +166,7 @@ def _confusion(wandb: Any, actual: np.ndarray, predicted: np.ndarray) -> Any:
     )
 
 
-def _curve(wandb: Any, x: np.ndarray, y: np.ndarray, xn: str, yn: str, title: str) -> Any:
+def _curve(wandb: ModuleType, x: np.ndarray, y: np.ndarray, xn: str, yn: str, title: str) -> Any:
     keep = np.unique(np.linspace(0, len(x) - 1, min(len(x), CURVE_POINTS)).astype(int))
     table = wandb.Table(columns=[xn, yn], data=[[float(x[i]), float(y[i])] for i in keep])
     return wandb.plot.line(table, xn, yn, title=title)

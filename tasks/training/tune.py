@@ -19,6 +19,7 @@ from tasks.training.storage import open_storage
 
 if TYPE_CHECKING:
     import optuna
+    from lightgbm.callback import CallbackEnv
 
 DIRECTION = {"binary": "maximize", "regression": "minimize"}
 PRUNER = "median"
@@ -163,7 +164,7 @@ class _AtIterations:
         self.order = getattr(callback, "order", 30)
         self.before_iteration = False
 
-    def __call__(self, env: Any) -> None:
+    def __call__(self, env: CallbackEnv) -> None:
         if env.iteration + 1 in self.iterations:
             self.callback(env)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from driftloop.stack import api_call
+from driftloop.prefect_api import api_call
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e

@@ -20,7 +20,8 @@ import psutil
 import pytest
 from _stack_fixtures import make_champion, noise_labels, telco_rows, write_traffic
 
-from driftloop.stack import LocalStack, StackConfig, deployment_runs, retrain_timeline
+from driftloop.prefect_api import deployment_runs, retrain_timeline
+from driftloop.stack import LocalStack, StackConfig
 from tasks import events, registry
 from tasks.settings import Settings
 

@@ -80,7 +80,7 @@ class Driftloop:
     model = bentoml.models.BentoModel(_class_scope_tag(DATASET.name))
 
     def __init__(self) -> None:
-        settings = get_settings()
+        settings = SETTINGS
         self.metrics = serving_metrics()
         self.watcher = ModelWatcher(DATASET.name, settings, self.metrics)
         if self.watcher.check(force=True).champion is None:

@@ -96,7 +96,7 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> dict[str, An
     summary: dict[str, Any] = {"home": str(home), "scenario": config.scenario}
     try:
         with timeline.stage("prepare data") as note:
-            data = prepare_data(config, dataset, home)
+            data = prepare_data(config, dataset, settings.demo_reference)
             note["detail"] = f"{data.calm.height} calm + {sum(d.height for d in data.drifted)}"
             note["detail"] += f" drifted + {data.after.height} after-swap records"
         with timeline.stage("start Prefect server, work pool, deployments, worker") as note:

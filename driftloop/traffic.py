@@ -27,8 +27,9 @@ class DemoData:
     after: pl.DataFrame  # drifted traffic replayed after the swap (never trained on)
 
 
-def prepare_data(config: DemoConfig, dataset: DatasetSpec, workdir: Path) -> DemoData:
-    """Split the valid rows into reference / calm / drifted windows / after-swap traffic."""
+def prepare_data(config: DemoConfig, dataset: DatasetSpec, reference_path: Path) -> DemoData:
+    """Split the valid rows into reference (written to ``reference_path``) / calm / drifted
+    windows / after-swap traffic."""
     from tasks.data import read_valid_rows, write_table
     from tasks.simulate import DriftSpec, inject_drift
 
@@ -36,7 +37,7 @@ def prepare_data(config: DemoConfig, dataset: DatasetSpec, workdir: Path) -> Dem
     rows = rows.sample(fraction=1.0, shuffle=True, seed=config.seed)
     n_ref = int(rows.height * config.reference_share)
     reference, live = rows[:n_ref], rows[n_ref:]
-    reference_path = write_table(reference, workdir / "reference.csv")
+    reference_path = write_table(reference, reference_path)
     n = live.height
     calm, rest = live[: n // 4], live[n // 4 :]
     tilt = most_telling_category(reference, dataset)

@@ -111,6 +111,11 @@ class Settings(BaseSettings):
         """Marks a home made by ``driftloop demo`` (the only kind the demo may reset)."""
         return self.root / ".driftloop-demo"
 
+    @property
+    def demo_reference(self) -> Path:
+        """The rows ``driftloop demo`` trains its first champion on."""
+        return self.root / "reference.csv"
+
     # --- serving and monitoring ---------------------------------------------------------
     @property
     def predictions_dir(self) -> Path:

@@ -36,7 +36,7 @@ def test_a_nonsense_knob_is_refused_not_silently_defaulted(monkeypatch: pytest.M
 
 def test_stack_and_demo_paths_live_under_home(tmp_path):
     s = Settings(home=tmp_path / "h")
-    for path in (s.stack_state, s.stack_logs_dir, s.demo_marker, s.prefect_db,
+    for path in (s.stack_state, s.stack_logs_dir, s.demo_marker, s.prefect_db, s.demo_reference,
                  s.bento_exports_dir):  # fmt: skip
         assert path.is_relative_to(s.root)
     assert s.stack_state == s.root / "stack" / "state.json"  # the layout a running stack wrote

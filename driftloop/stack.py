@@ -68,9 +68,17 @@ class LocalStack:
         self._load_state()
 
     # --- state ------------------------------------------------------------------------
+    @property
+    def state_path(self) -> Path:
+        return self.settings.stack_state
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.settings.stack_logs_dir
+
     def _load_state(self) -> None:
         try:
-            state = json.loads(self.settings.stack_state.read_text())
+            state = json.loads(self.state_path.read_text())
         except FileNotFoundError:
             return
         self.api_url = state.get("api_url")
@@ -85,7 +93,7 @@ class LocalStack:
             "config": self.config.model_dump(mode="json"),
             "processes": [asdict(p.record) for p in self.processes.values()],
         }
-        atomic_write(self.settings.stack_state, json.dumps(state, indent=2).encode())
+        atomic_write(self.state_path, json.dumps(state, indent=2).encode())
 
     # --- environment ------------------------------------------------------------------
     def env(self) -> dict[str, str]:
@@ -116,7 +124,7 @@ class LocalStack:
         return [sys.executable, "-m", "prefect", *args]
 
     def _log(self, name: str) -> Path:
-        return self.settings.stack_logs_dir / f"{name}.log"
+        return self.logs_dir / f"{name}.log"
 
     def _start(self, name: str, argv: list[str], cwd: Path | None = None) -> ManagedProcess:
         proc = ManagedProcess.start(
@@ -235,7 +243,7 @@ class LocalStack:
             self._release_events_worker(name)
             outcomes[name] = self.processes[name].stop(self.config.stop_timeout_s)
         self.processes.clear()
-        self.settings.stack_state.unlink(missing_ok=True)
+        self.state_path.unlink(missing_ok=True)
         return outcomes
 
     def status(self) -> dict[str, Any]:

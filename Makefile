@@ -6,7 +6,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: .uv-bootstrap demo test lint bench bench-smoke env clean-state help
+.PHONY: .uv-bootstrap demo test lint bench bench-smoke env sysdeps clean-state help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -30,7 +30,11 @@ env: .venv/.synced  ## create the locked environment
 demo: env  ## run the whole loop on the shipped Telco data, on local servers
 	$(UV) run --frozen driftloop demo $(DEMO_ARGS)
 
-test: env  ## lint, then the whole test suite (unit, integration, end-to-end, bench smoke)
+# Debian packages the Prometheus and browser tests run (apt-get only when one is missing).
+sysdeps:  ## system packages for the tests: prometheus (promtool), chromium (+ driver)
+	@scripts/sysdeps.sh
+
+test: env sysdeps  ## lint, then the whole test suite (unit, integration, end-to-end, bench smoke)
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
 

@@ -5,8 +5,8 @@ directly, on a real temporary Prefect server (SQLite):
 
 * the fixed cost of a flow run (a flow that does nothing vs. a direct no-op call);
 * the cost of one task call (a flow of ``TASKS_PER_FLOW`` no-op tasks vs. the empty flow);
-* driftloop's own ingest flow (``flows.ingest.ingest``) vs. ``tasks.data.ingest_file`` (the
-  same steps, no Prefect) on the shipped Telco CSV;
+* driftloop's own ingest flow (``flows.ingest.ingest``) vs.
+  ``tasks.ingest.compose.ingest_file`` (the same steps, no Prefect) on the shipped Telco CSV;
 * a three-task training pipeline (split -> fit -> predict, the functions of ``tasks.train``)
   as a flow vs. the same calls, at two data sizes: the tax shrinks as the work grows.
 
@@ -126,7 +126,7 @@ def _diff(a: harness.Stats, b: harness.Stats, scale: float = 1.0) -> harness.Sta
 def _ingest_pair() -> tuple[Callable[[], Any], Callable[[], Any]]:
     from flows.ingest import IngestConfig, ingest
     from schemas import load_dataset
-    from tasks.data import ingest_file
+    from tasks.ingest.compose import ingest_file
 
     csv = _telco_csv()
     dataset = load_dataset("telco")

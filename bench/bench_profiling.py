@@ -53,6 +53,13 @@ class NullEmitter:
         raise AttributeError(name)
 
 
+def _drop_events() -> None:
+    """Make the monitor emit through :class:`NullEmitter` (its default emitter, replaced)."""
+    from tasks.monitoring import decision
+
+    decision.default_emitter = NullEmitter
+
+
 # --- data -----------------------------------------------------------------------------------
 
 
@@ -185,9 +192,10 @@ def bench_monitor_flow(rows: int, n: int, quick: bool) -> list[dict[str, Any]]:
 
     dataset = prepare_monitored_home(rows)
     config = _monitor_config(dataset)
+    _drop_events()
     if quick:
-        times = [_timed(lambda: monitor.fn(config=config, emitter=NullEmitter())) for _ in range(n)]
-        report = monitor.fn(config=config, emitter=NullEmitter())
+        times = [_timed(lambda: monitor.fn(config=config)) for _ in range(n)]
+        report = monitor.fn(config=config)
         assert report["window"]["rows"] == rows, report["window"]
         return [
             metric(AREA, f"monitor run (flow function, no Prefect engine), {rows:,}-row window",
@@ -197,8 +205,8 @@ def bench_monitor_flow(rows: int, n: int, quick: bool) -> list[dict[str, Any]]:
     from bench.harness import temporary_prefect_server
 
     with temporary_prefect_server():
-        times = [_timed(lambda: monitor(config=config, emitter=NullEmitter())) for _ in range(n)]
-    report = monitor.fn(config=config, emitter=NullEmitter())
+        times = [_timed(lambda: monitor(config=config)) for _ in range(n)]
+    report = monitor.fn(config=config)
     assert report["window"]["rows"] == rows, report["window"]
     return [
         metric(AREA, f"monitor flow wall time, {rows:,}-row window", None, "s",
@@ -217,7 +225,8 @@ def _timed(fn) -> float:
 def our_drift_report(reference, current, out: Path) -> dict[str, Any]:
     """Whylogs profiles of both sides, drift statistics, JSON + HTML: the monitor's report."""
     from tasks.drift import DriftConfig, compute_drift
-    from tasks.profiling import profile_frame, render_report_html, summarize_profile
+    from tasks.monitoring.report import render_report_html
+    from tasks.profiling import profile_frame, summarize_profile
 
     num = [c for c in reference.columns if not c.startswith("cat_")]
     cat = [c for c in reference.columns if c.startswith("cat_")]
@@ -362,7 +371,8 @@ def _child(argv: list[str]) -> None:
         return
     from flows.monitor import monitor
 
-    report = monitor.fn(config=_monitor_config(args.monitor_child), emitter=NullEmitter())
+    _drop_events()
+    report = monitor.fn(config=_monitor_config(args.monitor_child))
     print(json.dumps({"rows": report["window"]["rows"],
                       "drifted": report["drift"]["drifted_features"]}))  # fmt: skip
 

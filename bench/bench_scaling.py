@@ -1,7 +1,7 @@
 """Scaling curves: ingest, training and profiling time (and peak memory) against data size.
 
 Each point runs in its own subprocess, so its peak RSS is measured from outside and one
-size's memory never leaks into the next: ``ingest`` is ``tasks.data.ingest_file`` on a
+size's memory never leaks into the next: ``ingest`` is ``tasks.ingest.compose.ingest_file`` on a
 generated CSV (read, parse, validate, quarantine, snapshot, quality report); ``training`` is
 ``tasks.train`` split + features + the untuned baseline fit (LightGBM defaults, 100 rounds,
 1 thread: a fixed budget, so time reflects data size); ``profiling`` is
@@ -36,7 +36,7 @@ POINT_TIMEOUT_S = 2400.0
 STAGES = ("ingest", "training", "profiling")
 # what each stage calls: module, function names that must exist
 NEEDS = {
-    "ingest": ("tasks.data", ("ingest_file",)),
+    "ingest": ("tasks.ingest.compose", ("ingest_file",)),
     "training": ("tasks.train", ("split_data", "to_xy", "fit_default")),
     "profiling": ("tasks.profiling", ("profile_frame",)),
 }
@@ -63,7 +63,7 @@ def _point(stage: str, csv: Path, module: Path, snapshot: str | None, repeat: in
 
     dataset = load_dataset(str(module))
     if stage == "ingest":
-        from tasks.data import ingest_file
+        from tasks.ingest.compose import ingest_file
 
         samples, result = [], None
         for _ in range(repeat):
@@ -72,7 +72,7 @@ def _point(stage: str, csv: Path, module: Path, snapshot: str | None, repeat: in
             samples.append(time.perf_counter() - t0)
         assert result is not None
         return {"samples": samples, "snapshot": str(result.snapshot), "rows": result.rows_in}
-    from tasks.data import load_snapshot
+    from tasks.ingest.snapshot import load_snapshot
 
     frame = load_snapshot(snapshot)
     if stage == "training":

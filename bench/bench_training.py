@@ -41,12 +41,12 @@ QUICK_ROWS = 5_000  # overhead pipeline
 
 def _telco():
     from schemas import load_dataset
-    from tasks import data
+    from tasks.ingest import parse, read, validate
 
     ds = load_dataset("telco")
-    raw = data.read_table(REPO / "data" / "telco_churn.csv", ds)
-    parsed = data.parse_table(raw, ds)
-    return ds, data.split_rows(parsed, data.validate_table(parsed, ds)).accepted
+    raw = read.read_table(REPO / "data" / "telco_churn.csv", ds)
+    parsed = parse.parse_table(raw, ds)
+    return ds, validate.split_rows(parsed, validate.validate_table(parsed, ds)).accepted
 
 
 def _auc(y, s) -> float:
@@ -60,12 +60,12 @@ def _auc(y, s) -> float:
 
 def _synthetic_frame(rows: int):
     from schemas import load_dataset
-    from tasks import data
+    from tasks.ingest import parse, read, validate
 
     csv, module = write_synthetic(scratch_dir(), rows=rows, cols=20, seed=1, name="synth_prune")
     ds = load_dataset(str(module))
-    parsed = data.parse_table(data.read_table(csv, ds), ds)
-    return ds, data.split_rows(parsed, data.validate_table(parsed, ds)).accepted
+    parsed = parse.parse_table(read.read_table(csv, ds), ds)
+    return ds, validate.split_rows(parsed, validate.validate_table(parsed, ds)).accepted
 
 
 def _pruning_rows(

@@ -26,9 +26,9 @@ import polars as pl
 
 from bentos.metrics import ServingMetrics, observe_scores
 from tasks import registry
+from tasks.predict import score_frame
 from tasks.predlog import BufferedLog, ScoredBatch, prediction_frame
 from tasks.registry import CHALLENGER, CHAMPION, LoadedModel
-from tasks.scoring import score_frame
 from tasks.settings import Settings
 
 log = logging.getLogger("driftloop.serving")
@@ -222,7 +222,7 @@ def _with_shadow(batches: list[ScoredBatch], challenger: LoadedModel | None) -> 
     if challenger is None or not batches:
         return batches
     inputs = pl.concat([b.inputs for b in batches], how="vertical_relaxed")
-    shadow = score_frame(inputs, challenger).scores
+    shadow = score_frame(inputs, challenger)
     bounds = np.cumsum([0] + [len(b) for b in batches])
     return [
         replace(b, shadow_tag=challenger.tag, shadow_scores=shadow[lo:hi])

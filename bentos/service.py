@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 
 from bentos.metrics import serving_metrics
 from bentos.middleware import GuardMiddleware
+from bentos.process_metrics import SAMPLE_SECONDS, ProcessMetrics
 from bentos.runtime import (
     Models,
     ModelWatcher,
@@ -86,6 +87,10 @@ class Driftloop:
         if self.watcher.check(force=True).champion is None:
             self._load_packed_model()
         self.watcher.start()
+        every = settings.process_metrics_seconds or SAMPLE_SECONDS
+        self.observed = ProcessMetrics(
+            DATASET.name, settings, lambda: self.watcher.models, interval=every
+        ).start()
         flush = settings.predlog_flush_seconds
         self.prediction_log = prediction_log(settings, self.metrics, flush_seconds=flush)
         self.feedback_log = feedback_log(settings, flush_seconds=flush)
@@ -107,6 +112,7 @@ class Driftloop:
     @bentoml.on_shutdown
     def _shutdown(self) -> None:
         self.watcher.stop()
+        self.observed.stop()
         self.prediction_log.close()  # nothing lost on a clean stop
         self.feedback_log.close()
 

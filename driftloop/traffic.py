@@ -30,7 +30,8 @@ class DemoData:
 def prepare_data(config: DemoConfig, dataset: DatasetSpec, reference_path: Path) -> DemoData:
     """Split the valid rows into reference (written to ``reference_path``) / calm / drifted
     windows / after-swap traffic."""
-    from tasks.data import read_valid_rows, write_table
+    from tasks.ingest.compose import read_valid_rows
+    from tasks.ingest.snapshot import write_table
     from tasks.simulate import DriftSpec, inject_drift
 
     rows = read_valid_rows(config.data, dataset).accepted

@@ -9,10 +9,16 @@ from typing import Any
 from prefect import flow
 from pydantic import BaseModel, Field
 
+from schemas import load_dataset
+from tasks import profiling
 from tasks.drift import DriftConfig
-from tasks.monitor import HealthConfig, PerformanceConfig, QualityConfig
+from tasks.monitoring import checks, decision, report, state, window
+from tasks.monitoring.checks import HealthConfig, PerformanceConfig, QualityConfig
+from tasks.settings import get_settings
 
 
+# No Prefect tasks: every step is a plain function, cheap and local; a task run per step would
+# cost more than the steps (and `monitor.fn` would need an API). Like main before the split.
 class MonitorConfig(BaseModel):
     """Every threshold of a monitoring run, grouped by what it judges."""
 
@@ -29,91 +35,37 @@ class MonitorConfig(BaseModel):
 
 
 @flow(name="monitor")
-def monitor(config: MonitorConfig | None = None, emitter: Any = None) -> dict[str, Any]:
-    """One monitoring run; returns the report (also under reports/monitor/<time>.json).
-
-    ``emitter`` defaults to ``tasks.events``; tests pass a fake with the same ``emit_*``.
-    """
-    from schemas import load_dataset
-    from tasks import monitor as m
-    from tasks.drift import compute_drift
-    from tasks.profiling import (
-        SCORE_COLUMN,
-        load_reference,
-        profile_frame,
-        summarize_profile,
-        write_profile,
-    )
-    from tasks.settings import get_settings
-
+def monitor(config: MonitorConfig | None = None) -> dict[str, Any]:
+    """One monitoring run; returns the report's JSON (also reports/monitor/<time>.json)."""
     config, settings, now = config or MonitorConfig(), get_settings(), datetime.now(UTC)
-    emitter, stamp = emitter or _events(), m.run_stamp(now)
-    dataset = load_dataset(config.dataset)
-    champion = m.load_champion(dataset.name, settings)
-    reference = load_reference(champion.tag, settings)
-    bounds = m.window_bounds(config.window_minutes, config.until)
-    window = m.load_window(bounds, settings)
-    serving = m.serving_counters(champion.name, config.serving_url, settings)
-    quality = m.check_quality(window, dataset, config.quality, serving)
-    current = m.monitor_frames(window, dataset, SCORE_COLUMN)
-    current_view = profile_frame(current)
-    profile_path = write_profile(current_view, settings.window_profiles_dir / f"{stamp}.bin")
-    drift = None
-    if not quality.schema_break:
-        drift = compute_drift(
-            reference.sample,
-            current,
-            numeric=dataset.numeric_features,
-            categorical=dataset.categorical_features,
-            importance=champion.importance,
-            config=config.drift,
-            score_column=SCORE_COLUMN,
-            current_score_column=SCORE_COLUMN,
-        )
-    labels = m.load_labels(settings)
-    performance = m.compute_performance(window, labels, champion, config.performance)
-    health = m.compute_health(window, bounds, config.health, serving)
-    due = m.decide_window(drift, quality, performance, champion, config.drift, now, settings)
-    report = m.build_report(
-        run_at=now,
-        model_name=champion.name,
-        champion_tag=champion.tag,
-        config=config.model_dump(mode="json"),
-        window={"since": bounds.since, "until": bounds.until, "rows": window.height},
-        drift=drift,
-        decision=due["decision"],
-        quality=quality,
-        performance=performance,
-        health=health,
-        reference_profile=reference.profile_path,
-        current_profile=profile_path,
-        profiles={
-            "reference": summarize_profile(reference.profile()),
-            "current": summarize_profile(current_view),
-        },
+    dataset, stamp = load_dataset(config.dataset), window.run_stamp(now)
+    champion = window.load_champion(name=dataset.name, settings=settings)
+    reference = profiling.load_reference(model_tag=champion.tag, settings=settings)
+    bounds = window.window_bounds(minutes=config.window_minutes, until=config.until)
+    rows = window.load_window(window=bounds, settings=settings)
+    serving = state.serving_since_last_run(champion.name, config.serving_url, settings)
+    quality = checks.check_quality(
+        window=rows, dataset=dataset, config=config.quality, serving=serving
     )
-    m.write_report(report, stamp, settings)
-    report["events"] = m.emit_events(report, due, quality, emitter)
-    m.write_report(report, stamp, settings)  # again, with the event ids
-    _publish_artifacts(report, m.summary_markdown(report), m.drift_table(report))
-    return report
-
-
-def _events() -> Any:
-    from tasks import events
-
-    events.flush_outbox()  # re-send what an earlier run could not deliver
-    return events
-
-
-def _publish_artifacts(report: dict[str, Any], markdown: str, table: list[dict]) -> None:
-    """Markdown summary + per-feature table in the Prefect UI (only inside a flow run)."""
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
-    from prefect.context import FlowRunContext
-
-    if FlowRunContext.get() is None:
-        return
-    key = f"monitor-{report['model_name']}".lower().replace("_", "-")
-    create_markdown_artifact(markdown, key=key, description="driftloop monitor summary")
-    if table:
-        create_table_artifact(table, key=f"{key}-drift", description="per-feature drift")
+    current = window.monitor_frames(rows, dataset, score_column=profiling.SCORE_COLUMN)
+    current_view = profiling.profile_frame(frame=current)
+    profile = profiling.write_profile(current_view, settings.window_profiles_dir / f"{stamp}.bin")
+    drift = checks.check_drift(reference=reference, current=current, dataset=dataset,
+                               champion=champion, config=config.drift, quality=quality)  # fmt: skip
+    labels = window.load_labels(settings=settings)
+    performance = checks.compute_performance(rows, labels, champion, config=config.performance)
+    health = checks.compute_health(rows, bounds, config=config.health, serving=serving)
+    due = decision.decide_window(drift=drift, quality=quality, performance=performance,
+                                 champion=champion, config=config.drift, now=now,
+                                 settings=settings)  # fmt: skip
+    built = report.build_report(
+        run_at=now, champion=champion, config=config.model_dump(mode="json"), bounds=bounds,
+        rows=rows.height, drift=drift, decision=due.decision, quality=quality,
+        performance=performance, health=health, reference=reference,
+        current_profile=profile, current_view=current_view,
+    )  # fmt: skip
+    written = report.write_report(report=built, stamp=stamp, settings=settings)
+    announced = decision.emit_events(report=written, due=due)  # rewritten with the event ids
+    final = report.write_report(report=announced, stamp=stamp, settings=settings)
+    report.publish_artifacts(final)
+    return final.to_json()

@@ -8,27 +8,20 @@ or by hand (``driftloop retrain``). The service notices a promotion in the alias
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-# Heavy imports (polars, LightGBM, scikit-learn) happen inside the flow: `prefect deploy`
-# imports this module only to read the parameter schema.
-Strategy = Literal["full_refit", "sliding_window", "warm_start"]
-
-
-class GateSettings(BaseModel):
-    """Promotion rule (see ``tasks.gate.GateConfig``)."""
-
-    metric: str | None = None
-    margin: float = Field(0.005, ge=0)
-    max_slice_regression: float = Field(0.05, ge=0)
-    min_slice_rows: int = Field(30, ge=1)
-    min_eval_rows: int = Field(50, ge=1)
-    confidence: float = Field(0.95, ge=0, lt=1, description="paired-bootstrap check; 0 = off")
-    bootstrap_rounds: int = Field(400, ge=10)
+from flows.train import TrainConfig, train
+from schemas import load_dataset
+from tasks import predlog, registry
+from tasks import retrain as rt
+from tasks.gate import GateConfig, run_gate
+from tasks.ingest.snapshot import load_snapshot
+from tasks.retrain import Strategy
+from tasks.settings import get_settings
 
 
 class RetrainConfig(BaseModel):
@@ -45,7 +38,7 @@ class RetrainConfig(BaseModel):
     seed: int = 0
     num_threads: int = Field(1, ge=1)
     min_rows: int = Field(200, ge=1)
-    gate: GateSettings = Field(default_factory=GateSettings)
+    gate: GateConfig = Field(default_factory=GateConfig)
 
 
 class RetrainTrigger(BaseModel):
@@ -58,26 +51,22 @@ class RetrainTrigger(BaseModel):
     evidence: dict[str, Any] = Field(default_factory=dict)
 
 
-def _task(fn: Any, **options: Any) -> Any:
-    return task(fn, cache_policy=NO_CACHE, **options)
+load_labeled_feedback = task(
+    predlog.join_feedback, name="load_labeled_feedback", cache_policy=NO_CACHE
+)
+apply_gate_decision = task(
+    rt.apply_decision, name="apply_gate_decision", cache_policy=NO_CACHE, retries=2
+)
 
 
 @flow(name="retrain")
 def retrain(config: RetrainConfig | None = None, trigger: RetrainTrigger | None = None) -> dict:
     """Assemble data, train a challenger, gate it against the champion, promote or reject."""
-    from flows.train import TrainConfig, train
-    from schemas import load_dataset
-    from tasks import events, predlog, registry
-    from tasks import retrain as rt
-    from tasks.data import load_snapshot
-    from tasks.gate import GateConfig, run_gate
-    from tasks.settings import get_settings
-
     config, trigger = config or RetrainConfig(), trigger or RetrainTrigger()
     settings, stamp = get_settings().ensure_dirs(), rt.run_stamp()
     dataset = load_dataset(trigger.model or config.dataset)
     champion = registry.load_model(f"{dataset.name}:champion", settings)
-    joined = _task(predlog.join_feedback, name="load_labeled_feedback")(settings=settings)
+    joined = load_labeled_feedback(settings=settings)
     labeled = rt.labeled_feedback(joined, dataset, since=config.feedback_since)
     recent = rt.split_holdout(
         labeled, fraction=config.holdout_fraction, min_rows=config.min_holdout_rows
@@ -97,17 +86,10 @@ def retrain(config: RetrainConfig | None = None, trigger: RetrainTrigger | None 
         min_rows=config.min_rows, reason=f"retrain: {trigger.reason}",
     ))  # fmt: skip
     challenger = registry.load_model(trained["model_tag"], settings)
-    decision = run_gate(
-        champion, challenger, recent.holdout, dataset, GateConfig(**config.gate.model_dump())
-    )
-    promote = _task(rt.apply_decision, name="apply_gate_decision", retries=2)
-    champion_after = promote(decision=decision, name=dataset.name, settings=settings)
-    evidence = {
-        **decision.summary(), "trigger": trigger.model_dump(exclude={"evidence"}),
-        "strategy": data.strategy, "n_reference": data.n_reference, "n_feedback": data.n_feedback,
-        "n_holdout": recent.holdout.height, "holdout_window": [recent.first_ts, recent.last_ts],
-        "champion_after": champion_after, "challenger_data_version": trained.get("data_version"),
-    }  # fmt: skip
-    emit = events.emit_model_promoted if decision.promote else events.emit_model_rejected
-    evidence["event_id"] = emit(dataset.name, evidence)
-    return evidence
+    decision = run_gate(champion, challenger, recent.holdout, dataset, config.gate)
+    champion_after = apply_gate_decision(decision=decision, name=dataset.name, settings=settings)
+    evidence = rt.gate_evidence(
+        decision, trigger=trigger.model_dump(exclude={"evidence"}), data=data, recent=recent,
+        champion_after=champion_after, challenger_data_version=trained.get("data_version"),
+    )  # fmt: skip
+    return rt.emit_outcome(dataset.name, decision, evidence)

@@ -16,9 +16,10 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from schemas import load_dataset
-from tasks import card, data, evaluate, profiling, registry, tracking
+from tasks import card, evaluate, profiling, registry, tracking
 from tasks import train as training
 from tasks.features import FeatureSpec
+from tasks.ingest import compose
 from tasks.settings import get_settings
 
 
@@ -71,7 +72,7 @@ class TrainConfig(BaseModel):
 class Steps:
     """The steps worth a Prefect task run (visible, retryable); plain functions otherwise."""
 
-    ingest: Callable[..., Any] = data.ingest_file
+    ingest: Callable[..., Any] = compose.ingest_file
     train: Callable[..., Any] = training.train_model
     evaluate: Callable[..., Any] = evaluate.evaluate_model
     register: Callable[..., Any] = registry.register_model

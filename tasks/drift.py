@@ -11,13 +11,13 @@ is "significant"), distances do not, hence the switch.
 The decision does not fire on noise: the drift score is the share of drifted features weighted
 by the model's feature importance; a window below ``min_window_rows`` decides nothing; drift
 must persist for ``hysteresis_windows`` consecutive windows; and after a fired event or a
-champion change nothing fires for ``cooldown_minutes``. The state between runs lives in
-``settings.monitor_state`` (JSON, written atomically).
+champion change nothing fires for ``cooldown_minutes`` (:func:`cooldown_end`, the one cooldown
+rule). The decision is a pure function of the window and a ``MonitorState``; reading and
+writing that state is ``tasks.monitoring.state``'s job.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -28,8 +28,7 @@ from pydantic import BaseModel, Field
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-from tasks.io import atomic_write
-from tasks.settings import Settings, get_settings
+from tasks.monitoring.state import HistoryEntry, MonitorState
 
 NumericDistance = Literal["wasserstein", "jensen_shannon", "psi", "hellinger"]
 CategoricalDistance = Literal["jensen_shannon", "psi", "hellinger"]
@@ -296,29 +295,35 @@ class DriftDecision:
         return asdict(self)
 
 
+def cooldown_end(*started: datetime | None, minutes: float) -> datetime | None:
+    """The one cooldown rule: quiet until ``minutes`` after the latest of ``started`` (a fired
+    event, a champion change); None when nothing has started a cooldown."""
+    starts = [t for t in started if t is not None]
+    return max(starts) + timedelta(minutes=minutes) if starts else None
+
+
 def decide(
     *,
     drifting: bool,
     window_rows: int,
-    state: dict[str, Any],
+    state: MonitorState,
     config: DriftConfig,
     now: datetime,
     champion_tag: str,
     last_retrain_at: datetime | None = None,
     score: float | None = None,
-) -> tuple[DriftDecision, dict[str, Any]]:
+) -> tuple[DriftDecision, MonitorState]:
     """Apply minimum window size, hysteresis and cooldown; return the decision and new state.
 
-    ``state`` is this model's entry of the state file (empty at first). A new champion resets
+    ``state`` is this model's state (empty at first); it is not changed. A new champion resets
     the count of consecutive drifting windows (its reference is new) and starts a cooldown.
     """
-    state = dict(state)
-    if state.get("champion_tag") != champion_tag:
-        state.update(champion_tag=champion_tag, consecutive=0)
-    consecutive = int(state.get("consecutive", 0))
-    starts = [t for t in (_dt(state.get("last_fired_at")), last_retrain_at) if t is not None]
-    cooldown_end = max(starts) + timedelta(minutes=config.cooldown_minutes) if starts else None
-    in_cooldown = cooldown_end is not None and now < cooldown_end
+    state = state.model_copy(deep=True)
+    if state.champion_tag != champion_tag:
+        state.champion_tag, state.consecutive = champion_tag, 0
+    consecutive = state.consecutive
+    end = cooldown_end(state.last_fired_at, last_retrain_at, minutes=config.cooldown_minutes)
+    in_cooldown = end is not None and now < end
     need = config.hysteresis_windows
     if window_rows < config.min_window_rows:
         action: Action = "insufficient"
@@ -332,42 +337,16 @@ def decide(
             action, reason = "drifting", f"drifting window {consecutive} of {need} required"
         elif in_cooldown:
             action = "cooldown"
-            reason = f"drift persisted {consecutive} windows but cooldown runs until {cooldown_end}"
+            reason = f"drift persisted {consecutive} windows but cooldown runs until {end}"
         else:
             action = "fire"
             reason = f"drift score >= threshold in {consecutive} consecutive windows"
     fire = action == "fire"
-    state["consecutive"] = 0 if fire else consecutive
+    state.consecutive = 0 if fire else consecutive
     if fire:
-        state["last_fired_at"] = now.isoformat()
-        cooldown_end = now + timedelta(minutes=config.cooldown_minutes)
-    history = state.get("history", [])[-(_HISTORY - 1) :]
-    state["history"] = [*history, {"at": now.isoformat(), "score": score, "action": action}]
-    until = cooldown_end.isoformat() if cooldown_end and (fire or in_cooldown) else None
+        state.last_fired_at = now
+        end = cooldown_end(now, minutes=config.cooldown_minutes)
+    entry = HistoryEntry(at=now, score=score, action=action)
+    state.history = [*state.history[-(_HISTORY - 1) :], entry]
+    until = end.isoformat() if end and (fire or in_cooldown) else None
     return DriftDecision(action, fire, consecutive, need, reason, until), state
-
-
-def _dt(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
-
-
-def load_state(model_name: str, settings: Settings | None = None) -> dict[str, Any]:
-    """This model's entry of the monitor state file ({} before the first run)."""
-    path = (settings or get_settings()).monitor_state
-    try:
-        return json.loads(path.read_text()).get(model_name, {})
-    except FileNotFoundError:
-        return {}
-    except ValueError as exc:
-        raise ValueError(f"monitor state {path} is not valid JSON: {exc}") from None
-
-
-def save_state(model_name: str, state: dict[str, Any], settings: Settings | None = None) -> None:
-    """Replace this model's entry of the state file atomically (others are kept)."""
-    path = (settings or get_settings()).monitor_state
-    try:
-        everything = json.loads(path.read_text())
-    except FileNotFoundError:
-        everything = {}
-    everything[model_name] = state
-    atomic_write(path, json.dumps(everything, indent=2, sort_keys=True).encode())

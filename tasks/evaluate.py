@@ -1,8 +1,8 @@
 """How good a model is, where it is unfair, and what its decisions are worth.
 
-Plain functions on numpy arrays (labels, scores) plus the two that turn a frame into them
-(:func:`score_frame`, :func:`label_vector`), so training and the champion-vs-challenger gate
-measure a model the same way. Metrics come back as JSON-ready dicts (``None`` where a metric is
+Plain functions on numpy arrays (labels, scores) plus :func:`label_vector`, which with
+``tasks.predict.score_frame`` turns a frame into them, so training and the champion-vs-challenger
+gate measure a model the same way. Metrics come back as JSON-ready dicts (``None`` where a metric is
 undefined, e.g. ROC AUC on one class).
 """
 
@@ -17,16 +17,10 @@ import polars as pl
 
 from schemas.base import DatasetSpec
 from tasks import metrics as mt
-from tasks.features import build_features, to_matrix
 
 Task = Literal["binary", "regression"]
 RELIABILITY_BINS = 10
 MIN_SLICE_ROWS = 1
-
-
-def score_frame(model: Any, frame: pl.DataFrame) -> np.ndarray:
-    """Scores of ``model`` (a ``tasks.registry.LoadedModel``) for the rows of ``frame``."""
-    return np.asarray(model.predict(to_matrix(build_features(frame, model.features))))
 
 
 def label_vector(frame: pl.DataFrame, dataset: DatasetSpec) -> np.ndarray:

@@ -81,11 +81,11 @@ def normalise_payload(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def outbox_dir(settings: Settings | None = None) -> Path:
-    return (settings or get_settings()).root / "events" / "outbox"
+    return (settings or get_settings()).events_outbox_dir
 
 
 def sent_dir(settings: Settings | None = None) -> Path:
-    return (settings or get_settings()).root / "events" / "sent"
+    return (settings or get_settings()).events_sent_dir
 
 
 def _write(path: Path, record: dict[str, Any]) -> None:
@@ -94,9 +94,8 @@ def _write(path: Path, record: dict[str, Any]) -> None:
 
 @contextlib.contextmanager
 def _outbox_lock(settings: Settings) -> Iterator[None]:
-    folder = outbox_dir(settings)
-    folder.mkdir(parents=True, exist_ok=True)
-    with locked(folder.parent / "outbox.lock"):
+    outbox_dir(settings).mkdir(parents=True, exist_ok=True)
+    with locked(settings.events_outbox_lock):
         yield
 
 

@@ -10,40 +10,41 @@ does; :func:`compare` is pure (arrays in, decision out) and :func:`run_gate` wra
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.base import DatasetSpec
-from tasks.evaluate import compute_metrics, label_vector, score_frame, slice_metrics
+from tasks.evaluate import compute_metrics, label_vector, slice_metrics
+from tasks.predict import score_frame
+
+if TYPE_CHECKING:
+    from tasks.registry import LoadedModel
 
 LOWER_IS_BETTER = {"log_loss", "brier", "mse", "rmse", "mae"}
 DEFAULT_METRIC = {"binary": "roc_auc", "regression": "rmse"}
 SLICE_FALLBACK = {"binary": "roc_auc", "regression": "mae"}
 
 
-@dataclass(frozen=True)
-class GateConfig:
-    """Promotion rule. ``metric=None`` picks ROC AUC (binary) or RMSE (regression)."""
+class GateConfig(BaseModel):
+    """Promotion rule. ``metric=None`` picks ROC AUC (binary) or RMSE (regression). The retrain
+    flow's config uses this model as is (``RetrainConfig.gate``)."""
+
+    model_config = ConfigDict(frozen=True)
 
     metric: str | None = None
-    margin: float = 0.005
-    max_slice_regression: float = 0.05
-    min_slice_rows: int = 30
-    min_eval_rows: int = 50
+    margin: float = Field(0.005, ge=0, description="win needed on the gate metric")
+    max_slice_regression: float = Field(0.05, ge=0)
+    min_slice_rows: int = Field(30, ge=1)
+    min_eval_rows: int = Field(50, ge=1)
     # the improvement must also be real, not luck of the evaluation rows: the lower end of a
     # paired-bootstrap interval (rows resampled, both models scored on the same resample)
     # must be above zero. confidence=0 turns the check off.
-    confidence: float = 0.95
-    bootstrap_rounds: int = 400
+    confidence: float = Field(0.95, ge=0, lt=1, description="paired-bootstrap check; 0 = off")
+    bootstrap_rounds: int = Field(400, ge=10)
     seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.margin < 0 or self.max_slice_regression < 0:
-            raise ValueError("gate margin and max_slice_regression must be >= 0")
-        if self.min_eval_rows < 1 or self.min_slice_rows < 1:
-            raise ValueError("gate min_eval_rows and min_slice_rows must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -211,14 +212,18 @@ def compare(
 
 
 def run_gate(
-    champion: Any, challenger: Any, frame: pl.DataFrame, dataset: DatasetSpec, config: GateConfig
+    champion: LoadedModel,
+    challenger: LoadedModel,
+    frame: pl.DataFrame,
+    dataset: DatasetSpec,
+    config: GateConfig,
 ) -> GateDecision:
     """Score both ``tasks.registry.LoadedModel``s on ``frame`` and :func:`compare` them."""
     decision = compare(
         frame,
         label_vector(frame, dataset),
-        score_frame(champion, frame),
-        score_frame(challenger, frame),
+        score_frame(frame, champion),
+        score_frame(frame, challenger),
         task=dataset.task,
         segment_columns=[c for c in dataset.segment_columns if c in frame.columns],
         champion_threshold=champion.threshold,

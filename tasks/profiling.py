@@ -1,4 +1,4 @@
-"""whylogs behind one module: the NumPy 2 shim, a vectorised fast path, profiles and the report.
+"""whylogs behind one module: the NumPy 2 shim, a vectorised fast path, profiles, the reference.
 
 This is the only driftloop module that imports whylogs. whylogs 1.6.4 is unmaintained; it needs
 ``numpy.unicode_`` (gone in NumPy 2) and checks ``np.isinf`` element by element on float columns,
@@ -19,7 +19,6 @@ The reference of a model is three files under ``settings.reference_profiles_dir`
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import os
@@ -249,125 +248,3 @@ def load_reference(model_tag: str, settings: Settings | None = None) -> Referenc
         )
     meta = json.loads(meta_path.read_text())
     return Reference(model_tag, profile_path, sample_path, meta, pl.read_parquet(sample_path))
-
-
-# --- the HTML report ----------------------------------------------------------------------
-
-_CSS = (
-    "body{font-family:system-ui,sans-serif;margin:2em;color:#222}"
-    "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
-    "text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}"
-    ".drift{background:#fde2e2}.ok{background:#e6f4e6}.warn{background:#fff4d6}"
-)
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return html.escape(str(v))
-
-
-def _table(headers: list[str], rows: list[list[Any]], classes: list[str] | None = None) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join(
-        f'<tr class="{(classes or [""] * len(rows))[i]}">'
-        + "".join(f"<td>{_fmt(v)}</td>" for v in row)
-        + "</tr>"
-        for i, row in enumerate(rows)
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def render_report_html(report: dict[str, Any]) -> str:
-    """A self-contained HTML page from the monitor report's JSON (no CDN, works offline).
-
-    Column statistics come from the whylogs profiles (``report["profiles"]``); drift rows from
-    the drift statistics. whylogs' own viz pages load scripts from a CDN, hence this page.
-    """
-    drift = report.get("drift") or {}
-    decision = report.get("decision") or {}
-    feats = drift.get("features", [])
-    drifted = [f["feature"] for f in feats if f.get("drifted")]
-    parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>driftloop monitor "
-        f"{_fmt(report.get('run_at'))}</title><style>{_CSS}</style></head><body>",
-        f"<h1>Monitor report: {_fmt(report.get('model_name'))}</h1>",
-        f"<p>Champion <b>{_fmt(report.get('champion_tag'))}</b>, window "
-        f"{_fmt(report.get('window', {}).get('since'))} to "
-        f"{_fmt(report.get('window', {}).get('until'))} "
-        f"({_fmt(report.get('window', {}).get('rows'))} rows).</p>",
-        f"<h2>Decision: {_fmt(decision.get('action'))}</h2><p>{_fmt(decision.get('reason'))}</p>",
-        f"<p>Drift score {_fmt(drift.get('score'))} (threshold "
-        f"{_fmt(drift.get('threshold'))}, method: {_fmt(drift.get('mode'))}).</p>",
-        "<h2>Drifted features</h2>",
-        "<ul id='drifted-features'>"
-        + "".join(f"<li>{html.escape(f)}</li>" for f in drifted)
-        + "</ul>"
-        if drifted
-        else "<p id='drifted-features'>No feature drifted.</p>",
-        "<h2>Per-feature drift</h2>",
-        _table(
-            [
-                "feature",
-                "kind",
-                "method",
-                "statistic",
-                "p-value",
-                "p (BH)",
-                "JS",
-                "Wasserstein",
-                "PSI",
-                "Hellinger",
-                "importance",
-                "drifted",
-            ],  # fmt: skip
-            [
-                [
-                    f["feature"],
-                    f["kind"],
-                    f["method"],
-                    f.get("statistic"),
-                    f.get("p_value"),
-                    f.get("p_adjusted"),
-                    f.get("jensen_shannon"),
-                    f.get("wasserstein"),
-                    f.get("psi"),
-                    f.get("hellinger"),
-                    f.get("importance"),
-                    "DRIFT" if f.get("drifted") else "ok",
-                ]  # fmt: skip
-                for f in feats
-            ],
-            ["drift" if f.get("drifted") else "ok" for f in feats],
-        ),
-    ]
-    pred = drift.get("prediction")
-    if pred:
-        parts += ["<h2>Prediction drift (score)</h2>", _table(list(pred), [list(pred.values())])]
-    for section in ("quality", "performance", "health"):
-        body = report.get(section)
-        if body:
-            flat = {k: v for k, v in body.items() if not isinstance(v, dict | list)}
-            parts += [f"<h2>{section.title()}</h2>", _table(list(flat), [list(flat.values())])]
-            issues = body.get("issues") or []
-            if issues:
-                items = "".join(f"<li>{html.escape(str(i))}</li>" for i in issues)
-                parts.append(f"<ul>{items}</ul>")
-    profiles = report.get("profiles") or {}
-    ref, cur = profiles.get("reference", {}), profiles.get("current", {})
-    if ref or cur:
-        stats = ["n", "null", "mean", "stddev", "median", "min", "max"]
-        rows = []
-        for col in sorted(set(ref) | set(cur)):
-            for side, prof in (("reference", ref), ("current", cur)):
-                c = prof.get(col, {})
-                top = ", ".join(f"{k}:{v}" for k, v in (c.get("top") or {}).items())
-                rows.append([col, side, *[c.get(s) for s in stats], top])
-        parts += [
-            "<h2>whylogs profiles (reference vs current)</h2>",
-            _table(["column", "profile", *stats, "top values"], rows),
-        ]
-    parts.append("</body></html>")
-    return "".join(parts)

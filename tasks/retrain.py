@@ -12,12 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import polars as pl
 
 from schemas.base import DatasetSpec
+from tasks.io import atomic_write
 from tasks.settings import Settings
+
+if TYPE_CHECKING:
+    from tasks.gate import GateDecision
 
 Strategy = Literal["full_refit", "sliding_window", "warm_start"]
 _ORDER = "_order"
@@ -131,15 +135,8 @@ def assemble(
 
 def write_training_file(frame: pl.DataFrame, settings: Settings, stamp: str) -> Path:
     """The assembled rows as one Parquet file the train flow ingests."""
-    from tasks.io import atomic_write
-
-    path = settings.root / "retrain" / f"{stamp}.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    import io
-
-    buf = io.BytesIO()
-    frame.write_parquet(buf)
-    atomic_write(path, buf.getvalue())
+    path = settings.retrain_dir / f"{stamp}.parquet"
+    atomic_write(path, frame.write_parquet)
     return path
 
 
@@ -147,7 +144,7 @@ def run_stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
-def apply_decision(decision: Any, name: str, settings: Settings) -> str | None:
+def apply_decision(decision: GateDecision, name: str, settings: Settings) -> str | None:
     """Promote the challenger (the service swaps by itself) or clear the losing challenger.
 
     Returns the champion tag afterwards.
@@ -167,3 +164,46 @@ def apply_decision(decision: Any, name: str, settings: Settings) -> str | None:
             settings=settings,
         )
     return registry.get_alias(name, registry.CHAMPION, settings)
+
+
+# --- the outcome -----------------------------------------------------------------------------
+
+
+class GateEmitter(Protocol):
+    """What a retrain needs of ``tasks.events`` (a test passes a fake with the same API)."""
+
+    def emit_model_promoted(self, model_name: str, evidence: dict[str, Any]) -> str | None: ...
+    def emit_model_rejected(self, model_name: str, evidence: dict[str, Any]) -> str | None: ...
+
+
+def gate_evidence(
+    decision: GateDecision,
+    *,
+    trigger: dict[str, Any],
+    data: TrainingSet,
+    recent: LabeledSplit,
+    champion_after: str | None,
+    challenger_data_version: str | None,
+) -> dict[str, Any]:
+    """The promoted/rejected event's payload (and the flow's result): the gate's summary, why
+    the retrain ran, and what it trained and judged on."""
+    return {
+        **decision.summary(), "trigger": trigger, "strategy": data.strategy,
+        "n_reference": data.n_reference, "n_feedback": data.n_feedback,
+        "n_holdout": recent.holdout.height, "holdout_window": [recent.first_ts, recent.last_ts],
+        "champion_after": champion_after, "challenger_data_version": challenger_data_version,
+    }  # fmt: skip
+
+
+def emit_outcome(
+    name: str,
+    decision: GateDecision,
+    evidence: dict[str, Any],
+    emitter: GateEmitter | None = None,
+) -> dict[str, Any]:
+    """Emit ``driftloop.model.promoted`` or ``.rejected``; returns ``evidence`` with its
+    ``event_id``."""
+    if emitter is None:
+        from tasks import events as emitter  # type: ignore[no-redef]
+    emit = emitter.emit_model_promoted if decision.promote else emitter.emit_model_rejected
+    return {**evidence, "event_id": emit(name, evidence)}

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     )
     access_log: bool = Field(default=False, description="BentoML's per-request access log.")
     tracing: bool = Field(default=False, description="Request tracing spans (no exporter set).")
+    process_metrics_seconds: float | None = Field(
+        default=None, gt=0, description="Process/model gauge sampling; default: the sampler's."
+    )
 
     @cached_property
     def root(self) -> Path:
@@ -136,6 +139,30 @@ class Settings(BaseSettings):
     @property
     def monitor_state(self) -> Path:
         return self.root / "monitor" / "state.json"
+
+    # --- monitoring, events and retraining (issue #11, monitoring helper) -----------------
+    @property
+    def monitor_state_lock(self) -> Path:
+        return self.root / "monitor" / "state.lock"
+
+    @property
+    def events_outbox_dir(self) -> Path:
+        return self.root / "events" / "outbox"
+
+    @property
+    def events_sent_dir(self) -> Path:
+        return self.root / "events" / "sent"
+
+    @property
+    def events_outbox_lock(self) -> Path:
+        return self.root / "events" / "outbox.lock"
+
+    @property
+    def retrain_dir(self) -> Path:
+        """Training files a retrain assembled (reference + feedback), one per run."""
+        return self.root / "retrain"
+
+    # --- end of the monitoring helper's block ---------------------------------------------
 
     def ensure_dirs(self) -> Settings:
         """Create the state layout (idempotent)."""

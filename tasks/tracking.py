@@ -17,6 +17,7 @@ import json
 import os
 import struct
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -255,17 +256,31 @@ def _key(item: Any) -> str:
     return item.key or "/".join(item.nested_key)
 
 
-def read_offline_run(run_dir: str | Path) -> OfflineRun:
-    """Parse ``<run_dir>/run-*.wandb`` (offline runs write no ``wandb-summary.json``)."""
+def read_offline_run(run_dir: str | Path, wait_s: float = 30.0) -> OfflineRun:
+    """Parse ``<run_dir>/run-*.wandb`` (offline runs write no ``wandb-summary.json``).
+
+    ``run.finish()`` can return before W&B's service process has flushed the file (seen on a
+    loaded machine: the summary records were missing); wait up to ``wait_s`` for the run's
+    closing ``exit`` record."""
     from wandb.proto import wandb_internal_pb2 as pb
 
-    files = sorted(Path(run_dir).glob("run-*.wandb"))
-    if not files:
-        raise FileNotFoundError(f"no run-*.wandb file in {run_dir}")
+    deadline = time.monotonic() + wait_s
+    while True:
+        files = sorted(Path(run_dir).glob("run-*.wandb"))
+        records = []
+        for payload in _log_records(files[0].read_bytes()) if files else ():
+            rec = pb.Record()
+            rec.ParseFromString(payload)
+            records.append(rec)
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            break
+        if time.monotonic() > deadline:
+            if not files:
+                raise FileNotFoundError(f"no run-*.wandb file in {run_dir}")
+            break  # read what is there
+        time.sleep(0.2)
     out = OfflineRun()
-    for payload in _log_records(files[0].read_bytes()):
-        rec = pb.Record()
-        rec.ParseFromString(payload)
+    for rec in records:
         kind = rec.WhichOneof("record_type")
         if kind == "history":
             out.history.append({_key(i): json.loads(i.value_json) for i in rec.history.item})

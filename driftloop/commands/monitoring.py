@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from driftloop.output import CLIError, emit, errors_as_exit
+
+if TYPE_CHECKING:
+    from tasks.monitoring.report import MonitorReport
 
 JSON = typer.Option(False, "--json", help="Print exactly one JSON object on stdout.")
 
@@ -25,11 +28,12 @@ def monitor(
     with errors_as_exit(as_json):
         from flows.monitor import MonitorConfig
         from flows.monitor import monitor as monitor_flow
+        from tasks.monitoring.report import MonitorReport
 
         config = _config(
             MonitorConfig, dataset, window_minutes, until, hysteresis, cooldown_minutes
         )
-        report = monitor_flow(config=config)
+        report = MonitorReport.model_validate(monitor_flow(config=config))
         emit(summarize(report), as_json, _render)
 
 
@@ -54,26 +58,26 @@ def _config(model: Any, dataset, window_minutes, until, hysteresis, cooldown) ->
         raise CLIError(f"invalid monitor option: {exc}") from None
 
 
-def summarize(report: dict[str, Any]) -> dict[str, Any]:
+def summarize(report: MonitorReport) -> dict[str, Any]:
     """The CLI's result: the decision and its grounds, with the report's paths."""
-    drift = report.get("drift") or {}
+    doc, drift = report.to_json(), report.drift
     return {
-        "model": report["model_name"],
-        "champion": report["champion_tag"],
-        "window": report["window"],
-        "action": report["decision"]["action"],
-        "reason": report["decision"]["reason"],
-        "drift_score": drift.get("score"),
-        "threshold": drift.get("threshold"),
-        "mode": drift.get("mode"),
-        "drifted_features": drift.get("drifted_features", []),
-        "quality_ok": report["quality"]["ok"],
-        "quality_issues": report["quality"]["issues"],
-        "performance": report["performance"],
-        "health": report["health"],
-        "events": report.get("events", []),
-        "report_html": report["report"]["html"],
-        "report_json": report["report"]["json"],
+        "model": report.model_name,
+        "champion": report.champion_tag,
+        "window": doc["window"],
+        "action": report.decision.action,
+        "reason": report.decision.reason,
+        "drift_score": drift.score if drift else None,
+        "threshold": drift.threshold if drift else None,
+        "mode": drift.mode if drift else None,
+        "drifted_features": drift.drifted_features if drift else [],
+        "quality_ok": report.quality.ok,
+        "quality_issues": report.quality.issues,
+        "performance": doc["performance"],
+        "health": doc["health"],
+        "events": doc["events"],
+        "report_html": str(report.paths.html),
+        "report_json": str(report.paths.json),
     }
 
 

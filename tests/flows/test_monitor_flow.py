@@ -20,6 +20,7 @@ from schemas.records import TS
 from tasks import registry
 from tasks.drift import DriftConfig
 from tasks.features import FeatureSpec, build_features, to_matrix
+from tasks.monitoring import decision
 from tasks.profiling import save_reference_profile
 from tasks.settings import get_settings
 
@@ -129,10 +130,38 @@ def fresh_state(champion):
     get_settings().monitor_state.unlink(missing_ok=True)
 
 
-def test_drifted_window_reports_and_emits_drift(champion, prefect_harness):
+@pytest.fixture
+def fake(monkeypatch) -> FakeEmitter:
+    """The monitor's default emitter replaced by a recorder for this test."""
+    emitter = FakeEmitter()
+    monkeypatch.setattr(decision, "default_emitter", lambda: emitter)
+    return emitter
+
+
+KEYS_ON_MAIN = json.loads((Path(__file__).parent / "monitor_keys_main.json").read_text())
+_COLUMN_KEYED = {"profiles.reference", "profiles.current", "quality.missing_share",
+                 "quality.violation_share", "quality.type_mismatches"}  # fmt: skip
+
+
+def key_paths(doc, prefix: str = "") -> set[str]:
+    """Every key path of a JSON document (list items as ``[]``; column-keyed maps not
+    descended, their keys are data)."""
+    out: set[str] = set()
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            path = f"{prefix}.{k}" if prefix else k
+            out.add(path)
+            if path not in _COLUMN_KEYED:
+                out |= key_paths(v, path)
+    elif isinstance(doc, list):
+        for v in doc:
+            out |= key_paths(v, prefix + "[]")
+    return out
+
+
+def test_drifted_window_reports_and_emits_drift(champion, prefect_harness, fake):
     write_log(champion, drifted=True)
-    fake = FakeEmitter()
-    report = monitor(config=config(), emitter=fake)
+    report = monitor(config=config())
     assert report["decision"]["action"] == "fire"
     drifted = set(report["drift"]["drifted_features"])
     assert {"tenure", "Contract", "MonthlyCharges"} <= drifted
@@ -155,20 +184,32 @@ def test_drifted_window_reports_and_emits_drift(champion, prefect_harness):
     assert _artifact_keys() >= {"monitor-telco", "monitor-telco-drift"}
 
 
-def test_in_distribution_window_stays_quiet(champion, prefect_harness):
+def test_report_payload_and_state_keep_the_keys_they_had_on_main(champion, prefect_harness, fake):
+    """The report JSON (returned and on disk), the drift event's payload and the state entry
+    have exactly the key paths a run of the same kind produced before the report was typed."""
+    write_log(champion, drifted=True, seed=8)
+    report = monitor(config=config())
+    on_disk = json.loads(Path(report["report"]["json"]).read_text())
+    assert list(on_disk) == list(report) == KEYS_ON_MAIN["report_key_order"]
+    assert key_paths(report) == key_paths(on_disk) == set(KEYS_ON_MAIN["report"])
+    (_, _, evidence), *_ = fake.events
+    assert key_paths(evidence) == set(KEYS_ON_MAIN["drift_detected"])
+    state = json.loads(get_settings().monitor_state.read_text())["telco"]
+    assert key_paths(state) == set(KEYS_ON_MAIN["state"])
+
+
+def test_in_distribution_window_stays_quiet(champion, prefect_harness, fake):
     write_log(champion, drifted=False, seed=3)
-    fake = FakeEmitter()
-    report = monitor(config=config(), emitter=fake)
+    report = monitor(config=config())
     assert fake.events == []
     assert report["decision"]["action"] == "quiet" and report["drift"]["drifted_features"] == []
     assert report["quality"]["ok"] and report["health"]["requests"] == 600
     assert "No feature drifted" in Path(report["report"]["html"]).read_text()
 
 
-def test_schema_break_alerts_and_does_not_retrain(champion, prefect_harness):
+def test_schema_break_alerts_and_does_not_retrain(champion, prefect_harness, fake):
     write_log(champion, drifted=True, drop="Contract", seed=4)
-    fake = FakeEmitter()
-    report = monitor(config=config(), emitter=fake)
+    report = monitor(config=config())
     assert [k for k, _, _ in fake.events] == ["data_quality_failed"]
     assert fake.events[0][2]["reason"].startswith("schema break")
     assert report["drift"] is None and report["decision"]["action"] == "blocked"
@@ -219,6 +260,7 @@ def test_cli_monitor_json(champion, prefect_harness, restore_env):
     result = CliRunner().invoke(build_app(), args)
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)  # exactly one JSON object
+    assert key_paths(out) == set(KEYS_ON_MAIN["cli_summary"])
     assert out["action"] == "fire" and "tenure" in out["drifted_features"]
     assert [e["event"] for e in out["events"]] == ["drift_detected"]
     assert Path(out["report_html"]).exists()

@@ -11,9 +11,10 @@ import polars as pl
 import pytest
 from _stack_fixtures import DS, champion_world, flipped_labels, noise_labels, write_traffic
 
-from flows.retrain import GateSettings, RetrainConfig, RetrainTrigger, retrain
+from flows.retrain import RetrainConfig, RetrainTrigger, retrain
 from tasks import events, registry
 from tasks import retrain as rt
+from tasks.gate import GateConfig
 from tests.support.homes import N_REFERENCE
 from tests.support.telco import telco_rows
 
@@ -31,7 +32,7 @@ def world(tmp_path_factory):
 def _config(**kw) -> RetrainConfig:
     base = dict(
         trials=2, timeout_s=60, min_rows=100, holdout_fraction=HOLDOUT, min_holdout_rows=50,
-        gate=GateSettings(margin=0.08, max_slice_regression=0.1),
+        gate=GateConfig(margin=0.08, max_slice_regression=0.1),
     )  # fmt: skip
     return RetrainConfig(**{**base, **kw})
 
@@ -90,7 +91,7 @@ def test_drifted_challenger_wins_is_promoted_and_alias_moves(world, prefect_harn
 
     # the gate's rows (the newest labeled ones) were never in the challenger's training file
     holdout_ids = set(recent.tail(result["n_holdout"])[DS.id_column].to_list())
-    (train_file,) = sorted((settings.root / "retrain").glob("*.parquet"))[-1:]
+    (train_file,) = sorted(settings.retrain_dir.glob("*.parquet"))[-1:]
     trained_ids = set(pl.read_parquet(train_file)[DS.id_column].to_list())
     assert trained_ids and not (trained_ids & holdout_ids)
 
@@ -155,3 +156,24 @@ def test_cli_retrain_json_is_one_object(world, prefect_harness):
     assert out["champion_tag"] == champion.tag and out["challenger_score"] is not None
     bad = CliRunner().invoke(build_app(), ["retrain", "--json", "--strategy", "nope"])
     assert bad.exit_code == 1 and "strategy" in bad.stderr and bad.stdout == ""
+
+
+def test_gate_config_is_the_flow_config_and_outcome_goes_to_the_given_emitter():
+    from tasks.gate import GateDecision
+
+    assert RetrainConfig().gate == GateConfig()  # one set of defaults
+    sent: list[tuple[str, str, dict]] = []
+
+    class Fake:
+        def emit_model_promoted(self, name, evidence):
+            sent.append(("promoted", name, evidence))
+            return "id-p"
+
+        def emit_model_rejected(self, name, evidence):
+            sent.append(("rejected", name, evidence))
+            return "id-r"
+
+    lost = GateDecision(False, "no gain", "roc_auc", 0.8, 0.79, -0.01, 0.005, 0.05, 100)
+    out = rt.emit_outcome("telco", lost, {"promote": False}, Fake())
+    assert out == {"promote": False, "event_id": "id-r"}
+    assert sent == [("rejected", "telco", {"promote": False})]

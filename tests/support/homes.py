@@ -56,15 +56,15 @@ def tiny_champion_home(
 def snapshot_champion(settings: Settings, rows: pl.DataFrame) -> registry.LoadedModel:
     """Ingest the first N_REFERENCE rows (a real snapshot + data version), fit a small
     LightGBM model on them and make it champion (fast: no tuning, no tracking)."""
-    from tasks import data
     from tasks.evaluate import label_vector
     from tasks.features import FeatureSpec, build_features, to_matrix
+    from tasks.ingest import compose
 
     ds = load_dataset("telco")
     path = settings.root / "reference.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     rows.head(N_REFERENCE).write_parquet(path)
-    ingested = data.ingest_file(path, ds, settings=settings)
+    ingested = compose.ingest_file(path, ds, settings=settings)
     frame = ingested.accepted
     fspec = FeatureSpec.from_dataset(ds)
     X, y = to_matrix(build_features(frame, fspec)), label_vector(frame, ds)

@@ -23,8 +23,8 @@ def telco_frame() -> pl.DataFrame:
 def telco_rows() -> pl.DataFrame:
     """The shipped Telco file, parsed and typed per the contract (as ingest does it)."""
     from schemas import load_dataset
-    from tasks import data
+    from tasks.ingest import parse, read
 
     ds = load_dataset("telco")
-    parsed = data.parse_table(data.read_table(TELCO_CSV, ds), ds)
+    parsed = parse.parse_table(read.read_table(TELCO_CSV, ds), ds)
     return parsed.frame.select(ds.column_names)

@@ -10,6 +10,7 @@ import pytest
 
 from tasks import drift
 from tasks.drift import DriftConfig
+from tasks.monitoring.state import MonitorState
 
 NUMERIC = ["n0", "n1", "n2", "n3", "n4"]
 CATEGORICAL = ["c0", "c1", "c2"]
@@ -123,17 +124,19 @@ def _run(states, drifting, minutes, config, champion="m:1", rows=1_000, retrain=
 
 def test_hysteresis_needs_n_consecutive_windows():
     config = DriftConfig(hysteresis_windows=3, cooldown_minutes=0)
-    s: list[dict] = [{}]
+    s: list[MonitorState] = [MonitorState()]
     assert [_run(s, True, m, config).action for m in (0, 1)] == ["drifting", "drifting"]
     assert _run(s, False, 2, config).action == "quiet"  # a quiet window resets the count
     actions = [_run(s, True, m, config).action for m in (3, 4, 5)]
     assert actions == ["drifting", "drifting", "fire"]
-    assert s[-1]["consecutive"] == 0 and s[-1]["last_fired_at"]
+    assert s[-1].consecutive == 0 and s[-1].last_fired_at == T0 + timedelta(minutes=5)
+    assert [h.action for h in s[-1].history][-3:] == ["drifting", "drifting", "fire"]
+    assert s[0] == MonitorState()  # decide never changes the state it is given
 
 
 def test_small_window_decides_nothing():
     config = DriftConfig(hysteresis_windows=2, min_window_rows=500)
-    s: list[dict] = [{}]
+    s: list[MonitorState] = [MonitorState()]
     assert _run(s, True, 0, config).action == "drifting"
     d = _run(s, True, 1, config, rows=499)
     assert d.action == "insufficient" and d.consecutive == 1
@@ -142,7 +145,7 @@ def test_small_window_decides_nothing():
 
 def test_cooldown_after_fire_and_after_retrain():
     config = DriftConfig(hysteresis_windows=1, cooldown_minutes=60)
-    s: list[dict] = [{}]
+    s: list[MonitorState] = [MonitorState()]
     assert _run(s, True, 0, config).fire
     d = _run(s, True, 30, config)
     assert d.action == "cooldown" and not d.fire and d.cooldown_until.startswith("2026-01-01T01:00")
@@ -153,9 +156,8 @@ def test_cooldown_after_fire_and_after_retrain():
     assert _run(s, True, 161, config, champion="m:2", retrain=retrain).fire
 
 
-def test_state_persists_atomically(home):
-    drift.save_state("a", {"consecutive": 2})
-    drift.save_state("b", {"consecutive": 1})
-    assert drift.load_state("a") == {"consecutive": 2}
-    assert drift.load_state("b") == {"consecutive": 1}
-    assert drift.load_state("c") == {}
+def test_one_cooldown_rule():
+    """The latest start wins; nothing started, no cooldown."""
+    later = T0 + timedelta(minutes=30)
+    assert drift.cooldown_end(None, None, minutes=60) is None
+    assert drift.cooldown_end(T0, None, later, minutes=60) == later + timedelta(minutes=60)

@@ -125,3 +125,30 @@ def test_event_emitted_during_an_outage_is_reemitted(server, home):
     stored = _api_events([event_id])
     assert [e.event for e in stored] == [events.PERFORMANCE_DEGRADED]
     assert stored[0].payload["auc"] == 0.61
+
+
+def test_prefect_events_worker_internals_we_read_still_exist():
+    """``_rebind_events_worker`` reads Prefect's private ``EventsWorker._instance_cache_lock``,
+    ``EventsWorker._instances``, each worker's ``_client._api_url``, and calls
+    ``drain_all(timeout=, at_exit=)``: a Prefect that renames any of them fails here instead
+    of the rebind silently doing nothing."""
+    import inspect
+    import threading
+    from types import SimpleNamespace
+
+    from prefect.events.clients import PrefectEventsClient
+    from prefect.events.worker import EventsWorker
+
+    assert isinstance(EventsWorker._instance_cache_lock, type(threading.Lock()))
+    assert isinstance(EventsWorker._instances, dict)
+    assert {"timeout", "at_exit"} <= set(inspect.signature(EventsWorker.drain_all).parameters)
+    assert "self._client = " in inspect.getsource(EventsWorker._lifespan)
+    assert PrefectEventsClient(api_url="http://127.0.0.1:9/api")._api_url.endswith(":9/api")
+    stand_in = SimpleNamespace(_client=SimpleNamespace(_api_url="http://127.0.0.1:9/api/"))
+    with EventsWorker._instance_cache_lock:
+        EventsWorker._instances[-11] = stand_in
+    try:
+        assert "http://127.0.0.1:9/api" in events._events_worker_urls()
+    finally:
+        with EventsWorker._instance_cache_lock:
+            EventsWorker._instances.pop(-11, None)

@@ -1,8 +1,9 @@
-"""tasks.monitor: window, data quality, performance on feedback, health, evidence."""
+"""tasks.monitoring: window, data quality, performance on feedback, health, evidence, state."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -10,8 +11,15 @@ import pytest
 
 from schemas import load_dataset
 from schemas.records import TS
-from tasks import monitor as m
 from tasks.drift import DriftConfig, DriftDecision
+from tasks.monitoring import checks, decision, serving, state
+from tasks.monitoring import window as win
+from tasks.monitoring.report import (
+    MonitorReport,
+    ReportPaths,
+    WindowSummary,
+    render_report_html,
+)
 from tasks.settings import get_settings
 
 UNTIL = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -55,8 +63,22 @@ def _log(n: int, seed: int = 0, minutes: float = 50) -> pl.DataFrame:
     return pl.concat([head, pl.DataFrame(_inputs(n, rng))], how="horizontal")
 
 
-def _champion(**metrics) -> m.Champion:
-    return m.Champion("telco", "telco:v1", metrics, None, 0.5, None)
+def _champion(**metrics) -> win.Champion:
+    return win.Champion("telco", "telco:v1", metrics, None, 0.5, None)
+
+
+def _report(quality: checks.Quality, verdict: DriftDecision, **parts) -> MonitorReport:
+    """A written report of a window with no traffic but ``quality`` and ``verdict``."""
+    base = dict(
+        run_at=UNTIL, model_name="telco", champion_tag="telco:v1", config={},
+        window=WindowSummary(since=UNTIL - timedelta(hours=1), until=UNTIL, rows=quality.rows),
+        drift=None, decision=verdict, quality=quality,
+        performance=checks.Performance(0, None, None, None, None, None, None, False, ""),
+        health=checks.Health(0, 0.0, None, None, None, None, "not available", True, []),
+        reference_profile=Path("ref.bin"), current_profile=Path("cur.bin"), profiles={},
+        report=ReportPaths(Path("r.json"), Path("r.html")),
+    )  # fmt: skip
+    return MonitorReport(**{**base, **parts})
 
 
 def test_window_bounds_and_loading(home):
@@ -65,15 +87,15 @@ def test_window_bounds_and_loading(home):
     frame = _log(100)
     frame.write_parquet(settings.predictions_dir / "a.parquet")
     _log(10, seed=1, minutes=200).write_parquet(settings.predictions_dir / "b.parquet")
-    bounds = m.window_bounds(60, UNTIL)
+    bounds = win.window_bounds(60, UNTIL)
     assert bounds.since == UNTIL - timedelta(hours=1) and bounds.minutes == 60
-    window = m.load_window(bounds, settings)
+    window = win.load_window(bounds, settings)
     assert window.height == 100 + 3  # the older file has 3 rows inside the last hour
     assert window["ts"].max() < UNTIL
 
 
 def test_quality_of_a_clean_window():
-    q = m.check_quality(_log(300), DS, m.QualityConfig())
+    q = checks.check_quality(_log(300), DS, checks.QualityConfig())
     assert q.ok and not q.schema_break and q.issues == []
     assert q.missing_share["tenure"] == 0.0 and q.violation_share["Contract"] == 0.0
 
@@ -86,7 +108,7 @@ def test_quality_flags_missing_share_and_domain_violations():
         pl.when(pl.int_range(200) < 20).then(-5.0).otherwise(pl.col("MonthlyCharges"))
         .alias("MonthlyCharges"),
     )  # fmt: skip
-    q = m.check_quality(frame, DS, m.QualityConfig(max_missing_share=0.2))
+    q = checks.check_quality(frame, DS, checks.QualityConfig(max_missing_share=0.2))
     assert not q.ok and not q.schema_break
     assert q.missing_share["tenure"] == pytest.approx(0.5)
     assert q.violation_share["Contract"] == pytest.approx(0.15)
@@ -96,7 +118,7 @@ def test_quality_flags_missing_share_and_domain_violations():
 
 def test_schema_break_missing_column_and_wrong_type():
     frame = _log(50).drop("Contract").with_columns(pl.col("tenure").cast(pl.String))
-    q = m.check_quality(frame, DS, m.QualityConfig())
+    q = checks.check_quality(frame, DS, checks.QualityConfig())
     assert q.schema_break and not q.ok
     assert q.missing_columns == ["Contract"] and "tenure" in q.type_mismatches
 
@@ -118,15 +140,15 @@ def _labels(window: pl.DataFrame, flip: float, seed: int = 99) -> pl.DataFrame:
 
 def test_performance_against_champion_test_metrics():
     window = _log(400)
-    config = m.PerformanceConfig(min_labels=100, max_auc_drop=0.05)
+    config = checks.PerformanceConfig(min_labels=100, max_auc_drop=0.05)
     champ = _champion(roc_auc=0.80, precision=0.6, recall=0.7)
-    good = m.compute_performance(window, _labels(window, 0.0), champ, config)
+    good = checks.compute_performance(window, _labels(window, 0.0), champ, config)
     assert good.labelled == 400 and good.auc > 0.75 and not good.degraded
-    bad = m.compute_performance(window, _labels(window, 0.45), champ, config)
+    bad = checks.compute_performance(window, _labels(window, 0.45), champ, config)
     assert bad.degraded and bad.auc < 0.75 and "AUC" in bad.reason
-    few = m.compute_performance(window, _labels(window.head(50), 0.45), champ, config)
+    few = checks.compute_performance(window, _labels(window.head(50), 0.45), champ, config)
     assert few.labelled == 50 and not few.degraded and "min_labels" in few.reason
-    none = m.compute_performance(window, _labels(window.head(0), 0.0), champ, config)
+    none = checks.compute_performance(window, _labels(window.head(0), 0.0), champ, config)
     assert none.labelled == 0 and none.auc is None
 
 
@@ -134,12 +156,16 @@ def test_health_rate_latency_errors():
     window = _log(600).with_columns(
         pl.when(pl.int_range(600) < 60).then(None).otherwise(pl.col("score")).alias("score")
     )
-    h = m.compute_health(window, m.window_bounds(60, UNTIL), m.HealthConfig(max_error_rate=0.05))
+    h = checks.compute_health(
+        window, win.window_bounds(60, UNTIL), checks.HealthConfig(max_error_rate=0.05)
+    )
     assert h.requests == 600 and h.rate_per_min == pytest.approx(10.0)
     assert h.latency_p50_ms < h.latency_p95_ms <= h.latency_p99_ms
     assert h.error_rate == pytest.approx(0.1) and not h.ok
-    counts = m.ServingCounters(requests=20, client_errors=2, server_errors=10)
-    served = m.compute_health(_log(10), m.window_bounds(60, UNTIL), m.HealthConfig(), counts)
+    counts = serving.ServingCounters(requests=20, client_errors=2, server_errors=10)
+    served = checks.compute_health(
+        _log(10), win.window_bounds(60, UNTIL), checks.HealthConfig(), counts
+    )
     assert served.error_rate == 0.5 and "/metrics" in served.error_source
 
 
@@ -154,27 +180,29 @@ driftloop_validation_failures_total{field="tenure",rule="less_than_equal"} 11.0
 
 
 def test_serving_counters_from_metrics_and_deltas():
-    now = m.parse_serving_metrics(METRICS)
-    assert now == m.ServingCounters(100.0, 8.0, 2.0, 11.0)  # probes not counted
-    assert now.minus(m.ServingCounters(40.0, 1.0, 0.0, 1.0)) == m.ServingCounters(60, 7, 2, 10)
-    assert now.minus(m.ServingCounters(400.0)) == now  # the service restarted: count from 0
-    q = m.check_quality(_log(50), DS, m.QualityConfig(max_rejected_share=0.05), now)
+    now = serving.parse_serving_metrics(METRICS)
+    assert now == serving.ServingCounters(100.0, 8.0, 2.0, 11.0)  # probes not counted
+    assert now.minus(serving.ServingCounters(40.0, 1.0, 0.0, 1.0)) == serving.ServingCounters(
+        60, 7, 2, 10
+    )
+    assert now.minus(serving.ServingCounters(400.0)) == now  # the service restarted: count from 0
+    q = checks.check_quality(_log(50), DS, checks.QualityConfig(max_rejected_share=0.05), now)
     assert not q.ok and q.serving_rejected == 8.0 and "rejected 8.0%" in q.issues[0]
-    assert m.serving_counters("telco", None) is None
+    assert state.serving_since_last_run("telco", None) is None
 
 
 def test_importance_is_read_defensively():
-    assert m._importance({"feature_importance": {"a": 2, "b": 1}}) == {"a": 2.0, "b": 1.0}
-    assert m._importance({"feature_importance": [["a", 1]]}) == {"a": 1.0}
-    assert m._importance({"feature_importance": {"gain": {"a": 3}}}) == {"a": 3.0}
-    assert m._importance({}) is None and m._importance({"importance": "x"}) is None
+    assert win._importance({"feature_importance": {"a": 2, "b": 1}}) == {"a": 2.0, "b": 1.0}
+    assert win._importance({"feature_importance": [["a", 1]]}) == {"a": 1.0}
+    assert win._importance({"feature_importance": {"gain": {"a": 3}}}) == {"a": 3.0}
+    assert win._importance({}) is None and win._importance({"importance": "x"}) is None
 
 
 def test_quality_failure_blocks_the_drift_decision(home):
-    q = m.check_quality(_log(50).drop("Contract"), DS, m.QualityConfig())
-    perf = m.Performance(0, None, None, None, None, None, None, False, "")
-    due = m.decide_window(None, q, perf, _champion(), DriftConfig(), UNTIL)
-    assert due["decision"].action == "blocked" and not due["drift_fire"]
+    q = checks.check_quality(_log(50).drop("Contract"), DS, checks.QualityConfig())
+    perf = checks.Performance(0, None, None, None, None, None, None, False, "")
+    due = decision.decide_window(None, q, perf, _champion(), DriftConfig(), UNTIL)
+    assert due.decision.action == "blocked" and not due.drift_fire
 
     class Fake:
         calls: list = []
@@ -183,20 +211,32 @@ def test_quality_failure_blocks_the_drift_decision(home):
             self.calls.append((name, evidence))
             return "id-1"
 
-    report = m.build_report(model_name="telco", champion_tag="telco:v1", drift=None,
-                            decision=due["decision"], quality=q,
-                            report={"json": "r.json", "html": "r.html"})  # fmt: skip
-    sent = m.emit_events(report, due, q, Fake())
-    assert [e["event"] for e in sent] == ["data_quality_failed"]
+    report = decision.emit_events(_report(q, due.decision), due, Fake())
+    assert [e.event for e in report.events] == ["data_quality_failed"]
+    assert report.events[0].id == "id-1"
     name, ev = Fake.calls[0]
     assert name == "telco" and ev["reason"].startswith("schema break")
     assert ev["report_html"] == "r.html" and "missing column Contract" in ev["quality_issues"]
 
 
-def test_build_report_is_plain_json():
-    decision = DriftDecision("quiet", False, 0, 2, "x")
-    rep = m.build_report(a=np.float64(1.5), b=float("nan"), when=UNTIL, d=decision)
-    assert rep == {"a": 1.5, "b": None, "when": UNTIL.isoformat(), "d": decision.to_dict()}
+def test_report_json_is_plain_and_reads_back():
+    """Non-finite numbers become null, times keep ``isoformat``'s form, the drift carries its
+    drifted features; the JSON validates back into the same report (the CLI reads it so)."""
+    from tasks.drift import DriftResult, FeatureDrift
+
+    q = checks.check_quality(_log(50), DS, checks.QualityConfig())
+    feature = FeatureDrift("tenure", "numeric", "ks", True, 1.0, statistic=np.float64("nan"))
+    drift = DriftResult("tests", 1.0, 0.3, True, 50, [feature], None)
+    verdict = DriftDecision("quiet", False, 0, 2, "x")
+    report = _report(q, verdict, drift=drift)
+    doc = report.to_json()
+    assert doc["run_at"] == UNTIL.isoformat() and doc["window"]["until"] == UNTIL.isoformat()
+    assert doc["decision"] == verdict.to_dict() and doc["drift"]["drifted_features"] == ["tenure"]
+    assert doc["drift"]["features"][0]["statistic"] is None
+    assert doc["report"] == {"json": "r.json", "html": "r.html"} and doc["events"] == []
+    back = MonitorReport.model_validate(doc)
+    assert back.decision == verdict and back.quality == q
+    assert back.drift is not None and back.drift.drifted_features == ["tenure"]
 
 
 def test_serving_counters_scraped_over_http_are_deltas(home):
@@ -219,9 +259,13 @@ def test_serving_counters_scraped_over_http_are_deltas(home):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        assert m.serving_counters("telco", url).requests == 100.0  # first scrape: since start
-        assert m.serving_counters("telco", url) == m.ServingCounters(100.0, 0.0, 0.0, 0.0)
-        assert m.serving_counters("telco", url) is None  # 404 now: no answer, no numbers
+        assert (
+            state.serving_since_last_run("telco", url).requests == 100.0
+        )  # first scrape: since start
+        assert state.serving_since_last_run("telco", url) == serving.ServingCounters(
+            100.0, 0.0, 0.0, 0.0
+        )
+        assert state.serving_since_last_run("telco", url) is None  # 404 now: no answer, no numbers
     finally:
         server.shutdown()
 
@@ -233,9 +277,9 @@ def test_window_of_files_with_different_schemas_is_a_schema_break(home):
     broken = _log(30, seed=1).with_columns(pl.col("tenure").cast(pl.String)).drop("Contract")
     broken.write_parquet(settings.predictions_dir / "b.parquet")
     (settings.predictions_dir / ".c.parquet.tmp.parquet").write_bytes(b"half a file")
-    window = m.load_window(m.window_bounds(60, UNTIL), settings)
+    window = win.load_window(win.window_bounds(60, UNTIL), settings)
     assert window.height == 50
-    q = m.check_quality(window, DS, m.QualityConfig())
+    q = checks.check_quality(window, DS, checks.QualityConfig())
     assert q.schema_break and "tenure" in q.type_mismatches
     assert q.missing_share["Contract"] == pytest.approx(30 / 50)  # absent from one file
 
@@ -245,18 +289,100 @@ def test_drift_and_degraded_performance_in_one_run_trigger_one_retrain(home):
     two events that would start two retrains; and the performance alarm then cools down."""
     from types import SimpleNamespace
 
-    q = m.check_quality(_log(50), DS, m.QualityConfig())
-    perf = m.Performance(500, 0.6, 0.5, 0.4, 0.84, 0.6, 0.7, True, "AUC fell 0.24")
+    q = checks.check_quality(_log(50), DS, checks.QualityConfig())
+    perf = checks.Performance(500, 0.6, 0.5, 0.4, 0.84, 0.6, 0.7, True, "AUC fell 0.24")
     drifting = SimpleNamespace(drifting=True, window_rows=500, score=0.9)
     config = DriftConfig(hysteresis_windows=1, min_window_rows=10)
-    due = m.decide_window(drifting, q, perf, _champion(), config, UNTIL)
-    assert due["drift_fire"] and not due["performance_fire"]
+    due = decision.decide_window(drifting, q, perf, _champion(), config, UNTIL)
+    assert due.drift_fire and not due.performance_fire
     later = UNTIL + timedelta(minutes=5)
     quiet = SimpleNamespace(drifting=False, window_rows=500, score=0.1)
-    again = m.decide_window(quiet, q, perf, _champion(), config, later)
-    assert not again["performance_fire"], "cooldown after the drift fire covers performance"
+    again = decision.decide_window(quiet, q, perf, _champion(), config, later)
+    assert not again.performance_fire, "cooldown after the drift fire covers performance"
 
 
 def test_an_empty_window_is_not_a_schema_break():
-    q = m.check_quality(pl.DataFrame(), DS, m.QualityConfig())
+    q = checks.check_quality(pl.DataFrame(), DS, checks.QualityConfig())
     assert q.ok and not q.schema_break and q.rows == 0
+
+
+# --- the state between runs ------------------------------------------------------------------
+
+
+def test_state_persists_per_model(home):
+    import json
+
+    with state.update_state("a") as s:
+        s.consecutive = 2
+    with state.update_state("b") as s:
+        s.consecutive = 1
+    assert state.load_state("a").consecutive == 2 and state.load_state("b").consecutive == 1
+    assert state.load_state("c") == state.MonitorState()
+    on_disk = json.loads(get_settings().monitor_state.read_text())
+    assert on_disk == {
+        "a": {"consecutive": 2, "history": []},
+        "b": {"consecutive": 1, "history": []},
+    }
+
+
+def test_state_updates_hold_the_lock(home):
+    """Four concurrent read-modify-writes: none is lost."""
+    import threading
+    import time
+
+    def bump() -> None:
+        with state.update_state("m") as s:
+            seen = s.consecutive
+            time.sleep(0.05)
+            s.consecutive = seen + 1
+
+    threads = [threading.Thread(target=bump) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert state.load_state("m").consecutive == 4
+
+
+def test_state_file_written_before_the_model_reads_back(home):
+    """A state file as the dict-based monitor wrote it validates; a broken one says where."""
+    path = get_settings().monitor_state
+    path.parent.mkdir(parents=True)
+    path.write_text(
+        '{"telco": {"champion_tag": "telco:v1", "consecutive": 1, "last_fired_at": '
+        '"2026-03-01T12:00:00+00:00", "history": [{"at": "2026-03-01T12:00:00+00:00", '
+        '"score": null, "action": "fire"}], "serving_counters": {"requests": 5.0, '
+        '"client_errors": 0.0, "server_errors": 0.0, "validation_failures": 0.0}}}'
+    )
+    loaded = state.load_state("telco")
+    assert loaded.last_fired_at == UNTIL and loaded.serving_counters.requests == 5.0
+    assert loaded.to_json()["history"] == [
+        {"at": "2026-03-01T12:00:00+00:00", "score": None, "action": "fire"}
+    ]
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        state.load_state("telco")
+
+
+# --- the HTML page ----------------------------------------------------------------------
+
+
+def test_report_html_names_drifted_features():
+    report = {
+        "model_name": "telco",
+        "drift": {
+            "score": 0.6,
+            "threshold": 0.3,
+            "mode": "tests",
+            "features": [
+                {"feature": "tenure", "kind": "numeric", "method": "ks", "drifted": True},
+                {"feature": "gender", "kind": "categorical", "method": "chi2", "drifted": False},
+            ],
+        },
+        "decision": {"action": "fire", "reason": "<drift>"},
+        "profiles": {"reference": {"tenure": {"n": 5, "mean": 1.0}}, "current": {}},
+    }
+    page = render_report_html(report)
+    drifted = page.split("id='drifted-features'>")[1].split("</ul>")[0]
+    assert "tenure" in drifted and "gender" not in drifted
+    assert "&lt;drift&gt;" in page  # escaped

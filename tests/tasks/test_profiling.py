@@ -1,4 +1,4 @@
-"""tasks.profiling: the whylogs shim and fast path, profiles, the reference, the HTML page."""
+"""tasks.profiling: the whylogs shim and fast path, profiles, the reference."""
 
 from __future__ import annotations
 
@@ -104,22 +104,24 @@ def test_save_reference_rejects_bad_input(home):
         profiling.load_reference("telco:never")
 
 
-def test_report_html_names_drifted_features():
-    report = {
-        "model_name": "telco",
-        "drift": {
-            "score": 0.6,
-            "threshold": 0.3,
-            "mode": "tests",
-            "features": [
-                {"feature": "tenure", "kind": "numeric", "method": "ks", "drifted": True},
-                {"feature": "gender", "kind": "categorical", "method": "chi2", "drifted": False},
-            ],
-        },
-        "decision": {"action": "fire", "reason": "<drift>"},
-        "profiles": {"reference": {"tenure": {"n": 5, "mean": 1.0}}, "current": {}},
-    }
-    page = profiling.render_report_html(report)
-    drifted = page.split("id='drifted-features'>")[1].split("</ul>")[0]
-    assert "tenure" in drifted and "gender" not in drifted
-    assert "&lt;drift&gt;" in page  # escaped
+def test_whylogs_private_split_is_what_the_fast_path_replaces():
+    """The fast path swaps whylogs' private ``PreprocessedColumn._pandas_split(self, series,
+    parse_numeric_string=False)`` and sets the fields whylogs' own sets (null_count, nan_count,
+    inf_count, numpy.floats): a whylogs that renames any of them fails here."""
+    import inspect
+
+    import pandas as pd
+
+    profiling._whylogs()
+    from whylogs.core.preprocessing import PreprocessedColumn
+
+    assert PreprocessedColumn._pandas_split is profiling._fast_pandas_split
+    stock = PreprocessedColumn._stock_pandas_split
+    assert list(inspect.signature(stock).parameters) == ["self", "series", "parse_numeric_string"]
+    series = pd.Series([1.0, np.nan, np.inf, 2.0])
+    theirs, ours = PreprocessedColumn(), PreprocessedColumn()
+    stock(theirs, series)
+    profiling._fast_pandas_split(ours, series)
+    for col in (theirs, ours):
+        assert (col.null_count, col.nan_count, col.inf_count) == (1, 1, 1)
+    np.testing.assert_array_equal(ours.numpy.floats, theirs.numpy.floats)

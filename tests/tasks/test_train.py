@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandera.polars as pa
@@ -12,9 +13,9 @@ import pytest
 
 from schemas import load_dataset
 from schemas.base import DatasetSpec
-from tasks import data
 from tasks import train as T
 from tasks.features import FeatureSpec
+from tasks.ingest import parse, read, validate
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -55,9 +56,9 @@ def toy_frame(n: int = 600, seed: int = 0) -> pl.DataFrame:
 @pytest.fixture(scope="module")
 def telco() -> pl.DataFrame:
     ds = load_dataset("telco")
-    raw = data.read_table(data.Path("data/telco_churn.csv"), ds)
-    parsed = data.parse_table(raw, ds)
-    return data.split_rows(parsed, data.validate_table(parsed, ds)).accepted
+    raw = read.read_table(Path("data/telco_churn.csv"), ds)
+    parsed = parse.parse_table(raw, ds)
+    return validate.split_rows(parsed, validate.validate_table(parsed, ds)).accepted
 
 
 # --- data checks ------------------------------------------------------------------------

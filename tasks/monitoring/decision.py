@@ -1,0 +1,137 @@
+"""What a monitor run decides and announces: the drift decision (unless data quality blocks
+it), the performance alarm under the same cooldown rule, and the events with their evidence."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from tasks.drift import DriftConfig, DriftDecision, DriftResult, cooldown_end, decide
+from tasks.monitoring.state import update_state
+from tasks.settings import Settings
+
+if TYPE_CHECKING:
+    from tasks.monitoring.checks import Performance, Quality
+    from tasks.monitoring.report import MonitorReport, SentEvent
+    from tasks.monitoring.window import Champion
+
+_EVIDENCE_KEYS = ("feature", "kind", "method", "statistic", "p_value", "p_adjusted", "threshold",
+                  "jensen_shannon", "wasserstein", "psi", "hellinger", "importance")  # fmt: skip
+
+
+class Emitter(Protocol):
+    """What the monitor needs of ``tasks.events`` (a test passes a fake with the same API)."""
+
+    def emit_drift_detected(self, model_name: str, evidence: dict[str, Any]) -> str | None: ...
+    def emit_performance_degraded(
+        self, model_name: str, evidence: dict[str, Any]
+    ) -> str | None: ...
+    def emit_data_quality_failed(self, model_name: str, evidence: dict[str, Any]) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class Due:
+    """The window's decision and which events it makes due."""
+
+    decision: DriftDecision
+    drift_fire: bool
+    performance_fire: bool
+
+
+def decide_window(
+    drift: DriftResult | None,
+    quality: Quality,
+    performance: Performance,
+    champion: Champion,
+    config: DriftConfig,
+    now: datetime,
+    settings: Settings | None = None,
+) -> Due:
+    """Run the drift decision (unless data quality blocks it), persist the state, and say
+    which events are due.
+
+    A window that fails data quality never advances the drift state: retraining on broken
+    inputs would learn the breakage, so it alerts (data-quality event) instead.
+    """
+    with update_state(champion.name, settings) as state:
+        if not quality.ok or drift is None:
+            decision = DriftDecision(
+                "blocked", False, state.consecutive, config.hysteresis_windows,
+                "data quality failed: " + "; ".join(quality.issues),
+            )  # fmt: skip
+        else:
+            decision, new = decide(
+                drifting=drift.drifting, window_rows=drift.window_rows, state=state,
+                config=config, now=now, champion_tag=champion.tag,
+                last_retrain_at=champion.last_retrain_at, score=drift.score,
+            )  # fmt: skip
+            for name in type(new).model_fields:
+                setattr(state, name, getattr(new, name))
+        # one retrain-triggering event per run: when drift fires, degraded performance travels
+        # in its evidence instead of a second event (two events would mean two retrains)
+        end = cooldown_end(state.last_performance_fired_at, state.last_fired_at,
+                           champion.last_retrain_at, minutes=config.cooldown_minutes)  # fmt: skip
+        perf_fire = performance.degraded and not decision.fire and (end is None or now >= end)
+        if perf_fire:
+            state.last_performance_fired_at = now
+    return Due(decision, decision.fire, perf_fire)
+
+
+def evidence(report: MonitorReport, reason: str) -> dict[str, Any]:
+    """The event payload: enough to audit a retrain without opening logs (JSON types)."""
+    doc = report.to_json()
+    drift = doc["drift"] or {}
+    drifted = [{k: f.get(k) for k in _EVIDENCE_KEYS} for f in drift.get("features", [])
+               if f.get("drifted")]  # fmt: skip
+    return {
+        "reason": reason,
+        "model_name": doc["model_name"],
+        "champion_tag": doc["champion_tag"],
+        "score": drift.get("score"),
+        "threshold": drift.get("threshold"),
+        "mode": drift.get("mode"),
+        "drifted_features": drifted,
+        "prediction_drift": drift.get("prediction"),
+        "decision": doc["decision"],
+        "window": doc["window"],
+        "quality_issues": doc["quality"]["issues"],
+        "performance": doc["performance"],
+        "reference_profile": doc["reference_profile"],
+        "current_profile": doc["current_profile"],
+        "report_html": str(report.paths.html),
+        "report_json": str(report.paths.json),
+        "run_at": doc["run_at"],
+    }
+
+
+def default_emitter() -> Emitter:
+    """``tasks.events``, after re-sending what an earlier run could not deliver."""
+    from tasks import events
+
+    events.flush_outbox()
+    return events  # type: ignore[return-value]
+
+
+def emit_events(report: MonitorReport, due: Due, emitter: Emitter | None = None) -> MonitorReport:
+    """Emit what is due through ``emitter`` (default: :func:`default_emitter`); returns the
+    report with the events it sent."""
+    from tasks.monitoring.report import SentEvent
+
+    quality, sent = report.quality, []
+    emitter = emitter or default_emitter()
+    if not quality.ok:
+        kind = "schema break" if quality.schema_break else "data quality"
+        why = f"{kind}: " + "; ".join(quality.issues)
+        sent.append(("data_quality_failed", emitter.emit_data_quality_failed, why))
+    if due.drift_fire and report.drift is not None:
+        why = f"drift score {report.drift.score:.3f} >= {report.drift.threshold}"
+        sent.append(("drift_detected", emitter.emit_drift_detected, why))
+    if due.performance_fire:
+        sent.append(("performance_degraded", emitter.emit_performance_degraded,
+                     report.performance.reason))  # fmt: skip
+    done: list[SentEvent] = [
+        SentEvent(event=event, id=fn(report.model_name, evidence(report, why)), reason=why)
+        for event, fn, why in sent
+    ]
+    return report.model_copy(update={"events": [*report.events, *done]})

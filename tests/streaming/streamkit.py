@@ -1,0 +1,312 @@
+"""Streaming test kit: a home with a champion, raw broker clients, a consumer in a thread.
+
+Producers and readers use each broker's own client (not FastStream), as an outside producer
+and consumer would. Every name is unique per test and removed by :meth:`BrokerKit.cleanup`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from tasks import registry
+from tasks.settings import Settings
+from tasks.streaming.brokers import jetstream_name
+from tasks.streaming.config import StreamConfig
+from tests.service.servekit import REPO, TinyModels, make_home, save, tiny_models
+
+BROKERS = {
+    "redis": "redis://127.0.0.1:6379/0",
+    "nats": "nats://127.0.0.1:4222",
+    "amqp": "amqp://guest:guest@127.0.0.1:5672/",
+}
+
+
+@dataclass(frozen=True)
+class Home:
+    settings: Settings
+    tags: dict[str, str]  # "a" (champion) and "b" (stored)
+    tiny: TinyModels
+
+
+def champion_home(prefix: str) -> Home:
+    """A fresh home: tiny model A champion, B stored (not aliased)."""
+    tiny = tiny_models()
+    settings = Settings(home=make_home(prefix)).ensure_dirs()
+    tags = {
+        "a": save(tiny.a, tiny.features, settings, "a"),
+        "b": save(tiny.b, tiny.features, settings, "b"),
+    }
+    registry.set_alias("telco", registry.CHAMPION, tags["a"], settings=settings)
+    return Home(settings, tags, tiny)
+
+
+def stream_config(scheme: str, **overrides) -> StreamConfig:
+    tag = uuid.uuid4().hex[:10]
+    names = {"input": f"dl-in-{tag}", "output": f"dl-out-{tag}", "dead_letter": f"dl-dead-{tag}"}
+    return StreamConfig(broker=BROKERS[scheme], metrics_port=0, **{**names, **overrides})
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+class BrokerKit:
+    """Produce raw bodies to the input; read what was published; delete every name."""
+
+    def __init__(self, config: StreamConfig) -> None:
+        self.config = config
+        self.scheme = config.scheme
+        self.names = [config.input, config.output, config.dead_letter_name]
+
+    # --- produce ----------------------------------------------------------------------------
+    def produce(self, bodies: list[bytes]) -> list[str]:
+        """Publish each body as one message; return the keys the consumer will report."""
+        return run(getattr(self, f"_produce_{self.scheme}")(bodies))
+
+    async def _produce_redis(self, bodies: list[bytes]) -> list[str]:
+        from redis.asyncio import Redis
+
+        client = Redis.from_url(self.config.broker)
+        try:
+            pipe = client.pipeline(transaction=False)
+            for body in bodies:
+                pipe.xadd(self.config.input, {"__data__": body})
+            return [i.decode() for i in await pipe.execute()]
+        finally:
+            await client.aclose()
+
+    async def _produce_nats(self, bodies: list[bytes]) -> list[str]:
+        import nats
+
+        nc = await nats.connect(self.config.broker)
+        try:
+            js = nc.jetstream()
+            name = self.config.input
+            await js.add_stream(name=jetstream_name(name), subjects=[name])
+            acks = await asyncio.gather(*(js.publish(name, b) for b in bodies))
+            return [str(a.seq) for a in acks]
+        finally:
+            await nc.close()
+
+    async def _produce_amqp(self, bodies: list[bytes]) -> list[str]:
+        import aio_pika
+
+        conn = await aio_pika.connect(self.config.broker)
+        try:
+            channel = await conn.channel(publisher_confirms=True)
+            await channel.declare_queue(self.config.input, durable=True)
+            keys = [uuid.uuid4().hex for _ in bodies]
+            for key, body in zip(keys, bodies, strict=True):
+                message = aio_pika.Message(
+                    body, message_id=key, delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+                )
+                await channel.default_exchange.publish(message, routing_key=self.config.input)
+            return keys
+        finally:
+            await conn.close()
+
+    # --- read ---------------------------------------------------------------------------------
+    def read(self, name: str) -> list[dict]:
+        """Every message published to ``name`` so far, decoded (Rabbit: consumed)."""
+        return [orjson.loads(b) for b in run(getattr(self, f"_read_{self.scheme}")(name))]
+
+    async def _read_redis(self, name: str) -> list[bytes]:
+        from faststream.redis.parser.binary import BinaryMessageFormatV1
+        from redis.asyncio import Redis
+
+        client = Redis.from_url(self.config.broker)
+        try:
+            entries = await client.xrange(name)
+        finally:
+            await client.aclose()
+        return [BinaryMessageFormatV1.parse(fields[b"__data__"])[0] for _, fields in entries]
+
+    async def _read_nats(self, name: str) -> list[bytes]:
+        import nats
+        from nats.js.errors import NotFoundError
+
+        nc = await nats.connect(self.config.broker)
+        try:
+            js = nc.jetstream()
+            try:
+                info = await js.stream_info(jetstream_name(name))
+            except NotFoundError:
+                return []
+            first, last = info.state.first_seq, info.state.last_seq
+            out = []
+            for seq in range(first, last + 1) if info.state.messages else ():
+                out.append((await js.get_msg(jetstream_name(name), seq)).data)
+            return out
+        finally:
+            await nc.close()
+
+    async def _read_amqp(self, name: str) -> list[bytes]:
+        import aio_pika
+
+        conn = await aio_pika.connect(self.config.broker)
+        try:
+            channel = await conn.channel()
+            queue = await channel.declare_queue(name, durable=True)
+            out = []
+            while (msg := await queue.get(no_ack=True, fail=False)) is not None:
+                out.append(msg.body)
+            return out
+        finally:
+            await conn.close()
+
+    # --- cleanup ------------------------------------------------------------------------------
+    def cleanup(self) -> None:
+        run(getattr(self, f"_cleanup_{self.scheme}")())
+
+    async def _cleanup_redis(self) -> None:
+        from redis.asyncio import Redis
+
+        client = Redis.from_url(self.config.broker)
+        try:
+            await client.delete(*self.names)
+        finally:
+            await client.aclose()
+
+    async def _cleanup_nats(self) -> None:
+        import nats
+        from nats.js.errors import NotFoundError
+
+        nc = await nats.connect(self.config.broker)
+        try:
+            js = nc.jetstream()
+            for name in self.names:
+                with contextlib.suppress(NotFoundError):
+                    await js.delete_stream(jetstream_name(name))
+        finally:
+            await nc.close()
+
+    async def _cleanup_amqp(self) -> None:
+        import aio_pika
+
+        conn = await aio_pika.connect(self.config.broker)
+        try:
+            channel = await conn.channel()
+            for name in self.names:
+                await channel.queue_delete(name)
+        finally:
+            await conn.close()
+
+
+class Collected:
+    """Results and dead letters read so far (Rabbit's reads consume, so they accumulate)."""
+
+    def __init__(self, kit: BrokerKit) -> None:
+        self.kit = kit
+        self.results: list[dict] = []  # one entry per scored record, with the batch's model_tag
+        self.dead: list[dict] = []
+
+    def poll(self) -> Collected:
+        fresh = self.kit.scheme == "amqp"
+        batches = self.kit.read(self.kit.config.output)
+        dead = self.kit.read(self.kit.config.dead_letter_name)
+        results = [{**r, "model_tag": b["model_tag"]} for b in batches for r in b["results"]]
+        self.results = self.results + results if fresh else results
+        self.dead = self.dead + dead if fresh else dead
+        return self
+
+    def keys(self) -> set[str]:
+        return {r["key"] for r in self.results} | {d["key"] for d in self.dead}
+
+    def wait_for(self, keys: list[str], timeout: float) -> Collected:
+        deadline = time.monotonic() + timeout
+        while not set(keys) <= self.poll().keys():
+            if time.monotonic() > deadline:
+                missing = len(set(keys) - self.keys())
+                raise TimeoutError(f"{missing} of {len(keys)} records unaccounted after {timeout}s")
+            time.sleep(0.3)
+        return self
+
+
+class ThreadConsumer:
+    """A consumer running in a thread of this process (its own event loop)."""
+
+    def __init__(self, config: StreamConfig, settings: Settings) -> None:
+        from tasks.streaming.consumer import build_consumer
+
+        self.consumer = build_consumer(config, settings)
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._main, daemon=True)
+
+    def _main(self) -> None:
+        async def main() -> None:
+            self.loop = asyncio.get_running_loop()
+            await self.consumer.run(self.ready.set)
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # surfaced by stop()
+            self.error = exc
+            self.ready.set()
+
+    def __enter__(self) -> ThreadConsumer:
+        self.thread.start()
+        assert self.ready.wait(60), "consumer did not start in 60 s"
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.consumer.stop)
+            self.thread.join(30)
+        self.consumer.watcher.stop()
+        self.consumer.prediction_log.close()
+        assert not self.thread.is_alive(), "consumer did not stop in 30 s"
+        if self.error is not None:
+            raise self.error
+
+
+class ProcessConsumer:
+    """A real ``driftloop stream`` subprocess (its own process group)."""
+
+    def __init__(self, config: StreamConfig, settings: Settings, log: Path) -> None:
+        args = ["--broker", config.broker, "--input", config.input, "--output", config.output,
+                "--dead-letter", config.dead_letter_name, "--batch-size", str(config.batch_size),
+                "--batch-ms", str(config.batch_ms), "--ack-wait", str(config.ack_wait),
+                "--metrics-port", str(config.metrics_port)]  # fmt: skip
+        env = {**os.environ, **settings.library_env(), "PYTHONPATH": str(REPO)}
+        self.log = log
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "driftloop", "stream", *args],
+                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+
+    def wait_ready(self, timeout: float = 90) -> ProcessConsumer:
+        deadline = time.monotonic() + timeout
+        while "streaming " not in self.log.read_text(errors="replace").split("--- start")[-1]:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"consumer not ready:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        return self
+
+    def send(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        self.send(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.send(signal.SIGKILL)
+            self.proc.wait(10)
+            raise

@@ -310,3 +310,51 @@ class ProcessConsumer:
             self.send(signal.SIGKILL)
             self.proc.wait(10)
             raise
+
+
+def leftover(config: StreamConfig) -> int:
+    """Input records not yet acknowledged by the group (0 after a clean stop)."""
+
+    async def redis() -> int:
+        from redis.asyncio import Redis
+
+        client = Redis.from_url(config.broker)
+        try:
+            return (await client.xpending(config.input, config.group))["pending"]
+        finally:
+            await client.aclose()
+
+    async def nats_() -> int:
+        import nats
+
+        nc = await nats.connect(config.broker)
+        try:
+            info = await nc.jetstream().consumer_info(jetstream_name(config.input), config.group)
+            return info.num_ack_pending + info.num_pending
+        finally:
+            await nc.close()
+
+    async def amqp() -> int:
+        import aio_pika
+
+        conn = await aio_pika.connect(config.broker)
+        try:
+            queue = await (await conn.channel()).declare_queue(config.input, durable=True)
+            return queue.declaration_result.message_count
+        finally:
+            await conn.close()
+
+    return run({"redis": redis, "nats": nats_, "amqp": amqp}[config.scheme]())
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The unlabelled samples of a ``/metrics`` page (labelled ones summed by name)."""
+    import httpx
+
+    out: dict[str, float] = {}
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            name = name.split("{", 1)[0]
+            out[name] = out.get(name, 0.0) + float(value)
+    return out

@@ -31,8 +31,9 @@ class NoModelError(RuntimeError):
 
 @dataclass(frozen=True)
 class Record:
-    key: str
-    body: bytes
+    key: str  # stable across redeliveries: the broker's id of the record, or its key field
+    body: bytes  # as received
+    sent_at: float | None = None  # when the producer sent it (epoch seconds), if known
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def dead_letter(record: Record, errors: list[dict]) -> bytes:
 def _with_key(record: Record, key_field: str | None, parsed: dict | None) -> Record:
     if key_field is None or parsed is None or parsed.get(key_field) is None:
         return record
-    return Record(str(parsed[key_field]), record.body)
+    return replace(record, key=str(parsed[key_field]))
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from faststream import AckPolicy
 
+from tasks.streaming.batch import Record
 from tasks.streaming.config import StreamConfig
 
 if TYPE_CHECKING:
@@ -33,10 +35,12 @@ class Link:
 
     broker: Any
     publish: Callable[[str, bytes], Awaitable[None]]
-    key: Callable[[StreamMessage[Any]], str]
-    sent_at: Callable[[StreamMessage[Any]], float | None]  # producer time (epoch s), if known
+    records: Callable[[StreamMessage[Any]], list[Record]]  # one message may carry a batch
+    batched: bool  # the subscriber delivers many records per message
     setup: Callable[[], Awaitable[None]]  # declare destinations after the broker started
     prepare: Callable[[], Awaitable[None]] = lambda: _nothing()  # before the broker starts
+    ack: Callable[[list[StreamMessage[Any]]], Awaitable[None]] = lambda msgs: _ack_each(msgs)
+    close: Callable[[], Awaitable[None]] = lambda: _nothing()  # after the broker stopped
 
     async def start(self) -> None:
         await self.prepare()
@@ -45,6 +49,12 @@ class Link:
 
     async def stop(self) -> None:
         await self.broker.stop()
+        await self.close()
+
+
+async def _ack_each(msgs: list[StreamMessage[Any]]) -> None:
+    for msg in msgs:
+        await msg.ack()
 
 
 def connect(config: StreamConfig, handler: Handler) -> Link:
@@ -68,7 +78,7 @@ def _redis(config: StreamConfig, handler: Handler) -> Link:
     broker = RedisBroker(config.broker, **_QUIET)
     common = {"group": config.group, "consumer": config.consumer, "polling_interval": POLL_MS}
     # new records; and records another (crashed) consumer read but never acknowledged
-    fresh = StreamSub(config.input, max_records=config.batch_size, **common)
+    fresh = StreamSub(config.input, batch=True, max_records=config.batch_size, **common)
     stale = StreamSub(config.input, min_idle_time=int(config.ack_wait * 1000), **common)
     for sub in (fresh, stale):
         broker.subscriber(stream=sub, ack_policy=AckPolicy.MANUAL)(handler)
@@ -76,28 +86,44 @@ def _redis(config: StreamConfig, handler: Handler) -> Link:
     async def publish(name: str, body: bytes) -> None:
         await broker.publish(body, stream=name)
 
-    def key(msg: StreamMessage[Any]) -> str:
-        return msg.raw_message["message_ids"][0].decode()
+    from redis.asyncio import Redis
+    from redis.exceptions import ResponseError
 
-    def sent_at(msg: StreamMessage[Any]) -> float | None:
-        return int(key(msg).split("-")[0]) / 1000  # a stream id starts with its time in ms
+    client = Redis.from_url(config.broker)  # connects on first use
 
     async def prepare() -> None:
         # a new group starts at the stream's beginning (FastStream would start it at '$' and
         # skip what producers wrote before the first start); an existing group is kept
-        from redis.asyncio import Redis
-        from redis.exceptions import ResponseError
-
-        client = Redis.from_url(config.broker)
         try:
             await client.xgroup_create(config.input, config.group, id="0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
-        finally:
-            await client.aclose()
 
-    return Link(broker, publish, key, sent_at, _nothing, prepare)
+    async def ack(msgs: list[StreamMessage[Any]]) -> None:  # one XACK for the whole batch
+        await client.xack(config.input, config.group, *(i for m in msgs for i in _ids(m)))
+
+    return Link(broker, publish, _redis_records, True, _nothing, prepare, ack, client.aclose)
+
+
+def _ids(msg: StreamMessage[Any]) -> list[bytes]:
+    return msg.raw_message["message_ids"]
+
+
+def _redis_records(msg: StreamMessage[Any]) -> list[Record]:
+    """Entries of a batch read (or one claimed entry); the stream id is the key."""
+    from faststream.redis.parser.binary import BinaryMessageFormatV1
+
+    data = msg.raw_message["data"]
+    out = []
+    for entry_id, entry in zip(_ids(msg), data if isinstance(data, list) else [data], strict=True):
+        payload = entry.get(b"__data__")
+        if payload is None:  # a plain XADD of fields: the record is those fields
+            payload = orjson.dumps({k.decode(): v.decode() for k, v in entry.items()})
+        key = entry_id.decode()
+        sent = int(key.split("-")[0]) / 1000  # a stream id starts with its time in ms
+        out.append(Record(key, BinaryMessageFormatV1.parse(payload)[0], sent))
+    return out
 
 
 def jetstream_name(subject: str) -> str:
@@ -114,7 +140,7 @@ def _nats(config: StreamConfig, handler: Handler) -> Link:
         config.input,
         stream=source,
         durable=config.group,
-        pull_sub=PullSub(batch_size=config.batch_size, timeout=POLL_MS / 1000),
+        pull_sub=PullSub(batch_size=config.batch_size, timeout=POLL_MS / 1000, batch=True),
         config=ConsumerConfig(ack_wait=config.ack_wait, max_ack_pending=4 * config.batch_size),
         ack_policy=AckPolicy.MANUAL,
     )(handler)
@@ -124,13 +150,13 @@ def _nats(config: StreamConfig, handler: Handler) -> Link:
     async def publish(name: str, body: bytes) -> None:
         await broker.publish(body, name, stream=jetstream_name(name))  # waits for the PubAck
 
-    def key(msg: StreamMessage[Any]) -> str:
-        return str(msg.raw_message.metadata.sequence.stream)
+    def records(msg: StreamMessage[Any]) -> list[Record]:
+        return [
+            Record(str(m.metadata.sequence.stream), m.data, m.metadata.timestamp.timestamp())
+            for m in msg.raw_message
+        ]
 
-    def sent_at(msg: StreamMessage[Any]) -> float | None:
-        return msg.raw_message.metadata.timestamp.timestamp()
-
-    return Link(broker, publish, key, sent_at, _nothing)
+    return Link(broker, publish, records, True, _nothing)
 
 
 def _rabbit(config: StreamConfig, handler: Handler) -> Link:
@@ -150,15 +176,13 @@ def _rabbit(config: StreamConfig, handler: Handler) -> Link:
     async def publish(name: str, body: bytes) -> None:
         await broker.publish(body, queue=name, persist=True)  # publisher-confirmed
 
-    def key(msg: StreamMessage[Any]) -> str:
+    def records(msg: StreamMessage[Any]) -> list[Record]:
+        raw = msg.raw_message
         # the AMQP message_id property survives redelivery (FastStream producers set one)
-        return msg.raw_message.message_id or msg.message_id
+        sent = raw.timestamp.timestamp() if raw.timestamp is not None else None
+        return [Record(raw.message_id or msg.message_id, raw.body, sent)]
 
-    def sent_at(msg: StreamMessage[Any]) -> float | None:
-        ts = msg.raw_message.timestamp
-        return ts.timestamp() if ts is not None else None
-
-    return Link(broker, publish, key, sent_at, setup)
+    return Link(broker, publish, records, False, setup)
 
 
 def _kafka(config: StreamConfig, handler: Handler) -> Link:  # untested: no Kafka broker here
@@ -171,6 +195,7 @@ def _kafka(config: StreamConfig, handler: Handler) -> Link:  # untested: no Kafk
     broker.subscriber(
         config.input,
         group_id=config.group,
+        batch=True,
         max_records=config.batch_size,
         ack_policy=AckPolicy.MANUAL,
     )(handler)
@@ -178,11 +203,10 @@ def _kafka(config: StreamConfig, handler: Handler) -> Link:  # untested: no Kafk
     async def publish(name: str, body: bytes) -> None:
         await broker.publish(body, topic=name)
 
-    def key(msg: StreamMessage[Any]) -> str:
-        raw = msg.raw_message
-        return f"{raw.topic}-{raw.partition}-{raw.offset}"
+    def records(msg: StreamMessage[Any]) -> list[Record]:  # the topic position is the key
+        return [
+            Record(f"{r.topic}-{r.partition}-{r.offset}", r.value, r.timestamp / 1000)
+            for r in msg.raw_message
+        ]
 
-    def sent_at(msg: StreamMessage[Any]) -> float | None:
-        return msg.raw_message.timestamp / 1000
-
-    return Link(broker, publish, key, sent_at, _nothing)
+    return Link(broker, publish, records, True, _nothing)

@@ -13,6 +13,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tasks.streaming.batch import BatchOutcome, NoModelError, Record, score_records
@@ -33,6 +34,15 @@ log = logging.getLogger("driftloop.streaming")
 RETRY_SECONDS = 1.0  # pause before retrying a batch that failed to score or publish
 IDLE_CHECK_SECONDS = 0.2  # how often an idle consumer looks at the stop flag
 LOG_FLUSH_SECONDS = 60.0  # batches flush the log themselves; the timer is only a backstop
+BATCHES_QUEUED = 2  # deliveries held beyond the batch in hand (x batch_size if one per record)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One broker message and the records it carries (one, or a batch read)."""
+
+    message: StreamMessage[Any]
+    records: list[Record]
 
 
 class StreamConsumer:
@@ -52,37 +62,42 @@ class StreamConsumer:
         self.prediction_log = prediction_log
         self.metrics = metrics
         self.link = connect(config, self.on_message)
-        self.queue: asyncio.Queue[StreamMessage[Any]] = asyncio.Queue(2 * config.batch_size)
+        # room for two batches: one being scored, the next one filling
+        room = BATCHES_QUEUED if self.link.batched else BATCHES_QUEUED * config.batch_size
+        self.queue: asyncio.Queue[Delivery] = asyncio.Queue(room)
         self.stopping = asyncio.Event()
         self.throughput = Throughput()
 
     async def on_message(self, msg: StreamMessage[Any]) -> None:
-        """FastStream's handler: hand the record to the batcher (backpressure when full)."""
+        """FastStream's handler: hand the records to the batcher (backpressure when full)."""
         if self.stopping.is_set():
             return  # not acknowledged: redelivered to whoever consumes next
-        self.metrics.records_in.inc()
-        self.metrics.inflight.inc()
-        await self.queue.put(msg)
+        delivery = Delivery(msg, self.link.records(msg))
+        self.metrics.records_in.inc(len(delivery.records))
+        self.metrics.inflight.inc(len(delivery.records))
+        await self.queue.put(delivery)
 
-    async def collect(self) -> list[StreamMessage[Any]]:
-        """Up to ``batch_size`` records, waiting at most ``batch_ms`` after the first."""
+    async def collect(self) -> list[Delivery]:
+        """Deliveries holding up to ``batch_size`` records, waiting ``batch_ms`` at most."""
         try:
             batch = [await asyncio.wait_for(self.queue.get(), IDLE_CHECK_SECONDS)]
         except TimeoutError:
             return []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.batch_ms / 1000
-        size = self.config.batch_size
-        while len(batch) < size:
-            while len(batch) < size and not self.queue.empty():
+        size, n = self.config.batch_size, len(batch[0].records)
+        while n < size:
+            while n < size and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
+                n += len(batch[-1].records)
             remaining = deadline - loop.time()
-            if len(batch) >= size or remaining <= 0:
+            if n >= size or remaining <= 0:
                 break
             try:
                 batch.append(await asyncio.wait_for(self.queue.get(), remaining))
             except TimeoutError:
                 break
+            n += len(batch[-1].records)
         return batch
 
     async def _retrying(self, stage: str, fn: Callable[[], Any]) -> Any:
@@ -99,9 +114,9 @@ class StreamConsumer:
                 return None
             await asyncio.sleep(RETRY_SECONDS)
 
-    async def process(self, msgs: list[StreamMessage[Any]]) -> bool:
+    async def process(self, batch: list[Delivery]) -> bool:
         """Score, log, publish, acknowledge one batch; False if a stop left it unacknowledged."""
-        records = [Record(self.link.key(m), m.body) for m in msgs]
+        records = [r for d in batch for r in d.records]
         outcome: BatchOutcome | None = await self._retrying(
             "score",
             lambda: asyncio.to_thread(
@@ -115,8 +130,12 @@ class StreamConsumer:
         )
         if outcome is None or await self._retrying("publish", lambda: self._publish(outcome)):
             return False
-        await asyncio.gather(*(m.ack() for m in msgs))
-        self._count(msgs, outcome)
+        try:
+            await self.link.ack([d.message for d in batch])
+        except Exception:  # published and logged already: a redelivery is a same-key duplicate
+            self.metrics.errors.labels(stage="ack").inc()
+            log.exception("acknowledging %d records failed; they will be redelivered", len(records))
+        self._count(records, outcome)
         return True
 
     async def _publish(self, outcome: BatchOutcome) -> None:
@@ -127,19 +146,18 @@ class StreamConsumer:
         if outcome.results is not None:
             await publish(self.config.output, outcome.results)
 
-    def _count(self, msgs: list[StreamMessage[Any]], outcome: BatchOutcome) -> None:
+    def _count(self, records: list[Record], outcome: BatchOutcome) -> None:
         m = self.metrics
         if outcome.scored:
             m.scored.labels(model_tag=outcome.model_tag).inc(outcome.scored)
         m.dead_lettered.inc(len(outcome.dead_letters))
-        m.batch_size.observe(len(msgs))
-        m.inflight.dec(len(msgs))
-        m.throughput.set(self.throughput.add(len(msgs)))
+        m.batch_size.observe(len(records))
+        m.inflight.dec(len(records))
+        m.throughput.set(self.throughput.add(len(records)))
         now = time.time()
-        for msg in msgs:
-            sent = self.link.sent_at(msg)
-            if sent is not None:
-                m.lag.observe(max(now - sent, 0.0))
+        for record in records:
+            if record.sent_at is not None:
+                m.lag.observe(max(now - record.sent_at, 0.0))
 
     async def run(self, on_ready: Callable[[], None] | None = None) -> None:
         """Consume until :meth:`stop`; then finish every record already received."""

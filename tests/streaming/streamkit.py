@@ -53,9 +53,12 @@ def champion_home(prefix: str) -> Home:
 
 
 def stream_config(scheme: str, **overrides) -> StreamConfig:
+    """Unique names; a short redelivery wait (nats-py can strand a pull at a poll boundary:
+    its records come back after ``ack_wait``, see docs/streaming.md)."""
     tag = uuid.uuid4().hex[:10]
     names = {"input": f"dl-in-{tag}", "output": f"dl-out-{tag}", "dead_letter": f"dl-dead-{tag}"}
-    return StreamConfig(broker=BROKERS[scheme], metrics_port=0, **{**names, **overrides})
+    settings = {"metrics_port": 0, "ack_wait": 5.0, **names, **overrides}
+    return StreamConfig(broker=BROKERS[scheme], **settings)
 
 
 def run(coro):

@@ -38,6 +38,7 @@ EXPECTED_AREAS = (
     "orchestration",
     "scaling",
     "memory",
+    "streaming",
 )
 QUICK_TIMEOUT_S = 45.0  # per area
 QUICK_BUDGET_S = 45.0  # the whole smoke run: `make test` runs it, so it must stay short

@@ -80,8 +80,8 @@ def _redis(config: StreamConfig, handler: Handler) -> Link:
     # new records; and records another (crashed) consumer read but never acknowledged
     fresh = StreamSub(config.input, batch=True, max_records=config.batch_size, **common)
     stale = StreamSub(config.input, min_idle_time=int(config.ack_wait * 1000), **common)
-    for sub in (fresh, stale):
-        broker.subscriber(stream=sub, ack_policy=AckPolicy.MANUAL)(handler)
+    broker.subscriber(stream=fresh, ack_policy=AckPolicy.MANUAL, parser=_undecoded_batch)(handler)
+    broker.subscriber(stream=stale, ack_policy=AckPolicy.MANUAL)(handler)
 
     async def publish(name: str, body: bytes) -> None:
         await broker.publish(body, stream=name)
@@ -108,6 +108,14 @@ def _redis(config: StreamConfig, handler: Handler) -> Link:
 
 def _ids(msg: StreamMessage[Any]) -> list[bytes]:
     return msg.raw_message["message_ids"]
+
+
+async def _undecoded_batch(raw: Any, original: Any) -> StreamMessage[Any]:
+    """A batch read as a message without decoding and re-encoding every entry (FastStream's
+    parser does; the consumer reads the raw entries itself in :func:`_redis_records`)."""
+    from faststream.redis.message import RedisBatchStreamMessage
+
+    return RedisBatchStreamMessage(raw_message=raw, body=b"[]", consumer=None, group=None)
 
 
 def _redis_records(msg: StreamMessage[Any]) -> list[Record]:

@@ -62,10 +62,18 @@ def dead_letter(record: Record, errors: list[dict]) -> bytes:
     )
 
 
-def _with_key(record: Record, key_field: str | None, parsed: dict | None) -> Record:
-    if key_field is None or parsed is None or parsed.get(key_field) is None:
+def _with_key(record: Record, key_field: str | None, model: object | None = None) -> Record:
+    """The record keyed by its ``key_field`` value when it has one (else the broker's id)."""
+    if key_field is None:
         return record
-    return replace(record, key=str(parsed[key_field]))
+    value = getattr(model, key_field, None)
+    if value is None:  # not a contract field, or the record failed validation: read the JSON
+        try:
+            obj = orjson.loads(record.body)
+        except orjson.JSONDecodeError:
+            return record
+        value = obj.get(key_field) if isinstance(obj, dict) else None
+    return record if value is None else replace(record, key=str(value))
 
 
 @dataclass(frozen=True)
@@ -83,18 +91,14 @@ def validate(
     parsed = []
     dead: list[bytes] = []
     for record in records:
-        try:
-            obj = orjson.loads(record.body)
-        except orjson.JSONDecodeError as exc:
-            dead.append(dead_letter(record, [{"type": "json_invalid", "loc": [], "msg": str(exc)}]))
-            continue
-        record = _with_key(record, key_field, obj if isinstance(obj, dict) else None)
-        try:  # JSON mode, as the service validates a request body
-            parsed.append(models.record.model_validate_json(record.body))
+        try:  # JSON mode, as the service validates a request body (bad JSON: json_invalid)
+            model = models.record.model_validate_json(record.body)
         except ValidationError as exc:
-            dead.append(dead_letter(record, _json_safe(exc.errors(include_url=False))))
+            errors = _json_safe(exc.errors(include_url=False))
+            dead.append(dead_letter(_with_key(record, key_field), errors))
             continue
-        good.append(record)
+        parsed.append(model)
+        good.append(_with_key(record, key_field, model))
     if not good:
         return Validated(good, None, dead)
     frame = records_to_frame(parsed, models)

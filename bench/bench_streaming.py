@@ -17,10 +17,8 @@ Run: ``uv run python -m bench.bench_streaming [--quick]`` -> ``bench/results/str
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import statistics
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -42,40 +40,28 @@ class Running:
     def __init__(self, setup: Setup, batch_size: int) -> None:
         from tasks.settings import Settings
         from tasks.streaming.config import StreamConfig
-        from tasks.streaming.consumer import build_consumer
+        from tasks.streaming.consumer import ConsumerThread, build_consumer
 
         tag = uuid.uuid4().hex[:8]
         self.config = StreamConfig(
             broker=REDIS_URL, input=f"bench-in-{tag}", output=f"bench-out-{tag}",
             dead_letter=f"bench-dead-{tag}", batch_size=batch_size, metrics_port=0,
         )  # fmt: skip
-        self.consumer = build_consumer(self.config, Settings(home=setup.home))
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._main, daemon=True)
-
-    def _main(self) -> None:
-        async def main() -> None:
-            self.loop = asyncio.get_running_loop()
-            await self.consumer.run(self.ready.set)
-
-        asyncio.run(main())
+        self.thread = ConsumerThread(build_consumer(self.config, Settings(home=setup.home)))
+        self.consumer = self.thread.consumer
 
     def start(self) -> Running:
         self.thread.start()
-        if not self.ready.wait(60):
-            raise TimeoutError("stream consumer did not start in 60 s")
         return self
 
     def scored(self) -> float:
         return sum(s.get() for s in _children(self.consumer.metrics.scored))
 
     def stop(self) -> None:
-        if self.thread.is_alive():
-            self.loop.call_soon_threadsafe(self.consumer.stop)
-            self.thread.join(30)
-        self.consumer.watcher.stop()
-        self.consumer.prediction_log.close()
-        _redis().delete(self.config.input, self.config.output, self.config.dead_letter_name)
+        try:
+            self.thread.stop()
+        finally:
+            _redis().delete(self.config.input, self.config.output, self.config.dead_letter_name)
 
 
 def _children(counter: Any) -> list[Any]:
@@ -159,7 +145,7 @@ def steady_latency(setup: Setup, seconds: float) -> dict[str, float]:
 
 def run(quick: bool = False) -> list[dict]:
     """Stream throughput at three batch sizes, steady-rate latency, and the HTTP peer."""
-    sizes = {1: 100, 100: 2_000, 1_000: 5_000} if quick else {1: 2_000, 100: 50_000,
+    sizes = {1: 50, 100: 1_000, 1_000: 3_000} if quick else {1: 2_000, 100: 50_000,
                                                                1_000: 200_000}  # fmt: skip
     setup = prepare(quick)
     rows: list[dict] = []

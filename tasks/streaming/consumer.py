@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -190,6 +191,48 @@ def build_consumer(config: StreamConfig, settings: Settings) -> StreamConsumer:
     watcher.start()
     predictions = prediction_log(settings, serving, flush_seconds=LOG_FLUSH_SECONDS)
     return StreamConsumer(config, request_models(dataset), watcher, predictions, stream_metrics())
+
+
+class ConsumerThread:
+    """A consumer on its own event loop in a thread of this process (tests, benchmarks)."""
+
+    def __init__(self, consumer: StreamConsumer) -> None:
+        self.consumer = consumer
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._main, name="stream-consumer", daemon=True)
+
+    def _main(self) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            await self.consumer.run(self.ready.set)
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # raised again by start() or stop()
+            self.error = exc
+            self.ready.set()
+
+    def start(self, timeout: float = 60) -> ConsumerThread:
+        self._thread.start()
+        if not self.ready.wait(timeout):
+            raise TimeoutError(f"stream consumer did not start in {timeout:.0f} s")
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def stop(self, timeout: float = 30) -> None:
+        """Stop gracefully (as SIGTERM does), then close the watcher and the log."""
+        if self._thread.is_alive() and self._loop is not None:
+            self._loop.call_soon_threadsafe(self.consumer.stop)
+            self._thread.join(timeout)
+        self.consumer.watcher.stop()
+        self.consumer.prediction_log.close()
+        if self._thread.is_alive():
+            raise TimeoutError(f"stream consumer did not stop in {timeout:.0f} s")
+        if self.error is not None:
+            raise self.error
 
 
 def run_stream(

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -238,43 +237,20 @@ class Collected:
 
 
 class ThreadConsumer:
-    """A consumer running in a thread of this process (its own event loop)."""
+    """A consumer in a thread of this process, as a context manager (always stopped)."""
 
     def __init__(self, config: StreamConfig, settings: Settings) -> None:
-        from tasks.streaming.consumer import build_consumer
+        from tasks.streaming.consumer import ConsumerThread, build_consumer
 
-        self.consumer = build_consumer(config, settings)
-        self.ready = threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._main, daemon=True)
-
-    def _main(self) -> None:
-        async def main() -> None:
-            self.loop = asyncio.get_running_loop()
-            await self.consumer.run(self.ready.set)
-
-        try:
-            asyncio.run(main())
-        except BaseException as exc:  # surfaced by stop()
-            self.error = exc
-            self.ready.set()
+        self.running = ConsumerThread(build_consumer(config, settings))
+        self.consumer = self.running.consumer
 
     def __enter__(self) -> ThreadConsumer:
-        self.thread.start()
-        assert self.ready.wait(60), "consumer did not start in 60 s"
-        if self.error is not None:
-            raise self.error
+        self.running.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.thread.is_alive():
-            self.loop.call_soon_threadsafe(self.consumer.stop)
-            self.thread.join(30)
-        self.consumer.watcher.stop()
-        self.consumer.prediction_log.close()
-        assert not self.thread.is_alive(), "consumer did not stop in 30 s"
-        if self.error is not None:
-            raise self.error
+        self.running.stop()
 
 
 class ProcessConsumer:

@@ -12,7 +12,6 @@ on the champion at the workers' next poll, with no intermediate state to serve.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -22,9 +21,9 @@ from pydantic import BaseModel, Field
 from tasks import registry
 from tasks.rollout.config import RolloutConfig, RolloutMode
 from tasks.rollout.decision import Evidence, RolloutDecision
+from tasks.rollout.routing import EXPERIMENT
 from tasks.settings import Settings, get_settings
 
-EXPERIMENT = "experiment"  # the index key, and the alias name of its history records
 Outcome = Literal["promote", "rollback", "no_decision", "abort"]
 _OUTCOMES: dict[str, Outcome] = {"promote": "promote", "rollback": "rollback",
                                  "no_decision": "no_decision"}  # fmt: skip
@@ -53,27 +52,8 @@ class Experiment(BaseModel):
     last_reason: str | None = None
 
 
-@dataclass(frozen=True)
-class Split:
-    """What a serving worker needs to route: the challenger, the routing key and its share."""
-
-    experiment_id: str
-    mode: RolloutMode
-    challenger: str
-    salt: str
-    share: float
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def split_of(entry: dict[str, Any]) -> Split | None:
-    """The split of a model's index entry (``None``: no experiment, the champion answers all)."""
-    raw = entry.get(EXPERIMENT)
-    if not raw:
-        return None
-    return Split(raw["id"], raw["mode"], raw["challenger"], raw["salt"], float(raw["share"]))
 
 
 def read_experiment(name: str, settings: Settings | None = None) -> Experiment | None:

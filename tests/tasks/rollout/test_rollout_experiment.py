@@ -12,6 +12,7 @@ from tasks.rollout import experiment
 from tasks.rollout.config import RolloutConfig
 from tasks.rollout.decision import ArmStatistics, decide
 from tasks.rollout.guardrails import GuardrailObservation
+from tasks.rollout.routing import split_of
 
 FEATURES = FeatureSpec(columns=("a", "b"), categories={})
 CANARY = RolloutConfig(mode="canary", ramp=(0.1, 0.5, 1.0), min_labels=100)
@@ -29,8 +30,7 @@ def _booster(seed: int) -> lgb.Booster:
 @pytest.fixture
 def models(home) -> tuple[str, str]:
     a, b = (
-        registry.save_model(_booster(s), name="toy", features=FEATURES, metadata={})
-        for s in (1, 2)
+        registry.save_model(_booster(s), name="toy", features=FEATURES, metadata={}) for s in (1, 2)
     )
     registry.promote("toy", a, reason="test")
     return a, b
@@ -50,7 +50,7 @@ def test_start_opens_the_experiment_and_points_the_challenger_in_one_write(model
     entry = registry.read_index()["toy"]
     assert entry["aliases"] == {"champion": a, "challenger": b}
     assert experiment.read_experiment("toy") == started
-    split = experiment.split_of(entry)
+    split = split_of(entry)
     assert (split.challenger, split.share, split.mode) == (b, 0.1, "canary")
     assert split.salt == started.salt and started.champion == a
     with pytest.raises(experiment.ExperimentError, match="already has rollout"):
@@ -71,7 +71,7 @@ def test_start_refuses_direct_mode_the_champion_and_unknown_models(models) -> No
 def test_shadow_starts_at_share_zero(models) -> None:
     _, b = models
     started = experiment.start("toy", b, RolloutConfig(mode="shadow"))
-    assert started.share == 0.0 and experiment.split_of(registry.read_index()["toy"]).share == 0
+    assert started.share == 0.0 and split_of(registry.read_index()["toy"]).share == 0
 
 
 def test_a_look_keeps_the_evidence_and_an_advance_starts_a_step(models) -> None:
@@ -99,7 +99,7 @@ def test_promote_moves_the_champion_and_ends_the_experiment_together(models) -> 
     assert experiment.apply("toy", promote, experiment_id=started.id) == b
     entry = registry.read_index()["toy"]
     assert entry["aliases"] == {"champion": b} and "experiment" not in entry
-    assert experiment.split_of(entry) is None
+    assert split_of(entry) is None
     assert registry.rollback("toy") == a  # the champion stack knows the promotion
 
 

@@ -13,8 +13,8 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from tasks.rollout import evaluate, experiment
-from tasks.rollout.report import Emitter, Look, artifact_key
+from tasks.rollout import evaluate, experiment, report
+from tasks.settings import get_settings
 
 
 class RolloutRunConfig(BaseModel):
@@ -27,15 +27,13 @@ read_experiment = task(experiment.read_experiment, name="read_experiment", cache
 observe_arms = task(evaluate.observe, name="observe_arms", cache_policy=NO_CACHE)
 decide_look = task(evaluate.decide_look, name="decide_look", cache_policy=NO_CACHE)
 apply_decision = task(experiment.apply, name="apply_decision", cache_policy=NO_CACHE, retries=2)
+emit_look = task(report.emit_look, name="emit_look", cache_policy=NO_CACHE)
 
 
 @flow(name="rollout")
-def rollout(config: RolloutRunConfig | None = None, emitter: Emitter | None = None) -> dict:
-    """Evaluate -> decide -> advance / promote / roll back; returns the look's record."""
-    from tasks.settings import get_settings
-
+def rollout(config: RolloutRunConfig | None = None) -> dict:
+    """Evaluate -> decide -> advance / promote / roll back -> event + artifact."""
     config, settings = config or RolloutRunConfig(), get_settings()
-    emitter = emitter or _events()
     running = read_experiment(name=config.dataset, settings=settings)
     if running is None:
         return {"action": "idle", "model": config.dataset}
@@ -44,27 +42,7 @@ def rollout(config: RolloutRunConfig | None = None, emitter: Emitter | None = No
     champion = apply_decision(
         name=config.dataset, decision=decision, experiment_id=running.id, settings=settings
     )
-    look = Look(running, observation, decision, champion)
-    record = look.payload()
-    if look.event is not None:
-        record["event_id"] = emitter.emit_rollout(look.event, config.dataset, record)
-    _publish_artifacts(look)
+    look = report.Look(running, observation, decision, champion)
+    record = emit_look(look=look)
+    report.publish_artifacts(look)
     return record
-
-
-def _events() -> Emitter:
-    from tasks import events
-
-    return events
-
-
-def _publish_artifacts(look: Look) -> None:
-    """The per-arm table and the summary, under stable keys (only inside a flow run)."""
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
-    from prefect.context import FlowRunContext
-
-    if FlowRunContext.get() is None:
-        return
-    key = artifact_key(look.experiment.model)
-    create_markdown_artifact(look.markdown(), key=key, description="driftloop rollout look")
-    create_table_artifact(look.table(), key=f"{key}-arms", description="rollout: per arm")

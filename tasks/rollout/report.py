@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     from tasks.rollout.decision import RolloutDecision
@@ -23,7 +23,6 @@ EVENT_OF_ACTION: dict[str, EventKind] = {
 }  # fmt: skip  (``continue`` emits nothing: the artifact records every look)
 
 
-@runtime_checkable
 class Emitter(Protocol):
     """``tasks.events`` or a test's fake."""
 
@@ -127,3 +126,32 @@ class Look:
 def artifact_key(model_name: str) -> str:
     """The stable artifact key of a model's rollout (Prefect keys: lowercase, dashes)."""
     return f"rollout-{model_name}".lower().replace("_", "-")
+
+
+def emit_look(look: Look, emitter: Emitter | None = None) -> dict[str, Any]:
+    """The look's record, with the id of the event it emitted (``continue`` emits none)."""
+    record = look.payload()
+    if look.event is not None:
+        emitter = emitter or default_emitter()
+        record["event_id"] = emitter.emit_rollout(look.event, look.experiment.model, record)
+    return record
+
+
+def default_emitter() -> Emitter:
+    """``tasks.events`` (the only ``prefect.events`` importer)."""
+    from tasks import events
+
+    return events  # type: ignore[return-value]
+
+
+def publish_artifacts(look: Look) -> None:
+    """The summary and the per-arm table in the Prefect UI under stable keys, a new version
+    every look (only inside a flow run)."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+    from prefect.context import FlowRunContext
+
+    if FlowRunContext.get() is None:
+        return
+    key = artifact_key(look.experiment.model)
+    create_markdown_artifact(look.markdown(), key=key, description="driftloop rollout look")
+    create_table_artifact(look.table(), key=f"{key}-arms", description="rollout: per arm")

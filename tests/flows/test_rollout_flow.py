@@ -15,7 +15,7 @@ from flows.rollout import RolloutRunConfig, rollout
 from tasks import registry
 from tasks.features import FeatureSpec
 from tasks.predlog import FEEDBACK_TYPES, PREDICTION_TYPES
-from tasks.rollout import experiment
+from tasks.rollout import experiment, report
 from tasks.rollout.config import RolloutConfig
 from tasks.rollout.routing import Router
 from tasks.settings import get_settings
@@ -42,6 +42,14 @@ def _booster(seed: int) -> lgb.Booster:
 
 
 @pytest.fixture
+def fake(monkeypatch) -> FakeEmitter:
+    """The flow's default emitter replaced by a recorder for this test."""
+    emitter = FakeEmitter()
+    monkeypatch.setattr(report, "default_emitter", lambda: emitter)
+    return emitter
+
+
+@pytest.fixture
 def models(home) -> tuple[str, str]:
     a, b = (
         registry.save_model(_booster(s), name="telco", features=FEATURES, metadata={})
@@ -53,14 +61,14 @@ def models(home) -> tuple[str, str]:
 
 def _traffic(exp: experiment.Experiment, n: int, *, challenger_noise: float, seed: int) -> None:
     """``n`` served rows routed as the service routes them (shadow: challenger scores beside),
-    with labels; the challenger's scores carry ``challenger_noise`` logit noise (champion 0.5)."""
+    with labels; the challenger's scores carry ``challenger_noise`` logit noise (champion 1.5)."""
     settings = get_settings()
     rng = np.random.default_rng(seed)
     ids = [f"cust-{seed}-{i}" for i in range(n)]
     logit = rng.normal(-0.8, 1.5, n)
     y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(float)
     score = lambda noise: 1 / (1 + np.exp(-(logit + rng.normal(0, noise, n))))  # noqa: E731
-    champ, chall = score(0.5), score(challenger_noise)
+    champ, chall = score(1.5), score(challenger_noise)
     to_b = Router(exp.salt, exp.share).to_challenger(ids) if exp.mode == "canary" else np.zeros(n)
     to_b = to_b.astype(bool)
     shadow = exp.mode == "shadow"
@@ -99,13 +107,12 @@ def _artifact(key: str):
 CANARY = RolloutConfig(mode="canary", ramp=(0.25, 0.5, 1.0), min_labels=100, max_sample=4_000)
 
 
-def test_a_worse_canary_is_rolled_back_with_its_evidence(models, prefect_harness) -> None:
+def test_a_worse_canary_is_rolled_back_with_its_evidence(models, fake, prefect_harness) -> None:
     a, b = models
-    fake = FakeEmitter()
-    assert rollout(config=RUN, emitter=fake)["action"] == "idle"
+    assert rollout(config=RUN)["action"] == "idle"
     started = experiment.start("telco", b, CANARY, reason="test")
-    _traffic(started, 1_200, challenger_noise=2.5, seed=1)
-    record = rollout(config=RUN, emitter=fake)
+    _traffic(started, 1_200, challenger_noise=3.5, seed=1)
+    record = rollout(config=RUN)
     assert record["action"] == "rollback", record["explanation"]
     assert registry.read_index()["telco"]["aliases"] == {"champion": a}
     assert experiment.read_experiment("telco") is None
@@ -119,12 +126,11 @@ def test_a_worse_canary_is_rolled_back_with_its_evidence(models, prefect_harness
     assert "**rollback**" in md.data and "two_sample" in md.data
     table = _artifact("rollout-telco-arms")[-1]
     assert '"challenger"' in table.data and '"lower"' in table.data
-    assert rollout(config=RUN, emitter=fake)["action"] == "idle"
+    assert rollout(config=RUN)["action"] == "idle"
 
 
-def test_a_better_canary_walks_the_ramp_and_is_promoted(models, prefect_harness) -> None:
+def test_a_better_canary_walks_the_ramp_and_is_promoted(models, fake, prefect_harness) -> None:
     a, b = models
-    fake = FakeEmitter()
     started = experiment.start("telco", b, CANARY, reason="test")
     actions, shares = [], []
     for seed in range(10, 20):
@@ -132,7 +138,7 @@ def test_a_better_canary_walks_the_ramp_and_is_promoted(models, prefect_harness)
         if running is None:
             break
         _traffic(running, 600, challenger_noise=0.05, seed=seed)
-        record = rollout(config=RUN, emitter=fake)
+        record = rollout(config=RUN)
         actions.append(record["action"])
         shares.append(record["share_after"])
     assert actions[-1] == "promote", actions
@@ -145,13 +151,12 @@ def test_a_better_canary_walks_the_ramp_and_is_promoted(models, prefect_harness)
     assert f"rollout {started.id}" in _artifact("rollout-telco")[-1].data.lower()
 
 
-def test_shadow_decides_on_paired_rows_and_records_it(models, prefect_harness) -> None:
+def test_shadow_decides_on_paired_rows_and_records_it(models, fake, prefect_harness) -> None:
     a, b = models
-    fake = FakeEmitter()
     config = RolloutConfig(mode="shadow", min_labels=100, max_sample=4_000)
     experiment.start("telco", b, config, reason="test")
     _traffic(experiment.read_experiment("telco"), 800, challenger_noise=0.05, seed=30)
-    record = rollout(config=RUN, emitter=fake)
+    record = rollout(config=RUN)
     assert record["action"] == "promote", record["explanation"]
     assert record["evidence"]["design"] == "paired"
     assert record["evidence"]["n_champion"] == record["evidence"]["n_challenger"] == 800

@@ -10,6 +10,7 @@ error (a guardrail). Records without an id go to the champion.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -77,8 +78,11 @@ def score_routed(
     if mask.all():
         return [Answer(_challenger(frame, champion, challenger, id_column, started), None)]
     rest = ~mask
+    before = time.perf_counter()
     first = score_inputs(frame.filter(rest), champion, id_column, started)
-    second = _challenger(frame.filter(mask), champion, challenger, id_column, started)
+    # each arm's latency: the request's overhead plus its own scoring, not the other arm's
+    own_start = started + (time.perf_counter() - before)
+    second = _challenger(frame.filter(mask), champion, challenger, id_column, own_start)
     return [Answer(first, np.flatnonzero(rest)), Answer(second, np.flatnonzero(mask))]
 
 

@@ -46,6 +46,7 @@ PREDICTION_TYPES: dict[str, pl.DataType] = {
     "shadow_tag": pl.String,
     "shadow_score": pl.Float64,
     "latency_ms": pl.Float64,
+    "arm": pl.String,
 }
 FEEDBACK_TYPES: dict[str, pl.DataType] = {
     "request_id": pl.String,
@@ -71,6 +72,7 @@ class ScoredBatch:
     latency_ms: float
     shadow_tag: str | None = None
     shadow_scores: np.ndarray | None = None
+    arm: str = "champion"  # the rollout arm routed to (``model_tag`` says who answered)
 
     def __len__(self) -> int:
         return len(self.request_ids)
@@ -120,6 +122,7 @@ def prediction_frame(batch: ScoredBatch | Sequence[ScoredBatch]) -> pl.DataFrame
             "shadow_tag": scalar([b.shadow_tag for b in batches], pl.String),
             "shadow_score": array([b.shadow_scores for b in batches], n),
             "latency_ms": scalar([b.latency_ms for b in batches], pl.Float64),
+            "arm": scalar([b.arm for b in batches], pl.String),
         },
         schema=PREDICTION_TYPES,
     )

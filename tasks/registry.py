@@ -233,7 +233,18 @@ def resolve(ref: str, settings: Settings | None = None) -> str:
     return ref
 
 
-def _record(entry: dict[str, Any], alias: str, old: str | None, new: str | None, why: str) -> None:
+@contextlib.contextmanager
+def edit_entry(name: str, settings: Settings) -> Iterator[dict[str, Any]]:
+    """One model's entry (aliases, history, champion stack, rollout experiment) to change
+    under the index lock; the index is written atomically on exit (not on an error)."""
+    with _locked_index(settings) as index:
+        yield _entry(index, name)
+
+
+def record_move(
+    entry: dict[str, Any], alias: str, old: str | None, new: str | None, why: str
+) -> None:
+    """Append a move of ``alias`` (or of the rollout ``experiment``) to the entry's history."""
     entry["history"].append({"time": _now(), "alias": alias, "from": old, "to": new, "reason": why})
 
 
@@ -256,7 +267,7 @@ def _stack_from_history(entry: dict[str, Any]) -> list[str]:
     return stack
 
 
-def _set_champion(entry: dict[str, Any], tag: str | None, why: str) -> None:
+def move_champion(entry: dict[str, Any], tag: str | None, why: str) -> None:
     """Move the champion alias and keep the stack of champions (what rollback pops)."""
     old = entry["aliases"].get(CHAMPION)
     if tag is None:
@@ -267,7 +278,7 @@ def _set_champion(entry: dict[str, Any], tag: str | None, why: str) -> None:
         entry["aliases"][CHAMPION] = tag
         if not entry["champions"] or entry["champions"][-1] != tag:
             entry["champions"].append(tag)
-    _record(entry, CHAMPION, old, tag, why)
+    record_move(entry, CHAMPION, old, tag, why)
 
 
 def set_alias(
@@ -280,14 +291,14 @@ def set_alias(
     with _locked_index(settings) as index:
         entry = _entry(index, name)
         if alias == CHAMPION:
-            _set_champion(entry, tag, reason)
+            move_champion(entry, tag, reason)
             return
         old = entry["aliases"].get(alias)
         if tag is None:
             entry["aliases"].pop(alias, None)
         else:
             entry["aliases"][alias] = tag
-        _record(entry, alias, old, tag, reason)
+        record_move(entry, alias, old, tag, reason)
 
 
 def promote(
@@ -301,10 +312,10 @@ def promote(
     verify_files(Path(_get(tag, settings).path))
     with _locked_index(settings) as index:
         entry = _entry(index, name)
-        _set_champion(entry, tag, reason or "promote")
+        move_champion(entry, tag, reason or "promote")
         if entry["aliases"].get(CHALLENGER) == tag:
             entry["aliases"].pop(CHALLENGER)
-            _record(entry, CHALLENGER, tag, None, "promoted")
+            record_move(entry, CHALLENGER, tag, None, "promoted")
     return tag
 
 
@@ -327,5 +338,7 @@ def rollback(name: str, *, reason: str = "", settings: Settings | None = None) -
         verify_files(Path(_get(previous, settings).path))
         current = stack.pop()
         entry["aliases"][CHAMPION] = previous
-        _record(entry, CHAMPION, current, previous, f"rollback: {reason}" if reason else "rollback")
+        record_move(
+            entry, CHAMPION, current, previous, f"rollback: {reason}" if reason else "rollback"
+        )
     return previous

@@ -95,8 +95,7 @@ def start(
     challenger = registry.resolve(challenger, settings)
     registry.verify_files(Path(registry.model_path(challenger, settings)))
     now = _now()
-    with registry._locked_index(settings) as index:
-        entry = registry._entry(index, name)
+    with registry.edit_entry(name, settings) as entry:
         champion = entry["aliases"].get(registry.CHAMPION)
         if champion is None:
             raise ExperimentError(f"model {name!r} has no champion to compare against")
@@ -112,8 +111,10 @@ def start(
         )  # fmt: skip
         old = entry["aliases"].get(registry.CHALLENGER)
         entry["aliases"][registry.CHALLENGER] = challenger
-        registry._record(entry, registry.CHALLENGER, old, challenger, f"rollout {ident}: {reason}")
-        registry._record(entry, EXPERIMENT, None, ident, f"{config.mode} started: {reason}")
+        registry.record_move(
+            entry, registry.CHALLENGER, old, challenger, f"rollout {ident}: {reason}"
+        )
+        registry.record_move(entry, EXPERIMENT, None, ident, f"{config.mode} started: {reason}")
         _store(entry, experiment)
     return experiment
 
@@ -125,8 +126,7 @@ def record_look(
     if decision.action not in ("continue", "advance"):
         raise ValueError(f"{decision.action!r} ends the experiment: use finish()")
     settings = settings or get_settings()
-    with registry._locked_index(settings) as index:
-        entry = registry._entry(index, name)
+    with registry.edit_entry(name, settings) as entry:
         current = _running(entry, name, experiment_id)
         changes: dict[str, Any] = {
             "looks": current.looks + 1, "previous": decision.evidence,
@@ -134,7 +134,7 @@ def record_look(
         }  # fmt: skip
         if decision.action == "advance" and current.mode == "canary":
             changes |= {"share": decision.share, "step_started_at": _now()}
-            registry._record(entry, EXPERIMENT, str(current.share), str(decision.share),
+            registry.record_move(entry, EXPERIMENT, str(current.share), str(decision.share),
                              f"rollout {current.id} advanced: {decision.reason}")  # fmt: skip
         updated = current.model_copy(update=changes)
         _store(entry, updated)
@@ -153,17 +153,16 @@ def finish(
     outcome clears the challenger alias, so the champion answers everything. Returns the
     champion's tag afterwards."""
     settings = settings or get_settings()
-    with registry._locked_index(settings) as index:
-        entry = registry._entry(index, name)
+    with registry.edit_entry(name, settings) as entry:
         current = _running(entry, name, experiment_id)
         why = f"rollout {current.id} {outcome}: {reason}"
         if outcome == "promote":
             registry.verify_files(Path(registry.model_path(current.challenger, settings)))
-            registry._set_champion(entry, current.challenger, why)
+            registry.move_champion(entry, current.challenger, why)
         if entry["aliases"].get(registry.CHALLENGER) == current.challenger:
             entry["aliases"].pop(registry.CHALLENGER)
-            registry._record(entry, registry.CHALLENGER, current.challenger, None, why)
-        registry._record(entry, EXPERIMENT, current.id, None, why)
+            registry.record_move(entry, registry.CHALLENGER, current.challenger, None, why)
+        registry.record_move(entry, EXPERIMENT, current.id, None, why)
         _store(entry, None)
         return entry["aliases"][registry.CHAMPION]
 

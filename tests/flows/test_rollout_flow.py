@@ -81,9 +81,10 @@ def _traffic(exp: experiment.Experiment, n: int, *, challenger_noise: float, see
             "score": np.where(to_b, chall, champ), "decision": [None] * n,
             "shadow_tag": [exp.challenger if shadow else None] * n,
             "shadow_score": chall if shadow else [None] * n, "latency_ms": [1.0] * n,
+            "arm": np.where(to_b, "challenger", "champion").tolist(),
         },
         schema=PREDICTION_TYPES,
-    ).with_columns(arm=pl.Series(np.where(to_b, "challenger", "champion")))  # fmt: skip
+    )  # fmt: skip
     settings.predictions_dir.mkdir(parents=True, exist_ok=True)
     settings.feedback_dir.mkdir(parents=True, exist_ok=True)
     head.write_parquet(settings.predictions_dir / f"predictions-{seed}.parquet")

@@ -51,12 +51,13 @@ def _log(settings: Settings, **kw) -> BufferedLog:
 def test_prediction_frame_follows_the_record_contract():
     frame = prediction_frame(_batch(["r1", "r2"], ["c1", "c2"], T0))
     validate_predictions(frame)
-    assert frame.columns[:9] == [
+    assert frame.columns[:10] == [
         "request_id", "entity_id", "ts", "model_tag", "score", "decision",
-        "shadow_tag", "shadow_score", "latency_ms",
+        "shadow_tag", "shadow_score", "latency_ms", "arm",
     ]  # fmt: skip
-    assert frame.columns[9:] == ["customerID", "tenure"]
+    assert frame.columns[10:] == ["customerID", "tenure"]
     assert frame["shadow_score"].null_count() == 2
+    assert frame["arm"].to_list() == ["champion", "champion"]  # no rollout: the champion's
 
 
 def test_one_file_per_flush_and_close_flushes_the_rest(home_settings: Settings):

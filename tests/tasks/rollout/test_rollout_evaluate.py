@@ -36,10 +36,10 @@ def _rows(tags, arms, scores, *, minutes=None, shadow=None, latency=None) -> pl.
             "score": scores, "decision": [None] * n,
             "shadow_tag": [B if shadow is not None else None] * n,
             "shadow_score": shadow if shadow is not None else [None] * n,
-            "latency_ms": latency if latency is not None else [1.0] * n,
+            "latency_ms": latency if latency is not None else [1.0] * n, "arm": arms,
         },
         schema=PREDICTION_TYPES,
-    ).with_columns(arm=pl.Series(arms, dtype=pl.String))  # fmt: skip
+    )  # fmt: skip
 
 
 def _labels(request_ids, labels) -> pl.DataFrame:
@@ -101,7 +101,7 @@ def test_shadow_pairs_both_scores_on_the_same_labelled_rows() -> None:
 
 
 def test_logs_without_an_arm_column_count_as_champion_rows() -> None:
-    rows = _rows([A, A], ["x", "x"], [0.3, 0.6]).drop("arm")
+    rows = _rows([A, A], [None, None], [0.3, 0.6]).drop("arm")
     obs = evaluate(_experiment("canary"), rows, _labels(["r0", "r1"], [0.0, 1.0]))
     assert obs.arms[0].labelled == 2 and obs.arms[1].requests == 0
     assert obs.arms[1].mean_loss is None and obs.step_labels == 0

@@ -117,6 +117,9 @@ def retrain(
     trials: int = typer.Option(None, help="Optuna trials (default: the flow's)."),
     margin: float = typer.Option(None, help="Gate: win needed on the gate metric."),
     max_slice_regression: float = typer.Option(None, help="Gate: worst slice loss allowed."),
+    rollout: str = typer.Option(
+        None, help="direct | shadow | canary: how a winner reaches traffic (default: the flow's)."
+    ),
     reason: str = typer.Option("manual", help="Recorded with the run and its events."),
     submit: bool = typer.Option(
         False, "--submit", help="Run through the `retrain` deployment (its concurrency limit)."
@@ -134,6 +137,8 @@ def retrain(
         for key, value in (("margin", margin), ("max_slice_regression", max_slice_regression)):
             if value is not None:
                 base["gate"][key] = value
+        if rollout is not None:
+            base["rollout"]["mode"] = rollout
         try:
             config = RetrainConfig.model_validate(base)
         except ValueError as exc:

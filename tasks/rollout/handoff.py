@@ -11,6 +11,7 @@ from tasks.rollout.report import experiment_record
 
 if TYPE_CHECKING:
     from tasks.rollout.config import RolloutConfig
+    from tasks.rollout.experiment import Experiment
     from tasks.rollout.report import Emitter
     from tasks.settings import Settings
 
@@ -28,11 +29,19 @@ def start_rollout(
     """Open a shadow or canary experiment for ``challenger``; emit ``rollout.started`` with the
     experiment and ``evidence`` (e.g. the offline gate's decision). Returns the payload."""
     started = experiment.start(name, challenger, config, reason=reason, settings=settings)
+    return emit_started(started, reason=reason, emitter=emitter, evidence=evidence)
+
+
+def emit_started(
+    started: Experiment, *, reason: str, emitter: Emitter, evidence: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Emit ``rollout.started`` for an experiment just opened; returns the payload with the
+    event's id."""
     payload: dict[str, Any] = {
         "reason": "started", "explanation": reason, "experiment": experiment_record(started),
         "evidence": evidence or {},
     }  # fmt: skip
-    payload["event_id"] = emitter.emit_rollout("started", name, payload)
+    payload["event_id"] = emitter.emit_rollout("started", started.model, payload)
     return payload
 
 

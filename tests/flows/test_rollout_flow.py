@@ -165,3 +165,18 @@ def test_shadow_decides_on_paired_rows_and_records_it(models, fake, prefect_harn
     assert registry.read_index()["telco"]["aliases"] == {"champion": b}
     md = _artifact("rollout-telco")[-1]
     assert "paired always-valid test" in md.data and "**promote**" in md.data
+
+
+def test_the_deployment_looks_every_minute_one_at_a_time() -> None:
+    import yaml
+
+    from tests.support.telco import REPO
+
+    (dep,) = [
+        d for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
+        if d["name"] == "rollout"
+    ]  # fmt: skip
+    assert dep["entrypoint"] == "flows/rollout.py:rollout"
+    assert dep["schedules"] == [{"interval": 60, "active": True}]
+    assert dep["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
+    assert RolloutRunConfig.model_validate(dep["parameters"]["config"]) == RUN

@@ -17,8 +17,8 @@ from datetime import datetime
 
 import httpx
 import pytest
-from servekit import Server, free_port, make_home, save, telco_frame, train_tiny
 
+from driftloop.supervise import free_port
 from flows.rollout import RolloutRunConfig, rollout
 from schemas import load_dataset
 from tasks import events, registry
@@ -27,6 +27,9 @@ from tasks.rollout import experiment
 from tasks.rollout.config import GuardrailConfig, RolloutConfig
 from tasks.rollout.routing import Router
 from tasks.settings import Settings
+from tests.support.models import save_tiny, train_tiny
+from tests.support.server import Server, make_home
+from tests.support.telco import telco_frame
 
 pytestmark = pytest.mark.e2e
 CONVERGE_S = 5.0
@@ -103,8 +106,8 @@ def world(prefect_harness):
     home = make_home("rollout")
     settings = Settings(home=home).ensure_dirs()
     tags = {
-        "good": save(train_tiny(train, fspec, leaves=15, rounds=60), fspec, settings, "good"),
-        "weak": save(train_tiny(train, fspec, leaves=2, rounds=2), fspec, settings, "weak"),
+        "good": save_tiny(train_tiny(train, fspec, leaves=15, rounds=60), fspec, settings, "good"),
+        "weak": save_tiny(train_tiny(train, fspec, leaves=2, rounds=2), fspec, settings, "weak"),
     }
     registry.set_alias("telco", registry.CHAMPION, tags["good"], settings=settings)
     labels = dict(zip(replay["customerID"], (replay["Churn"] == "Yes").cast(float), strict=True))
@@ -126,17 +129,20 @@ def _label(server: Server, answers: list[dict], labels: dict[str, float]) -> Non
         assert resp.status_code == 200, resp.text
 
 
-def _workers_on(server: Server, split: tuple[str, float] | None, since: float) -> float:
+def _workers_on(
+    server: Server, split: tuple[str, float] | None, since: float, timeout: float = 3 * CONVERGE_S
+) -> float:
     """Poll /models over new connections until two workers report ``split`` (experiment id,
     share); return the latest worker's switch time after ``since`` (its own clock)."""
     seen: dict[int, float] = {}
-    deadline = time.monotonic() + 3 * CONVERGE_S
+    deadline = time.monotonic() + timeout
     while len(seen) < 2:
         assert time.monotonic() < deadline, f"workers on {split}: only {sorted(seen)}"
         m = httpx.get(f"{server.url}/models", timeout=10).json()
         now_on = None if m["split"] is None else (m["split"]["experiment"], m["split"]["share"])
         if now_on == split:
-            seen[m["worker"]] = datetime.fromisoformat(m["split_since"]).timestamp() - since
+            switched = m["split_since"] and datetime.fromisoformat(m["split_since"]).timestamp()
+            seen[m["worker"]] = (switched or since) - since
     return max(seen.values())
 
 
@@ -161,15 +167,16 @@ def _run_until_decided(world, config: RolloutConfig, challenger: str) -> list[di
             written = settings.alias_index.stat().st_mtime
             split = (started.id, record["share_after"]) if record["action"] == "advance" else None
             assert _workers_on(server, split, written) <= CONVERGE_S
-            _check_routing(load, started, split, written + CONVERGE_S)
+            _check_routing(load, started, split, time.time())
         if record["action"] not in ("continue", "advance"):
             return records
     raise AssertionError(f"no decision after 8 looks: {[r['explanation'] for r in records]}")
 
 
 def _check_routing(load: Replay, started, split, after: float) -> None:
-    """Every answer after convergence follows the split: the router's arm (sticky by id)."""
-    time.sleep(1.0)
+    """Every answer after both workers were seen on the split follows it: the router's arm
+    for the entity (sticky by id), or the champion once the experiment ended."""
+    time.sleep(1.5)
     router = Router(started.salt, split[1]) if split else None
     recent = [p for t, p in load.since(0) if t > after]
     assert recent, "no traffic after the switch"
@@ -195,7 +202,7 @@ def test_the_same_entity_gets_the_same_arm_across_requests_and_workers(world) ->
     server, settings, tags, labels, load = world
     started = experiment.start("telco", tags["weak"], CANARY, reason="sticky")
     try:
-        _workers_on(server, (started.id, 0.25), 0)
+        _workers_on(server, (started.id, 0.25), 0, timeout=60)  # the challenger loads first
         router = Router(started.salt, started.share)
         records = {r["customerID"]: r for r in load.records[:40]}
         arms: dict[str, set[str]] = {i: set() for i in records}
@@ -224,7 +231,7 @@ def test_a_worse_shadow_is_rolled_back_on_paired_rows(world) -> None:
 def test_a_truly_better_canary_walks_the_ramp_and_is_promoted(world) -> None:
     server, settings, tags, labels, load = world
     registry.promote("telco", tags["weak"], reason="e2e: a weak champion")
-    _workers_on(server, None, 0)
+    _workers_on(server, None, 0, timeout=60)
     records = _run_until_decided(world, CANARY, tags["good"])
     actions = [r["action"] for r in records]
     assert actions[-1] == "promote" and "advance" in actions, actions

@@ -1,4 +1,6 @@
 """The driftloop service: the champion scores requests, the challenger shadows, both are logged.
+During a canary rollout the challenger answers the entities the split routes to it (sticky by
+the id column; ``bentos/arms.py``); every answer names its model and arm (docs/rollout.md).
 
 The dataset, state directory and every knob come from :class:`tasks.settings.Settings`
 (``DRIFTLOOP_DATASET``, ``DRIFTLOOP_HOME``, ``DRIFTLOOP_MAX_BODY_BYTES``, ...).

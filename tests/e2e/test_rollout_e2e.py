@@ -206,12 +206,16 @@ def test_the_same_entity_gets_the_same_arm_across_requests_and_workers(world) ->
         router = Router(started.salt, started.share)
         records = {r["customerID"]: r for r in load.records[:24]}
         arms: dict[str, set[str]] = {i: set() for i in records}
+        workers: dict[str, set[str]] = {i: set() for i in records}
         for _, entity in itertools.product(range(4), records):  # new connections: any worker
             resp = httpx.post(f"{server.url}/predict", json={"records": [records[entity]]})
             (p,) = resp.json()["predictions"]
             arms[entity].add(p["arm"])
+            workers[entity].add(resp.headers["x-driftloop-worker"])
         assert all(arms[e] == {router.arm(e)} for e in records), arms
         assert {"champion", "challenger"} <= set().union(*arms.values())
+        assert len(set().union(*workers.values())) == 2
+        assert [e for e in records if len(workers[e]) == 2], "no entity met both workers"
     finally:
         experiment.finish("telco", "abort", reason="sticky check done")
 

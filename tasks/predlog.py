@@ -159,7 +159,7 @@ class LogSink(Protocol):
 
 
 class ParquetSink:
-    """One Parquet file per batch in ``directory`` (the embedded default)."""
+    """One Parquet file per batch in ``directory`` (the embedded default); nothing held open."""
 
     def __init__(self, directory: Path, prefix: str) -> None:
         self.directory = directory
@@ -180,8 +180,7 @@ class ParquetSink:
         atomic_write(path, buf.getvalue())
         return path
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None: ...
 
 
 LogKind = Literal["predictions", "feedback"]
@@ -302,7 +301,8 @@ class BufferedLog:
 # --- readers ------------------------------------------------------------------------------
 
 
-def _files(directory: Path) -> list[Path]:
+def log_files(directory: Path) -> list[Path]:
+    """The whole batch files of a Parquet log, oldest name first (temp files skipped)."""
     return sorted(p for p in directory.glob("*.parquet") if not p.name.startswith("."))
 
 
@@ -334,7 +334,7 @@ def load_predictions(
         from tasks.postgres.log import read_log
 
         return read_log(settings.database_url, "predictions", lo, hi)
-    frame = _read(_files(settings.predictions_dir), PREDICTION_TYPES)
+    frame = _read(log_files(settings.predictions_dir), PREDICTION_TYPES)
     if lo is not None:
         frame = frame.filter(pl.col("ts") >= lo)
     if hi is not None:
@@ -349,7 +349,7 @@ def load_feedback(settings: Settings | None = None) -> pl.DataFrame:
         from tasks.postgres.log import read_log
 
         return read_log(settings.database_url, "feedback")
-    return _read(_files(settings.feedback_dir), FEEDBACK_TYPES).sort("ts", maintain_order=True)
+    return _read(log_files(settings.feedback_dir), FEEDBACK_TYPES).sort("ts", maintain_order=True)
 
 
 def join_feedback(

@@ -81,13 +81,12 @@ def load_window(window: Window, settings: Settings | None = None) -> pl.DataFram
     ``tasks.predlog.load_predictions`` aligns them column by column. A log on PostgreSQL is
     read there (the filter runs in the database).
     """
-    from tasks.predlog import load_predictions
+    from tasks.predlog import load_predictions, log_files
 
     settings = settings or get_settings()
     if settings.database_url:
         return load_predictions(window.since, window.until, settings=settings)
-    files = [p for p in sorted(settings.predictions_dir.glob("*.parquet"))]
-    files = [p for p in files if not p.name.startswith(".")]  # temp files of atomic writes
+    files = log_files(settings.predictions_dir)
     in_window = (pl.col("ts") >= window.since) & (pl.col("ts") < window.until)
     if files:
         try:

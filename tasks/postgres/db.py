@@ -59,6 +59,29 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX feedback_ts ON driftloop.feedback (ts);
         """,
     ),
+    Migration(
+        2,
+        "alias index: models (champion stack), aliases, alias history",
+        """
+        CREATE TABLE driftloop.models (
+            name text PRIMARY KEY,
+            champions jsonb,
+            extra jsonb NOT NULL DEFAULT '{}'
+        );
+        CREATE TABLE driftloop.aliases (
+            name text NOT NULL REFERENCES driftloop.models ON DELETE CASCADE,
+            alias text NOT NULL,
+            tag text NOT NULL,
+            PRIMARY KEY (name, alias)
+        );
+        CREATE TABLE driftloop.alias_history (
+            seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            name text NOT NULL REFERENCES driftloop.models ON DELETE CASCADE,
+            entry jsonb NOT NULL
+        );
+        CREATE INDEX alias_history_name ON driftloop.alias_history (name, seq);
+        """,
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -40,6 +40,7 @@ _READ: dict[str, tuple[str, pl.DataType, pl.DataType]] = {
     TSTZ: (_EPOCH_US, pl.Int64, pl.Datetime("us", "UTC")),
     TS: (_EPOCH_US, pl.Int64, pl.Datetime("us")),
 }
+_OTHER = ("{c}::text", pl.String, pl.String)  # any other type: read as its text
 
 
 def pg_type(dtype: pl.DataType) -> str:
@@ -86,12 +87,18 @@ def table_columns(conn: Connection, table: str) -> dict[str, str]:
         return {name: kind for name, kind in cur.fetchall() if name not in _INTERNAL}
 
 
-def _fit_columns(conn: Connection, table: str, frame: pl.DataFrame, known: dict[str, str]):
+def fit_columns(
+    conn: Connection, table: str, frame: pl.DataFrame, known: dict[str, str] | None = None
+) -> dict[str, str]:
     """Add the columns ``frame`` brings and widen those it no longer fits; return the columns.
+
+    In the caller's transaction: the advisory lock is held until it ends, so hosts adding the
+    same column take turns, and a rolled-back write takes its columns with it.
 
     An all-null column of no type fits any column and adds none (its type is not known yet).
     """
     wanted = {c: pg_type(t) for c, t in frame.schema.items() if t != pl.Null}
+    known = known or {}
     if all(c in known and _fits(known[c], t) for c, t in wanted.items()):
         return known
     with conn.cursor() as cur:
@@ -106,7 +113,6 @@ def _fit_columns(conn: Connection, table: str, frame: pl.DataFrame, known: dict[
                     f"ALTER TABLE {_qualified(table)} ALTER COLUMN {_ident(name)}"
                     f" TYPE {wider} USING {_ident(name)}::{wider}"
                 )
-    conn.commit()
     return table_columns(conn, table)
 
 
@@ -144,11 +150,12 @@ class PostgresSink:
             self._conn = open_connection(self.url)
         conn = self._conn
         try:
-            self._columns = _fit_columns(conn, self.table, frame, self._columns)
+            self._columns = fit_columns(conn, self.table, frame, self._columns)
             copy_in(conn, self.table, frame)
             conn.commit()
         except Exception:
             self.close()  # a broken or aborted connection is not reused
+            self._columns = {}  # the columns it added, if any, were rolled back
             raise
         return f"{self.table}:+{frame.height}"
 
@@ -165,31 +172,37 @@ def read_log(
     ensure_schema(url)
     conn = open_connection(url)
     try:
-        columns = table_columns(conn, table)
-        select = ", ".join(
-            f"{_READ.get(kind, ('{c}::text',))[0].format(c=_ident(c))} AS {_ident(c)}"
-            for c, kind in columns.items()
-        )
-        where, params = ["true"], []
-        if since is not None:
-            where.append("ts >= %s")
-            params.append(since)
-        if until is not None:
-            where.append("ts < %s")
-            params.append(until)
-        with conn.cursor() as cur:
-            query = cur.mogrify(
-                f"SELECT {select} FROM {_qualified(table)} WHERE {' AND '.join(where)}"
-                " ORDER BY ts, seq",
-                params,
-            ).decode()
-            buf = io.BytesIO()
-            cur.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER)", buf)
-        conn.rollback()
+        return read_table(conn, table, since, until)
     finally:
         conn.close()
-    parsed = {c: _READ.get(k, (None, pl.String))[1] for c, k in columns.items()}
-    final = {c: _READ.get(k, (None, None, pl.String))[2] for c, k in columns.items()}
+
+
+def read_table(
+    conn: Connection, table: str, since: datetime | None = None, until: datetime | None = None
+) -> pl.DataFrame:
+    """:func:`read_log` on an open connection (in its transaction)."""
+    columns = table_columns(conn, table)
+    select = ", ".join(
+        f"{_READ.get(kind, _OTHER)[0].format(c=_ident(c))} AS {_ident(c)}"
+        for c, kind in columns.items()
+    )
+    where, params = ["true"], []
+    if since is not None:
+        where.append("ts >= %s")
+        params.append(since)
+    if until is not None:
+        where.append("ts < %s")
+        params.append(until)
+    buf = io.BytesIO()
+    with conn.cursor() as cur:
+        query = cur.mogrify(
+            f"SELECT {select} FROM {_qualified(table)} WHERE {' AND '.join(where)}"
+            " ORDER BY ts, seq",
+            params,
+        ).decode()
+        cur.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER)", buf)
+    parsed = {c: _READ.get(k, _OTHER)[1] for c, k in columns.items()}
+    final = {c: _READ.get(k, _OTHER)[2] for c, k in columns.items()}
     buf.seek(0)
     frame = pl.read_csv(buf, schema=parsed) if buf.getbuffer().nbytes else pl.DataFrame()
     return frame.cast(final) if frame.width else pl.DataFrame(schema=final)

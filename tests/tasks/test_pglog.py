@@ -164,3 +164,18 @@ def test_new_and_changed_input_columns_are_added_and_widened(pg_url: str):
     assert got.schema["code"] == pl.String and got["code"].to_list() == ["7", "x7"]
     assert got.schema["extra"] == pl.Float64 and got["extra"].to_list() == [1.0, 2.5]
     assert got["new"].to_list() == [None, True]
+
+
+def test_a_batch_of_many_copy_slices_arrives_whole_and_in_order(pg_url: str):
+    from tasks.postgres.log import COPY_CHUNK_ROWS
+
+    n = 2 * COPY_CHUNK_ROWS + 345  # three slices encoded while the previous one is sent
+    ids = [f"r{i:06d}" for i in range(n)]
+    frame = prediction_frame(_batch(ids, T0))
+    sink = PostgresSink(pg_url, "predictions")
+    sink.open()
+    sink.write(frame)
+    sink.close()
+    got = read_log(pg_url, "predictions")
+    assert got.height == n and got["request_id"].to_list() == ids
+    assert_frame_equal(got, frame)

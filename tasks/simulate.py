@@ -10,7 +10,15 @@ same columns (except ``schema_break``, which breaks the contract on purpose):
   ``column`` labels flip with probability ``severity`` (the world changed; a retrain can learn it);
 - ``label_noise``: labels replaced by coin flips at the base rate (nothing left to learn);
 - ``missing``: a burst of missing values in a few feature columns;
-- ``schema_break``: a column renamed, one dropped, and text written into a numeric column.
+- ``schema_break``: a column renamed, one dropped, and text written into a numeric column;
+- ``none``: the rows reshuffled (a sample of the same distribution: what "no change" looks like);
+- ``feature_shift``: one feature moved (``column``; numeric by ``severity`` standard deviations,
+  categorical towards its first category), e.g. a feature the model barely uses;
+- ``correlation_flip``: ``column``'s values reversed in rank order among a random share
+  ``severity`` of the rows: every marginal exactly unchanged, its correlations flipped.
+
+:func:`scenario_windows` cuts held-out rows into windows and drifts the later ones: the
+scenarios of the replay benchmark (:data:`SCENARIOS`).
 """
 
 from __future__ import annotations
@@ -23,7 +31,10 @@ import polars as pl
 
 from schemas.base import DatasetSpec
 
-Kind = Literal["covariate", "prior", "concept", "label_noise", "missing", "schema_break"]
+Kind = Literal[
+    "covariate", "prior", "concept", "label_noise", "missing", "schema_break",
+    "none", "feature_shift", "correlation_flip",
+]  # fmt: skip
 KINDS: tuple[str, ...] = Kind.__args__  # type: ignore[attr-defined]
 
 
@@ -144,6 +155,37 @@ def schema_break(frame: pl.DataFrame, dataset: DatasetSpec, spec: DriftSpec) -> 
     return out.drop(dropped).rename({renamed: f"{renamed}_v2"})
 
 
+def reshuffle(frame: pl.DataFrame, dataset: DatasetSpec, spec: DriftSpec) -> pl.DataFrame:
+    return frame[np.random.default_rng(spec.seed).permutation(frame.height)]
+
+
+def feature_shift(frame: pl.DataFrame, dataset: DatasetSpec, spec: DriftSpec) -> pl.DataFrame:
+    rng = np.random.default_rng(spec.seed)
+    col = spec.column or _default_numeric(dataset)
+    info = dataset.columns[col]
+    if info.is_categorical:
+        moved = pl.Series(rng.random(frame.height) < min(1.0, 0.5 * spec.severity))
+        first = pl.lit(info.categories[0]).cast(frame.schema[col])
+        return frame.with_columns(pl.when(moved).then(first).otherwise(pl.col(col)).alias(col))
+    std = frame[col].cast(pl.Float64).std() or 1.0
+    shifted = pl.col(col).cast(pl.Float64) + spec.severity * std
+    if info.max_value is not None:
+        shifted = shifted.clip(upper_bound=info.max_value)
+    return _keep_valid(frame.with_columns(shifted.cast(info.dtype).alias(col)), frame, dataset)
+
+
+def correlation_flip(frame: pl.DataFrame, dataset: DatasetSpec, spec: DriftSpec) -> pl.DataFrame:
+    rng = np.random.default_rng(spec.seed)
+    col = spec.column or _default_numeric(dataset)
+    values = frame[col]
+    present = ~values.is_null().to_numpy()
+    rows = np.flatnonzero(present & (rng.random(frame.height) < min(1.0, spec.severity)))
+    ranked = rows[np.argsort(values.to_numpy()[rows], kind="stable")]
+    source = np.arange(frame.height)
+    source[ranked] = ranked[::-1]  # the smallest value's row takes the largest: a permutation
+    return frame.with_columns(values.gather(source))
+
+
 _KINDS = {
     "covariate": covariate_shift,
     "prior": prior_shift,
@@ -151,6 +193,9 @@ _KINDS = {
     "label_noise": label_noise,
     "missing": missing_burst,
     "schema_break": schema_break,
+    "none": reshuffle,
+    "feature_shift": feature_shift,
+    "correlation_flip": correlation_flip,
 }
 
 
@@ -163,3 +208,45 @@ def inject_drift(frame: pl.DataFrame, dataset: DatasetSpec, spec: DriftSpec) -> 
     if not 0 <= spec.severity <= 10:
         raise ValueError(f"severity must be between 0 and 10, got {spec.severity}")
     return _KINDS[spec.kind](frame, dataset, spec)
+
+
+# The replay benchmark's scenarios (issue #14): the drift each applies to the later windows.
+# ``harmless_covariate`` needs ``column`` = a feature the model barely uses (the caller knows
+# the model); ``concept_segment`` flips labels inside one segment of ``column``.
+SCENARIOS: dict[str, DriftSpec] = {
+    "no_change": DriftSpec("none"),
+    "harmful_covariate": DriftSpec("covariate", severity=1.0),
+    "harmless_covariate": DriftSpec("feature_shift", severity=1.0),
+    "prior_shift": DriftSpec("prior", severity=0.5),
+    "concept_segment": DriftSpec("concept", severity=0.8),
+    "label_noise": DriftSpec("label_noise"),
+    "missing_values": DriftSpec("missing", severity=0.3),
+    "schema_break": DriftSpec("schema_break"),
+    "correlation_flip": DriftSpec("correlation_flip", severity=1.0),
+}
+
+
+def scenario_windows(
+    frame: pl.DataFrame,
+    dataset: DatasetSpec,
+    spec: DriftSpec,
+    *,
+    windows: int,
+    rows: int,
+    drift_from: int = 0,
+    seed: int = 0,
+) -> list[pl.DataFrame]:
+    """``windows`` windows of ``rows`` rows drawn from ``frame`` (held-out rows; without
+    replacement when there are enough), with ``spec`` applied from window ``drift_from`` on,
+    each window with its own seed."""
+    from dataclasses import replace
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(windows):
+        idx = rng.choice(frame.height, rows, replace=rows > frame.height)
+        window = frame[idx]
+        if i >= drift_from:
+            window = inject_drift(window, dataset, replace(spec, seed=seed * 1_000 + i))
+        out.append(window)
+    return out

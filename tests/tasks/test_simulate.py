@@ -11,8 +11,9 @@ from typer.testing import CliRunner
 
 from driftloop.cli import build_app
 from schemas import load_dataset
-from tasks.data import DataFileError, ingest_file, read_valid_rows
-from tasks.simulate import KINDS, DriftSpec, inject_drift
+from tasks.ingest.compose import ingest_file, read_valid_rows
+from tasks.ingest.table import DataFileError
+from tasks.simulate import KINDS, SCENARIOS, DriftSpec, inject_drift, scenario_windows
 
 TELCO = load_dataset("telco")
 
@@ -94,3 +95,60 @@ def test_covariate_shift_keeps_rows_within_the_contract(telco: pl.DataFrame) -> 
     TELCO.model.validate(drifted, lazy=True)  # raises on any violation
     new = drifted.filter(pl.col("TotalCharges").is_null())
     assert new.height > 0 and (new["tenure"] == 0).all()
+
+
+def test_none_reshuffles_rows_and_changes_nothing_else(telco: pl.DataFrame) -> None:
+    same = inject_drift(telco, TELCO, DriftSpec("none", seed=1))
+    assert not same.equals(telco)  # a new order
+    assert same.sort("customerID").equals(telco.sort("customerID"))
+
+
+def test_feature_shift_moves_one_feature_only(telco: pl.DataFrame) -> None:
+    numeric = inject_drift(telco, TELCO, DriftSpec("feature_shift", severity=1.0, column="tenure"))
+    assert numeric["tenure"].mean() > telco["tenure"].mean() + 15
+    assert numeric.drop("tenure").equals(telco.drop("tenure"))
+    TELCO.model.validate(numeric, lazy=True)
+    cat = inject_drift(telco, TELCO, DriftSpec("feature_shift", severity=1.0, column="Contract"))
+    first = TELCO.columns["Contract"].categories[0]
+    assert (cat["Contract"] == first).mean() > (telco["Contract"] == first).mean() + 0.2
+    assert cat.drop("Contract").equals(telco.drop("Contract"))
+
+
+@pytest.mark.parametrize(
+    ("severity", "column", "other"),
+    [(0.3, "MonthlyCharges", "TotalCharges"), (1.0, "MonthlyCharges", "TotalCharges"),
+     (1.0, "TotalCharges", "tenure")],  # TotalCharges has nulls: they stay where they are
+)  # fmt: skip
+def test_correlation_flip_keeps_every_marginal_exactly(
+    telco: pl.DataFrame, severity: float, column: str, other: str
+) -> None:
+    spec = DriftSpec("correlation_flip", severity=severity, column=column, seed=2)
+    flipped = inject_drift(telco, TELCO, spec)
+    for col in telco.columns:  # every column holds the same values, in some order
+        assert flipped[col].sort().equals(telco[col].sort()), col
+    assert flipped.drop(column).equals(telco.drop(column))
+    assert flipped[column].is_null().equals(telco[column].is_null())
+    before = telco.select(pl.corr(column, other)).item()
+    after = flipped.select(pl.corr(column, other)).item()
+    assert after < before - 0.2 * severity
+    if severity == 1.0:
+        assert before > 0.5 and after < 0  # the sign flips
+    TELCO.model.validate(flipped, lazy=True)
+
+
+def test_scenario_windows_drift_only_from_the_given_window(telco: pl.DataFrame) -> None:
+    spec = SCENARIOS["harmful_covariate"]
+    windows = scenario_windows(telco, TELCO, spec, windows=4, rows=500, drift_from=2, seed=3)
+    assert [w.height for w in windows] == [500] * 4
+    means = [w["MonthlyCharges"].mean() for w in windows]
+    assert max(means[:2]) + 15 < min(means[2:])
+    again = scenario_windows(telco, TELCO, spec, windows=4, rows=500, drift_from=2, seed=3)
+    assert all(a.equals(b) for a, b in zip(windows, again, strict=True))
+    big = scenario_windows(telco, TELCO, SCENARIOS["no_change"], windows=1, rows=10_000)
+    assert big[0].height == 10_000  # more rows than the pool: drawn with replacement
+
+
+def test_every_scenario_applies_to_any_contract(telco: pl.DataFrame) -> None:
+    for name, spec in SCENARIOS.items():
+        (window,) = scenario_windows(telco, TELCO, spec, windows=1, rows=300, seed=4)
+        assert window.height == 300, name

@@ -12,17 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from _pg import temp_database
 
 from tasks.postgres import aliases
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def pg_url():
-    with temp_database() as url:
-        yield url
 
 
 def _move(url: str, name: str, alias: str, tag: str) -> None:

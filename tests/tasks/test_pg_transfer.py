@@ -9,7 +9,6 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 import pytest
-from _pg import temp_database
 from polars.testing import assert_frame_equal
 
 from tasks import registry
@@ -26,6 +25,7 @@ from tasks.predlog import (
     prediction_frame,
 )
 from tasks.settings import Settings
+from tests.support.pg import temp_database
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 FEATURES = FeatureSpec(columns=("a", "b"), categories={})

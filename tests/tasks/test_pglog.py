@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from _pg import database_exists, temp_database
 from polars.testing import assert_frame_equal
 
 from tasks.monitoring.window import Window, load_window
@@ -33,13 +32,6 @@ from tasks.predlog import (
 from tasks.settings import Settings
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def pg_url():
-    with temp_database() as url:
-        yield url
-    assert not database_exists(url.rsplit("/", 1)[1])
 
 
 def _batch(ids: list[str], ts: datetime, *, tag: str = "m:1", shadow: bool = False) -> ScoredBatch:

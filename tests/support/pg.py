@@ -38,13 +38,3 @@ def temp_database(prefix: str = "driftloop_t") -> Iterator[str]:
                 cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         conn.close()
-
-
-def database_exists(name: str) -> bool:
-    conn = _admin()
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-            return cur.fetchone() is not None
-    finally:
-        conn.close()

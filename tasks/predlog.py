@@ -201,22 +201,19 @@ class BufferedLog:
     """Entries appended in memory, written by a background thread to a sink, a batch per flush.
 
     ``to_frame`` turns a list of entries into the frame to write; it runs on the flush thread,
-    so expensive work (shadow scoring, building columns) stays off the request path. ``sink``
-    is a :class:`LogSink` or a directory (Parquet files named ``prefix-...``).
+    so expensive work (shadow scoring, building columns) stays off the request path.
     """
 
     def __init__(
         self,
-        sink: LogSink | Path,
+        sink: LogSink,
         to_frame: Callable[[list[Any]], pl.DataFrame],
         *,
-        prefix: str = "log",
         flush_seconds: float = FLUSH_SECONDS,
         max_rows: int = MAX_BUFFER_ROWS,
         on_flush: Callable[[pl.DataFrame], None] | None = None,
     ) -> None:
-        self.sink = ParquetSink(sink, prefix) if isinstance(sink, Path) else sink
-        self.prefix = prefix
+        self.sink = sink
         self.flush_seconds = flush_seconds
         self.max_rows = max_rows
         self._to_frame = to_frame
@@ -232,7 +229,7 @@ class BufferedLog:
 
     def start(self) -> BufferedLog:
         self.sink.open()
-        self._thread = threading.Thread(target=self._run, name=f"{self.prefix}-log", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="buffered-log", daemon=True)
         self._thread.start()
         atexit.register(self.close)
         return self

@@ -11,12 +11,14 @@ the block rolls the whole change back, as the file index keeps its old file.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from tasks.postgres.db import connect, ensure_schema
+from tasks.postgres.db import connect, ensure_schema, open_connection
 
 if TYPE_CHECKING:
+    from psycopg2.extensions import connection as Connection
     from psycopg2.extensions import cursor as Cursor
 
 _OWN_KEYS = ("aliases", "history", "champions")
@@ -54,6 +56,31 @@ def read_index(url: str) -> dict[str, dict[str, Any]]:
     with connect(url) as conn, conn.cursor() as cur:
         cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         return entries(cur)
+
+
+_polls: dict[str, Connection] = {}  # one autocommit connection per URL for signature()
+_polls_lock = threading.Lock()
+
+
+def signature(url: str) -> tuple[int, int]:
+    """The last alias move's sequence number and the count of moves: changes with every move.
+    Cheap enough to poll twice a second (one kept connection, one index-only query)."""
+    ensure_schema(url)
+    with _polls_lock:
+        conn = _polls.get(url)
+        try:
+            if conn is None or conn.closed:
+                conn = _polls[url] = open_connection(url)
+                conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute("SELECT coalesce(max(seq), 0), count(*) FROM driftloop.alias_history")
+                last, moves = cur.fetchone()
+        except Exception:
+            _polls.pop(url, None)
+            if conn is not None:
+                conn.close()
+            raise
+    return int(last), int(moves)
 
 
 def _save(cur: Cursor, name: str, entry: dict[str, Any], history_before: int) -> None:

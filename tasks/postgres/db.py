@@ -104,10 +104,18 @@ def connect(url: str) -> Iterator[Connection]:
         conn.close()
 
 
+class DatabaseUnavailable(RuntimeError):
+    """PostgreSQL cannot be reached at the configured URL."""
+
+
 def open_connection(url: str) -> Connection:
     import psycopg2
 
-    return psycopg2.connect(dsn(url), options="-c timezone=UTC", connect_timeout=10)
+    try:
+        return psycopg2.connect(dsn(url), options="-c timezone=UTC", connect_timeout=10)
+    except psycopg2.OperationalError as exc:
+        where = dsn(url).rpartition("@")[2]  # never the password
+        raise DatabaseUnavailable(f"PostgreSQL at {where}: {str(exc).strip()}") from None
 
 
 def schema_version(conn: Connection) -> int:

@@ -105,3 +105,31 @@ def test_a_failed_transfer_leaves_the_database_empty(home: Path, monkeypatch):
         assert load_predictions(settings=on_pg).height == 0
         assert aliases.read_index(url) == {}
         assert transfer_home(settings, url).predictions == 206  # and it can be done again
+
+
+def test_migrate_command_moves_the_home_and_reports_without_credentials(home: Path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from driftloop.cli import build_app
+
+    _home_with_state(Settings(home=home))
+    app, runner = build_app(), CliRunner()
+    with temp_database() as url:
+        done = runner.invoke(app, ["migrate", "--to", url, "--json"])
+        assert done.exit_code == 0, done.output
+        result = json.loads(done.stdout)
+        assert result == {
+            "to": url.rpartition("@")[2], "predictions": 206, "feedback": 2, "models": 2,
+            "alias_moves": result["alias_moves"],
+        }  # fmt: skip
+        assert result["alias_moves"] == sum(
+            len(e["history"]) for e in registry.read_index(Settings(home=home)).values()
+        )
+        again = runner.invoke(app, ["migrate", "--to", url])
+        assert again.exit_code == 1 and "already holds rows" in again.stderr
+    gone = runner.invoke(app, ["migrate", "--to", url])  # the database was dropped
+    assert gone.exit_code == 1 and gone.stderr.startswith("error: PostgreSQL at")
+    bad = runner.invoke(app, ["migrate", "--to", "sqlite:///x.db"])
+    assert bad.exit_code == 1 and "postgresql://" in bad.stderr

@@ -172,8 +172,8 @@ CRASH_SCRIPT = textwrap.dedent(
     sys.path.insert(0, {repo!r})
     import lightgbm as lgb
     import numpy as np
-    from tasks import registry
     from tasks.features import FeatureSpec
+    from tasks.training import register
 
     X = np.random.default_rng(2).normal(size=(200, 2))
     booster = lgb.train({{"objective": "binary", "verbosity": -1, "num_threads": 1}},
@@ -183,7 +183,7 @@ CRASH_SCRIPT = textwrap.dedent(
         print("saved", flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
 
-    registry.promote = die
+    register.promote = die  # what register_model calls after the model is stored
     register.register_model(
         booster, name="toy", features=FeatureSpec(("a", "b"), {{}}), metadata={{}}, labels={{}},
         card="",

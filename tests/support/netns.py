@@ -120,3 +120,41 @@ def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "cond
             return
         time.sleep(interval)
     raise TimeoutError(f"{what} not reached in {timeout}s")
+
+
+@contextlib.contextmanager
+def private_redis(bind: str = "127.0.0.1") -> Iterator[str]:
+    """A throwaway ``redis-server`` (no persistence) on a free port; yields its URL. Prefect's
+    Redis streams have fixed names, so a test never shares the machine's Redis with others."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind((bind, 0))
+        port = s.getsockname()[1]
+    root = Path(tempfile.mkdtemp(prefix="driftloop-redis-"))
+    proc = subprocess.Popen(
+        ["redis-server", "--bind", bind, "--port", str(port), "--save", "", "--appendonly", "no",
+         "--dir", str(root)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        import redis
+
+        client = redis.Redis(host=bind, port=port, socket_connect_timeout=1)
+        wait_for(lambda: _pings(client), 30, 0.1, "redis-server up")
+        yield f"redis://{bind}:{port}/0"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _pings(client) -> bool:
+    try:
+        return bool(client.ping())
+    except Exception:  # noqa: BLE001 - not up yet
+        return False

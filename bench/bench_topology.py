@@ -6,6 +6,11 @@
   one database), per replica. Into a throwaway database on the machine's PostgreSQL
   (``DRIFTLOOP_BENCH_PG``, default ``postgresql://postgres@127.0.0.1:5432/test``), dropped after.
 * Parquet flush of the same batches, side by side (the embedded default).
+* serving p50 with the PostgreSQL log against the Parquet log: two ``driftloop serve``
+  processes side by side on one model (``bench.bench_serving``'s setup and load generator),
+  batch 1, 8 keep-alive clients, phases alternating between them.
+* tuning wall time with 1 and 2 worker processes on one study: not measured yet (distributed
+  tuning through Prefect is not built).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +28,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from bench.harness import Stats, metric, not_available, scratch_dir
+from bench.harness import Stats, metric, not_available, quick_skip, scratch_dir
 
 AREA = "topology"
 ADMIN_URL = os.environ.get("DRIFTLOOP_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -103,6 +109,63 @@ def _two_replicas(url: str, rows: int, batches: int) -> list[float]:
     return rates
 
 
+SERVING_CLIENTS = 8
+
+
+@contextlib.contextmanager
+def _serve(setup: Any, name: str, extra: dict[str, str]) -> Iterator[Any]:
+    from bench import bench_serving as bs
+
+    port = bs._free_port()
+    env = {**bs._env(setup), **extra}
+    cmd = [sys.executable, "-m", "driftloop", "serve", "--port", str(port)]
+    proc = bs.Proc(cmd, env, port, setup.home / f"serve-{name}.log")
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def _serving_rows(quick: bool) -> list[dict[str, Any]]:
+    from bench import bench_serving as bs
+    from tasks import registry
+    from tasks.settings import Settings
+
+    if quick:
+        return [quick_skip(AREA, "serving p50, PostgreSQL log vs Parquet log", "ratio")]
+    seconds, rounds = 6.0, 3
+    setup = bs.prepare(quick)
+    try:
+        with _database() as url:
+            tag = registry.get_alias("telco", registry.CHAMPION, Settings(home=setup.home))
+            registry.set_alias("telco", registry.CHAMPION, tag,
+                               settings=Settings(home=setup.home, database_url=url))  # fmt: skip
+            p50: dict[str, list[float]] = {"parquet": [], "postgresql": []}
+            with (
+                _serve(setup, "parquet", {}) as files,
+                _serve(setup, "postgresql", {"DRIFTLOOP_DATABASE_URL": url}) as pg,
+            ):
+                procs = {"parquet": files, "postgresql": pg}
+                for proc in procs.values():
+                    proc.wait_ready("/readyz")
+                for r in range(rounds):
+                    for name in list(procs) if r % 2 == 0 else list(procs)[::-1]:
+                        res = bs.run_load(procs[name].port, "/predict", setup.records, 1,
+                                          SERVING_CLIENTS, seconds)  # fmt: skip
+                        p50[name].append(res["p50_ms"])
+    finally:
+        bs._cleanup(setup.home)
+    files_ms, pg_ms = Stats.of(p50["parquet"]), Stats.of(p50["postgresql"])
+    note = f"batch 1, {SERVING_CLIENTS} clients, {rounds} alternating rounds of {seconds:g} s"
+    return [
+        metric(AREA, "serving p50 with the PostgreSQL log / with the Parquet log",
+               pg_ms.median / files_ms.median, "ratio", target="≤ 1.10 ratio",
+               note=f"{pg_ms.median:.2f} ms vs {files_ms.median:.2f} ms; {note}"),
+        metric(AREA, "serving p50, PostgreSQL log", None, "ms", stats=pg_ms, note=note),
+        metric(AREA, "serving p50, Parquet log", None, "ms", stats=files_ms, note=note),
+    ]  # fmt: skip
+
+
 def run(quick: bool) -> list[dict[str, Any]]:
     from tasks.predlog import MAX_BUFFER_ROWS
 
@@ -117,7 +180,12 @@ def run(quick: bool) -> list[dict[str, Any]]:
         why = f"PostgreSQL at {ADMIN_URL}: {type(exc).__name__}: {exc}"
         return [not_available(AREA, "prediction-log write to PostgreSQL", "rows/s", why)]
     parquet = Stats.of([_write_rate(None, rows, batches, s) for s in range(1 if quick else 3)])
+    tuning = not_available(AREA, "tuning wall time, 2 workers vs 1 on one study", "ratio",
+                           "distributed tuning through Prefect is not built yet",
+                           target="≥ 1.5 ratio")  # fmt: skip
     return [
+        *_serving_rows(quick),
+        tuning,
         metric(AREA, "prediction-log write to PostgreSQL, one replica", None, "rows/s",
                target="≥ 50000 rows/s", stats=one, note=note + "; CSV + COPY per flush"),
         metric(AREA, "prediction-log write to PostgreSQL, each of two replicas at once",

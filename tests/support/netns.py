@@ -80,6 +80,18 @@ def network(n_hosts: int) -> Iterator[Network]:
             _ip("link", "del", net.bridge)
 
 
+def _pg_bin(name: str) -> str:
+    """A PostgreSQL server program: on PATH, else Debian's versioned directory (newest)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
+                        key=lambda p: int(p.parts[-3]))  # fmt: skip
+    if not candidates:
+        raise FileNotFoundError(f"PostgreSQL's {name} is not installed")
+    return str(candidates[-1])
+
+
 @contextlib.contextmanager
 def private_postgres(listen: str, port: int = 5432) -> Iterator[str]:
     """A throwaway PostgreSQL cluster on ``listen:port`` (trust auth); yields its URL."""
@@ -89,7 +101,8 @@ def private_postgres(listen: str, port: int = 5432) -> Iterator[str]:
     try:
         shutil.chown(root, "postgres")
         subprocess.run(
-            [*as_pg, "initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"],
+            [*as_pg, _pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
+             "--no-sync"],
             check=True, capture_output=True, timeout=120,
         )  # fmt: skip
         with open(data / "pg_hba.conf", "a") as hba:  # the bridge's hosts, and only them
@@ -99,7 +112,7 @@ def private_postgres(listen: str, port: int = 5432) -> Iterator[str]:
             " -c synchronous_commit=off -c max_connections=200"
         )
         subprocess.run(
-            [*as_pg, "pg_ctl", "-D", str(data), "-o", options, "-l", str(root / "log"),
+            [*as_pg, _pg_bin("pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"),
              "-w", "-t", "60", "start"],
             check=True, capture_output=True, timeout=90,
         )  # fmt: skip
@@ -107,7 +120,7 @@ def private_postgres(listen: str, port: int = 5432) -> Iterator[str]:
     finally:
         if (data / "postmaster.pid").exists():
             subprocess.run(
-                [*as_pg, "pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop"],
+                [*as_pg, _pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
                 capture_output=True, timeout=60,
             )  # fmt: skip
         shutil.rmtree(root, ignore_errors=True)

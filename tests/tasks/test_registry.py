@@ -183,7 +183,7 @@ CRASH_SCRIPT = textwrap.dedent(
         print("saved", flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
 
-    register.promote = die  # what register_model calls after the model is stored
+    register.promote = die
     register.register_model(
         booster, name="toy", features=FeatureSpec(("a", "b"), {{}}), metadata={{}}, labels={{}},
         card="",

@@ -27,7 +27,7 @@ import polars as pl
 from bentos.metrics import ServingMetrics, observe_scores
 from tasks import registry
 from tasks.predict import score_frame
-from tasks.predlog import BufferedLog, ScoredBatch, prediction_frame
+from tasks.predlog import BufferedLog, ScoredBatch, log_sink, prediction_frame
 from tasks.registry import CHALLENGER, CHAMPION, LoadedModel
 from tasks.rollout.routing import Router, Split, split_of
 from tasks.settings import Settings
@@ -129,17 +129,10 @@ class ModelWatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _index_signature(self) -> tuple | None:
-        try:
-            st = self.settings.alias_index.stat()
-        except FileNotFoundError:
-            return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
-
     def check(self, force: bool = False) -> Models:
         """Reload whichever alias moved since the last check; return the models in use."""
         with self._lock:
-            signature = self._index_signature()
+            signature = registry.index_signature(self.settings)
             if signature == self._signature and not force:
                 return self.models
             self._signature = signature
@@ -230,9 +223,8 @@ def prediction_log(settings: Settings, metrics: ServingMetrics, **kwargs) -> Buf
         for (tag,), part in frame.group_by(["model_tag"]):
             observe_scores(metrics.scores, str(tag), part["score"].to_numpy())
 
-    return BufferedLog(
-        settings.predictions_dir, to_frame, prefix="predictions", on_flush=on_flush, **kwargs
-    ).start()
+    sink = log_sink("predictions", settings)  # Parquet files, or PostgreSQL when configured
+    return BufferedLog(sink, to_frame, on_flush=on_flush, **kwargs).start()
 
 
 def _with_shadow(batches: list[ScoredBatch], challenger: LoadedModel | None) -> list[ScoredBatch]:
@@ -253,8 +245,7 @@ def _with_shadow(batches: list[ScoredBatch], challenger: LoadedModel | None) -> 
 def feedback_log(settings: Settings, **kwargs) -> BufferedLog:
     """The feedback log: entries are feedback frames (already typed and validated)."""
     return BufferedLog(
-        settings.feedback_dir,
+        log_sink("feedback", settings),
         lambda frames: pl.concat(frames, how="vertical_relaxed"),
-        prefix="feedback",
         **kwargs,
     ).start()

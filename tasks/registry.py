@@ -201,21 +201,47 @@ def list_models(name: str | None = None, settings: Settings | None = None) -> li
 
 
 def read_index(settings: Settings | None = None) -> dict[str, Any]:
-    """The alias index: ``{name: {"aliases": {alias: tag}, "history": [...]}}``."""
-    path = (settings or get_settings()).alias_index
+    """The alias index: ``{name: {"aliases": {alias: tag}, "history": [...]}}`` (from
+    PostgreSQL when ``database_url`` is set: ``tasks.postgres.aliases``)."""
+    settings = settings or get_settings()
+    if settings.database_url:
+        from tasks.postgres import aliases
+
+        return aliases.read_index(settings.database_url)
     try:
-        return json.loads(path.read_text())
+        return json.loads(settings.alias_index.read_text())
     except FileNotFoundError:
         return {}
 
 
 @contextlib.contextmanager
-def _locked_index(settings: Settings) -> Iterator[dict[str, Any]]:
-    """Read-modify-write the index under an exclusive lock; written atomically on exit."""
+def _locked_index(settings: Settings, name: str) -> Iterator[dict[str, Any]]:
+    """Read-modify-write ``name``'s entry, all or nothing: under the file lock, the index
+    rewritten atomically on exit; on PostgreSQL, under the model's row lock in one
+    transaction (the index yielded then holds ``name`` only)."""
+    if settings.database_url:
+        from tasks.postgres import aliases
+
+        with aliases.locked_entry(settings.database_url, name) as entry:
+            yield {name: entry}
+        return
     with locked(settings.alias_index.with_suffix(".lock")):
         index = read_index(settings)
         yield index
         write_json(settings.alias_index, index, sort_keys=True)
+
+
+def index_signature(settings: Settings) -> tuple | None:
+    """Changes whenever an alias moves (what a watcher polls; cheap)."""
+    if settings.database_url:
+        from tasks.postgres import aliases
+
+        return aliases.signature(settings.database_url)
+    try:
+        st = settings.alias_index.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 def get_alias(name: str, alias: str, settings: Settings | None = None) -> str | None:
@@ -288,7 +314,7 @@ def set_alias(
     settings = settings or get_settings()
     if tag is not None:
         verify_files(Path(_get(tag, settings).path))
-    with _locked_index(settings) as index:
+    with _locked_index(settings, name) as index:
         entry = _entry(index, name)
         if alias == CHAMPION:
             move_champion(entry, tag, reason)
@@ -310,7 +336,7 @@ def promote(
     if tag is None:
         raise RegistryError(f"model {name!r} has no challenger to promote")
     verify_files(Path(_get(tag, settings).path))
-    with _locked_index(settings) as index:
+    with _locked_index(settings, name) as index:
         entry = _entry(index, name)
         move_champion(entry, tag, reason or "promote")
         if entry["aliases"].get(CHALLENGER) == tag:
@@ -326,7 +352,7 @@ def rollback(name: str, *, reason: str = "", settings: Settings | None = None) -
     rollbacks give B then A (not C again); a third fails, as nothing came before A.
     """
     settings = settings or get_settings()
-    with _locked_index(settings) as index:
+    with _locked_index(settings, name) as index:
         entry = index.get(name)
         if not entry or CHAMPION not in entry["aliases"]:
             raise RegistryError(f"model {name!r} has no champion")

@@ -263,7 +263,7 @@ def resolve(ref: str, settings: Settings | None = None) -> str:
 def edit_entry(name: str, settings: Settings) -> Iterator[dict[str, Any]]:
     """One model's entry (aliases, history, champion stack, rollout experiment) to change
     under the index lock; the index is written atomically on exit (not on an error)."""
-    with _locked_index(settings) as index:
+    with _locked_index(settings, name) as index:
         yield _entry(index, name)
 
 

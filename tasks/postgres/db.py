@@ -84,6 +84,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX alias_history_name ON driftloop.alias_history (name, seq);
         """,
     ),
+    Migration(
+        3,
+        "the prediction log's arm (champion or challenger; rollouts)",
+        "ALTER TABLE driftloop.predictions ADD COLUMN arm text;",
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 

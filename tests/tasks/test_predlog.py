@@ -15,8 +15,8 @@ import numpy as np
 import polars as pl
 import pytest
 
+from tasks.buffered_log import BufferedLog
 from tasks.predlog import (
-    BufferedLog,
     ScoredBatch,
     feedback_frame,
     join_feedback,
@@ -111,7 +111,8 @@ def test_killed_writer_leaves_only_whole_files(home: Path):
         import itertools, time, numpy as np, polars as pl
         from datetime import UTC, datetime
         from pathlib import Path
-        from tasks.predlog import BufferedLog, ScoredBatch, prediction_frame
+        from tasks.buffered_log import BufferedLog
+        from tasks.predlog import ScoredBatch, prediction_frame
         log = BufferedLog(Path({str(home / "p")!r}), prediction_frame,
                           prefix="p", flush_seconds=0.01).start()
         for i in itertools.count():

@@ -27,8 +27,9 @@ import polars as pl
 
 from bentos.metrics import ServingMetrics, observe_scores
 from tasks import registry
+from tasks.buffered_log import BufferedLog
 from tasks.predict import score_frame
-from tasks.predlog import BufferedLog, ScoredBatch, prediction_frame
+from tasks.predlog import ScoredBatch, prediction_frame
 from tasks.registry import CHALLENGER, CHAMPION, LoadedModel
 from tasks.settings import Settings
 

@@ -79,11 +79,20 @@ class GuardMiddleware:
         length = headers.get(b"content-length")
         if length is not None:
             try:
-                too_big = int(length) > self.max_body_bytes
+                declared = int(length)
             except ValueError:
-                return await _reply(send, 400, "invalid Content-Length header", [])
-            if too_big:
-                return await self._too_large(receive, send)
+                declared = -1
+            if declared < 0 or len(length) > 20:
+                _count("content_length", "content-length")
+                return await _reply(
+                    send, 400, "invalid Content-Length header: expected a byte count",
+                    [{"type": "content_length", "loc": ["header", "content-length"],
+                      "msg": "a non-negative integer of at most 20 digits"}],
+                )  # fmt: skip
+            if declared > self.max_body_bytes:
+                # drain a body the client will really send (it then reads the 413); one
+                # announced beyond the drain limit is refused at once, never waited for
+                return await self._too_large(receive, send, drain=declared <= _DRAIN_LIMIT)
         else:  # chunked: read up to the limit here, then replay to the app
             body, over = await _read(receive, self.max_body_bytes)
             if over:
@@ -91,9 +100,10 @@ class GuardMiddleware:
             receive = _replay(body, receive)
         await self.app(scope, receive, _counting(send))
 
-    async def _too_large(self, receive: Any, send: Any) -> None:
+    async def _too_large(self, receive: Any, send: Any, drain: bool = True) -> None:
         _count("body_too_large", "body")
-        await _drain(receive, _DRAIN_LIMIT)
+        if drain:
+            await _drain(receive, _DRAIN_LIMIT)
         limit = self.max_body_bytes
         await _reply(
             send,

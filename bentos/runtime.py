@@ -10,13 +10,18 @@ the old model and is counted.
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
 import itertools
 import json
 import logging
+import os
+import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +32,7 @@ import polars as pl
 from bentos.metrics import ServingMetrics, observe_scores
 from tasks import registry
 from tasks.buffered_log import BufferedLog
+from tasks.io import disk_full
 from tasks.predict import score_frame
 from tasks.predlog import ScoredBatch, prediction_frame
 from tasks.registry import CHALLENGER, CHAMPION, LoadedModel
@@ -239,3 +245,35 @@ def feedback_log(settings: Settings, **kwargs) -> BufferedLog:
         prefix="feedback",
         **kwargs,
     ).start()
+
+
+async def logged(done: Future) -> str | None:
+    """Wait until a log entry is on disk; return why it is not (None once it is).
+
+    A request is answered only after its row is durable: a SIGKILL never loses a row whose
+    request was answered 200 (the journal's group commit keeps this to one fsync per batch).
+    """
+    try:
+        await asyncio.wrap_future(done)
+    except Exception as exc:  # noqa: BLE001 - reported to the client as a 503
+        log.error("log write failed: %s", exc)
+        return "the disk is full" if disk_full(exc) else f"{type(exc).__name__}: {exc}"
+    return None
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Have Linux send ``sig`` to this worker when the process that started it dies.
+
+    ``bentoml serve`` starts each worker in a session of its own, holding the listening
+    socket: without this, a SIGKILLed ``driftloop serve`` leaves its workers behind and the
+    port stays taken ("Address already in use" on restart).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
+    if parent == 1 or os.getppid() != parent:  # the parent died before the call
+        os.kill(os.getpid(), sig)

@@ -12,6 +12,7 @@ import gc
 import hmac
 import logging
 import time
+from concurrent.futures import Future
 from typing import Annotated
 
 import anyio
@@ -26,8 +27,10 @@ from bentos.process_metrics import SAMPLE_SECONDS, ProcessMetrics
 from bentos.runtime import (
     Models,
     ModelWatcher,
+    die_with_parent,
     feedback_log,
     load_stored,
+    logged,
     prediction_log,
 )
 from schemas import load_dataset
@@ -81,6 +84,7 @@ class Driftloop:
     model = bentoml.models.BentoModel(_class_scope_tag(DATASET.name))
 
     def __init__(self) -> None:
+        die_with_parent()  # a SIGKILLed `driftloop serve` takes this worker (and its port) along
         settings = SETTINGS
         self.metrics = serving_metrics()
         self.watcher = ModelWatcher(DATASET.name, settings, self.metrics)
@@ -116,25 +120,29 @@ class Driftloop:
         self.prediction_log.close()  # nothing lost on a clean stop
         self.feedback_log.close()
 
-    def _score(self, frame, started: float) -> ScoredBatch | None:
+    def _score(self, frame, started: float) -> tuple[ScoredBatch, Future] | None:
+        """The champion's scores and the future of their log rows being on disk."""
         models = self.watcher.models  # one read: a swap mid-request cannot mix models
         if models.champion is None:
             return None
         batch = score_inputs(frame, models.champion, DATASET.id_column, started)
-        self.prediction_log.append((batch, models.challenger), len(batch))
+        done = self.prediction_log.append((batch, models.challenger), len(batch))
         self.metrics.predictions.labels(model_tag=batch.model_tag).inc(len(batch))
-        return batch
+        return batch, done
 
     @bentoml.api(route="/predict")
     async def predict(self, records: Records) -> PredictResponse:
-        """Score one or many records with the champion."""
+        """Score one or many records with the champion (answered once they are logged)."""
         started = time.perf_counter()
         if len(records) < INLINE_MAX_RECORDS:  # cheaper than a thread hop
-            batch = self._score(records.frame, started)
+            scored = self._score(records.frame, started)
         else:  # LightGBM and polars release the GIL: parsing the next request overlaps
-            batch = await anyio.to_thread.run_sync(self._score, records.frame, started)
-        if batch is None:
+            scored = await anyio.to_thread.run_sync(self._score, records.frame, started)
+        if scored is None:
             return _no_model()
+        batch, done = scored
+        if (problem := await logged(done)) is not None:
+            return _not_logged("prediction", problem)
         tag = batch.model_tag
         return Response(
             orjson.dumps({"model_tag": tag, "predictions": _predictions(batch)}),
@@ -150,9 +158,12 @@ class Driftloop:
     async def predict_batch(self, records: BatchRecords) -> list[Prediction]:
         """Large batches; concurrent calls are merged by BentoML's adaptive batching."""
         frame = records_to_frame(records, REQUESTS)
-        batch = await anyio.to_thread.run_sync(self._score, frame, time.perf_counter())
-        if batch is None:
+        scored = await anyio.to_thread.run_sync(self._score, frame, time.perf_counter())
+        if scored is None:
             raise bentoml.exceptions.ServiceUnavailable(f"no {DATASET.name} champion model yet")
+        batch, done = scored
+        if (problem := await logged(done)) is not None:
+            raise bentoml.exceptions.ServiceUnavailable(f"prediction log unavailable: {problem}")
         return _predictions(batch)
 
     @bentoml.api(route="/feedback")
@@ -163,7 +174,8 @@ class Driftloop:
             [f.request_id for f in feedback], [f.entity_id for f in feedback], labels,
             [f.ts for f in feedback],
         )  # fmt: skip
-        self.feedback_log.append(frame, frame.height)
+        if (problem := await logged(self.feedback_log.append(frame, frame.height))) is not None:
+            return _not_logged("feedback", problem)
         for item in feedback:
             key = "request_id" if item.request_id is not None else "entity_id"
             self.metrics.feedback.labels(key=key).inc()
@@ -216,6 +228,13 @@ def _predictions(batch: ScoredBatch) -> list[dict]:
         {"request_id": r, "id": i, "score": s, "decision": d, "model_tag": tag}
         for r, i, s, d in zip(batch.request_ids, ids, batch.scores.tolist(), decisions, strict=True)
     ]
+
+
+def _not_logged(what: str, problem: str) -> Response:
+    return JSONResponse(
+        {"error": f"{what} log unavailable ({problem}): not confirmed as recorded, retry later"},
+        status_code=503,
+    )
 
 
 def _no_model() -> Response:

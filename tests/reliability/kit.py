@@ -37,12 +37,6 @@ def figures(case: str, **numbers: object) -> None:
     print(f"[figures] {case}: " + ", ".join(f"{k}={v}" for k, v in numbers.items()))
 
 
-def free_port() -> int:  # TODO after the house merge: driftloop.supervise.free_port
-    with contextlib.closing(__import__("socket").socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def port_free(port: int) -> bool:
     """Whether a server could listen on ``port`` now (SO_REUSEADDR, as uvicorn binds: the
     TIME_WAIT connections of a killed server do not count, a live listener does)."""

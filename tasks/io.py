@@ -90,7 +90,6 @@ def write_json(path: Path, obj: Any, *, sort_keys: bool = False) -> None:
 
 # --- a full disk ---------------------------------------------------------------------------
 
-MIN_FREE_BYTES = 64 * 1024 * 1024  # below this under the state dir, a command refuses to start
 _DISK_FULL_TEXT = ("database or disk is full", "no space left on device", "disk quota exceeded")
 
 
@@ -126,7 +125,7 @@ def free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
-def require_free_space(path: Path, min_bytes: int = MIN_FREE_BYTES) -> None:
+def require_free_space(path: Path, min_bytes: int) -> None:
     """Raise :class:`DiskFullError` before any write when ``path``'s disk is (nearly) full."""
     free = free_bytes(path)
     if free < min_bytes:

@@ -7,11 +7,15 @@ Every 4xx is counted per field and rule from the error body the service already 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from typing import Any
 
 _DRAIN_LIMIT = 256 * 1024 * 1024  # read and drop a too-large body up to this, so the client
 # gets the 413 instead of a reset connection; beyond it the connection is simply closed
+_DRAIN_SECONDS = 2.0  # ... for at most this long: a body announced but never sent is not
+# waited for (a refusal is answered within seconds, whatever the client does)
 _JSON = (b"application/json", b"")
 
 
@@ -144,6 +148,11 @@ async def _read(receive: Any, limit: int) -> tuple[bytes, bool]:
 
 
 async def _drain(receive: Any, limit: int) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(_drain_all(receive, limit), _DRAIN_SECONDS)
+
+
+async def _drain_all(receive: Any, limit: int) -> None:
     size = 0
     while size <= limit:
         message = await receive()

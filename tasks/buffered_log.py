@@ -197,12 +197,20 @@ class BufferedLog:
         if self._journal is None:
             self._seq += 1
             name = f"{self.prefix}~{self._token}-{self._seq:06d}{JOURNAL_SUFFIX}"
-            self._journal = open(self.directory / name, "ab")  # noqa: SIM115 - closed at flush
-            fcntl.flock(self._journal, fcntl.LOCK_EX)
+            self._journal = open(self.directory / name, "ab", buffering=0)  # noqa: SIM115
+            fcntl.flock(self._journal, fcntl.LOCK_EX)  # held until the segment is dropped
             _fsync_dir(self.directory)
-        self._journal.write(_HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
-        self._journal.flush()
-        os.fsync(self._journal.fileno())
+        fd = self._journal.fileno()
+        start = os.lseek(fd, 0, os.SEEK_END)
+        record = memoryview(_HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
+        try:
+            while record:
+                record = record[os.write(fd, record) :]
+            os.fsync(fd)
+        except BaseException:
+            with contextlib.suppress(OSError):  # no torn record ahead of the next one
+                os.ftruncate(fd, start)
+            raise
 
     def flush(self) -> Path | None:
         """Write everything buffered or journalled as one Parquet file now (None if empty)."""

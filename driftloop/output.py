@@ -7,6 +7,7 @@ operation that could not be done (a full disk included), 3 a data-quality gate f
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -68,6 +69,29 @@ def disk_full_message(home: Path) -> str:
     )
 
 
+def _expected(exc: BaseException) -> bool:
+    from tasks.ingest.quality import DataQualityFailed
+
+    return disk_full(exc) or isinstance(exc, (CLIError, DataQualityFailed, *_EXPECTED))
+
+
+class _ExpectedErrorsInOneLine(logging.Filter):
+    """Prefect logs a failed run's traceback; for an expected error (bad input, a failed gate,
+    a full disk) the CLI's one line says it all, so the traceback is left out."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None and _expected(record.exc_info[1]):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_expected_tracebacks() -> None:
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _ExpectedErrorsInOneLine) for f in logger.filters):
+            logger.addFilter(_ExpectedErrorsInOneLine())
+
+
 @contextmanager
 def errors_as_exit(as_json: bool = False, writes: bool = False) -> Iterator[None]:
     """Turn expected errors into one stderr line + exit code (and the JSON result, if any).
@@ -81,6 +105,7 @@ def errors_as_exit(as_json: bool = False, writes: bool = False) -> Iterator[None
     from tasks.settings import get_settings
 
     settings = get_settings()
+    _quiet_expected_tracebacks()
     try:
         if writes:
             require_free_space(settings.root, settings.min_free_mb * 2**20)
@@ -91,7 +116,7 @@ def errors_as_exit(as_json: bool = False, writes: bool = False) -> Iterator[None
         fail(str(exc), exc.code)
     except (typer.Exit, typer.Abort):
         raise  # click's own exits subclass RuntimeError: let them through untouched
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - decided below; re-raised when unexpected
         if disk_full(exc):
             fail(disk_full_message(settings.root))
         if isinstance(exc, DataQualityFailed):

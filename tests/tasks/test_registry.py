@@ -144,6 +144,7 @@ CRASH_SCRIPT = textwrap.dedent(
     import numpy as np
     from tasks import registry
     from tasks.features import FeatureSpec
+    from tasks.training import register
 
     X = np.random.default_rng(2).normal(size=(200, 2))
     booster = lgb.train({{"objective": "binary", "verbosity": -1, "num_threads": 1}},
@@ -153,7 +154,7 @@ CRASH_SCRIPT = textwrap.dedent(
         print("saved", flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
 
-    registry.promote = die
+    register.promote = die
     register.register_model(
         booster, name="toy", features=FeatureSpec(("a", "b"), {{}}), metadata={{}}, labels={{}},
         card="",

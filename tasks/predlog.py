@@ -9,6 +9,7 @@ joined to predictions by ``request_id``, else by ``entity_id``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +22,8 @@ import polars as pl
 from schemas.records import PREDICTION_COLUMNS, TS, FeedbackRecord, PredictionRecord
 from tasks.buffered_log import recover_orphans
 from tasks.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
 
 PREDICTION_TYPES: dict[str, pl.DataType] = {
     "request_id": pl.String,
@@ -139,7 +142,10 @@ def _utc(t: datetime) -> datetime:
 
 def _files(directory: Path) -> list[Path]:
     if directory.is_dir():
-        recover_orphans(directory)  # rows a killed writer had journalled
+        try:
+            recover_orphans(directory)  # rows a killed writer had journalled
+        except OSError as exc:  # a read-only reader still reads what is there
+            log.warning("could not recover journals in %s: %s", directory, exc)
     return sorted(p for p in directory.glob("*.parquet") if not p.name.startswith("."))
 
 

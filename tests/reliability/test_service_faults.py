@@ -234,6 +234,9 @@ FUZZ_SEEDS = (1, 2)
 
 
 @pytest.mark.timeout(420)
+# --workers 1: with two, hypothesis parsed lambdas in two threads at once and hit CPython
+# 3.11's "AST constructor recursion depth mismatch" SystemError (a crash of the fuzzer, not
+# of the service).
 def test_schemathesis_finds_no_server_error(served: Served, tmp_path: Path):
     """Every operation of /docs.json, both generation modes, two seeds: never a 5xx."""
     totals = {"operations": 0, "cases": 0, "failures": 0, "seconds": 0}
@@ -244,7 +247,7 @@ def test_schemathesis_finds_no_server_error(served: Served, tmp_path: Path):
             [str(Path(sys.executable).with_name("st")), "run", f"{served.svc.url}/docs.json",
              "--checks", "not_a_server_error", "--max-examples", str(FUZZ_EXAMPLES),
              "--seed", str(seed), "--phases", "examples,coverage,fuzzing", "--no-shrink",
-             "--generation-database", "none", "--workers", "2", "--request-timeout", "10",
+             "--generation-database", "none", "--workers", "1", "--request-timeout", "10",
              "-H", f"Authorization: Bearer {ADMIN_TOKEN}",
              "--report", "ndjson", "--report-ndjson-path", str(report)],
             capture_output=True, text=True, timeout=180,

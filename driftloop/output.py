@@ -29,6 +29,28 @@ class CLIError(Exception):
         self.result = result
 
 
+# What keeps the temporary Prefect server's own noise (telemetry heartbeats, SQLite "database is
+# locked" retries, uvicorn start-up lines) out of the user's terminal: Prefect's console log
+# handler, which the CLI process and the server subprocess both configure from the environment,
+# shows only critical records. A failing command still says what failed, in its one error line.
+QUIET_ENV = {
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL",
+    "PREFECT_LOGGING_HANDLERS_DEBUG_LEVEL": "CRITICAL",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+}
+
+
+def quiet_libraries(verbose: bool) -> None:
+    """Unless ``verbose``, keep library logs off the terminal (set before Prefect loads; a
+    value the user set in the environment wins)."""
+    if verbose:
+        return
+    import os
+
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+
+
 def dumps(result: dict[str, Any]) -> str:
     return io_dumps(result, allow_nan=True)
 

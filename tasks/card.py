@@ -102,14 +102,7 @@ def render_model_card(
             f"FN {c.get('fn')}, TN {c.get('tn')}.",
             "",
             "## Decision threshold and business value",
-            f"- threshold **{_fmt(threshold)}**, chosen on the validation split to maximise "
-            f"expected value: value of a retained customer {_fmt(business.get('value_retained'))}, "
-            f"offer cost {_fmt(business.get('offer_cost'))}, offer success rate "
-            f"{_fmt(business.get('offer_success_rate'))}.",
-            f"- expected value per month on the test split: "
-            f"**{_fmt(business.get('expected_value_per_month'))}** "
-            f"({_fmt(business.get('expected_value_per_customer'))} per customer; "
-            f"offering everyone: {_fmt(business.get('expected_value_offer_all'))}).",
+            *_value_lines(threshold, business),
         ]
     lines += ["", "## Slices (fairness)", ""]
     lines += _slice_table(slices, task) or ["No segment columns configured.", ""]
@@ -118,6 +111,26 @@ def render_model_card(
     lines += ["", "## Parameters", "```", *[f"{k} = {v}" for k, v in sorted(params.items())]]
     lines += ["```", ""]
     return "\n".join(lines)
+
+
+def _value_lines(threshold: float | None, business: dict[str, Any]) -> list[str]:
+    if business.get("configured") is False:
+        return [
+            f"- threshold **{_fmt(threshold)}**, chosen {business['threshold_rule']} "
+            f"(validation F1 {_fmt(business.get('valid_f1'))}).",
+            "- Business value was not configured, so no expected value is reported. To "
+            f"choose the threshold by value instead: {business['how_to_set']}.",
+        ]
+    return [
+        f"- threshold **{_fmt(threshold)}**, chosen on the validation split to maximise "
+        f"expected value: value of a retained customer {_fmt(business.get('value_retained'))}, "
+        f"offer cost {_fmt(business.get('offer_cost'))}, offer success rate "
+        f"{_fmt(business.get('offer_success_rate'))}.",
+        f"- expected value per month on the test split: "
+        f"**{_fmt(business.get('expected_value_per_month'))}** "
+        f"({_fmt(business.get('expected_value_per_customer'))} per customer; "
+        f"offering everyone: {_fmt(business.get('expected_value_offer_all'))}).",
+    ]
 
 
 # --- the metadata stored with a model (the card is rendered from the same dict) ----------

@@ -211,6 +211,15 @@ def choose_threshold(
 # --- one model's evaluation, as training reports it --------------------------------------
 
 
+BUSINESS_FIELDS = ("value_retained", "offer_cost", "offer_success_rate")
+HOW_TO_SET_VALUE = (
+    "set value_retained, offer_cost and offer_success_rate in the dataset module's extras "
+    "(schema infer writes them commented out) or pass --value-retained, --offer-cost and "
+    "--offer-success-rate to `driftloop train`"
+)
+F1_RULE = "F1-optimal on the validation split (business value not configured)"
+
+
 @dataclass(frozen=True)
 class BusinessValue:
     """What a decision is worth, per customer and month (dataset ``extras`` give defaults)."""
@@ -220,19 +229,41 @@ class BusinessValue:
     offer_success_rate: float
 
     @classmethod
-    def from_dataset(cls, dataset: DatasetSpec, **overrides: float | None) -> BusinessValue:
-        fields = ("value_retained", "offer_cost", "offer_success_rate")
-        values = {f: overrides.get(f) for f in fields}
-        for f in fields:
+    def from_dataset(cls, dataset: DatasetSpec, **overrides: float | None) -> BusinessValue | None:
+        """The knobs given here, the dataset's ``extras`` for the rest; ``None`` when none is
+        set anywhere (the threshold is then F1-optimal). Some but not all set is an error."""
+        values = {f: overrides.get(f) for f in BUSINESS_FIELDS}
+        for f in BUSINESS_FIELDS:
             if values[f] is None:
                 values[f] = dataset.extras.get(f)
-        missing = [f for f in fields if values[f] is None]
-        if missing and dataset.task == "binary":
+        missing = [f for f in BUSINESS_FIELDS if values[f] is None]
+        if dataset.task != "binary" or len(missing) == len(BUSINESS_FIELDS):
+            return None
+        if missing:
             raise ValueError(
                 f"business value knobs missing for dataset {dataset.name!r}: "
-                f"{', '.join(missing)} (set them in the dataset's extras or the train config)"
+                f"{', '.join(missing)} (set all three or none: {HOW_TO_SET_VALUE})"
             )
-        return cls(**{f: float(values[f] or 0.0) for f in fields})
+        return cls(**{f: float(values[f]) for f in BUSINESS_FIELDS})
+
+
+def f1_threshold(y: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    """The score threshold maximising F1 on ``(y, scores)`` (ties stay together), and that F1.
+
+    With no positive row, F1 is 0 everywhere: the threshold flags nobody."""
+    y = np.asarray(y, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+    if len(scores) == 0:
+        raise ValueError("f1_threshold needs at least one scored row")
+    order = np.argsort(-scores, kind="stable")
+    s, tp = scores[order], np.cumsum(y[order])
+    flagged = np.arange(1, len(s) + 1)
+    f1 = 2 * tp / (flagged + y.sum())
+    candidates = np.flatnonzero(np.r_[s[1:] != s[:-1], True])
+    best = candidates[np.argmax(f1[candidates])]
+    if f1[best] <= 0:
+        return float(np.nextafter(s[0], np.inf)), 0.0
+    return float(s[best]), float(f1[best])
 
 
 @dataclass
@@ -246,25 +277,18 @@ class Evaluation:
     business: dict[str, Any]
 
 
-def evaluate_model(dataset: DatasetSpec, scored: Scored, business: BusinessValue) -> Evaluation:
-    """Evaluate ``scored``: the threshold is chosen on the valid split (never on test);
-    metrics, baseline, slices and business value are measured on test."""
+def evaluate_model(
+    dataset: DatasetSpec, scored: Scored, business: BusinessValue | None
+) -> Evaluation:
+    """Evaluate ``scored``: the threshold is chosen on the valid split (never on test), to
+    maximise business value when it is configured, else F1; metrics, baseline, slices and
+    business value are measured on test."""
     task = dataset.task
     threshold = None
     value: dict[str, Any] = {}
     y, scores = scored.test_y, scored.test_scores
     if task == "binary":
-        knobs = asdict(business)
-        threshold, valid_value = choose_threshold(scored.valid_y, scored.valid_scores, **knobs)
-        test_value = expected_value(y, scores, threshold, **knobs)
-        value = {
-            **knobs,
-            "expected_value_per_month": test_value,
-            "expected_value_per_customer": test_value / max(len(y), 1),
-            "expected_value_offer_all": expected_value(y, scores, -np.inf, **knobs),
-            "expected_value_valid": valid_value,
-            "evaluated_customers": len(y),
-        }
+        threshold, value = _decide_threshold(scored, business)
     segments = dataset.segment_columns
     return Evaluation(
         metrics=compute_metrics(y, scores, threshold, task),
@@ -273,3 +297,29 @@ def evaluate_model(dataset: DatasetSpec, scored: Scored, business: BusinessValue
         threshold=threshold,
         business=value,
     )
+
+
+def _decide_threshold(scored: Scored, business: BusinessValue | None) -> tuple[float, dict]:
+    """The binary decision threshold and what the card says about its value."""
+    y, scores = scored.test_y, scored.test_scores
+    if business is None:
+        threshold, valid_f1 = f1_threshold(scored.valid_y, scored.valid_scores)
+        return threshold, {
+            "configured": False,
+            "threshold_rule": F1_RULE,
+            "valid_f1": valid_f1,
+            "how_to_set": HOW_TO_SET_VALUE,
+        }
+    knobs = asdict(business)
+    threshold, valid_value = choose_threshold(scored.valid_y, scored.valid_scores, **knobs)
+    test_value = expected_value(y, scores, threshold, **knobs)
+    return threshold, {
+        **knobs,
+        "configured": True,
+        "threshold_rule": "maximum expected value on the validation split",
+        "expected_value_per_month": test_value,
+        "expected_value_per_customer": test_value / max(len(y), 1),
+        "expected_value_offer_all": expected_value(y, scores, -np.inf, **knobs),
+        "expected_value_valid": valid_value,
+        "evaluated_customers": len(y),
+    }

@@ -22,7 +22,13 @@ if TYPE_CHECKING:
 TAG_PLACEHOLDER = "{{MODEL_TAG}}"  # replaced by tasks.registry.save_model
 _HEADLINE = {
     "binary": ("roc_auc", "pr_auc", "log_loss", "brier", "accuracy", "precision", "recall", "f1"),
+    "multiclass": ("log_loss", "roc_auc_ovr_macro", "roc_auc_ovr_weighted", "accuracy", "f1_macro"),
     "regression": ("mse", "rmse", "mae", "r2"),
+}
+_SLICE_COLUMNS = {
+    "binary": ("n", "positive_rate", "flagged_rate", "roc_auc", "recall", "precision"),
+    "multiclass": ("n", "accuracy", "f1_macro", "log_loss"),
+    "regression": ("n", "mae", "rmse", "r2"),
 }
 
 
@@ -39,9 +45,7 @@ def _sentence(text: str) -> str:
 
 
 def _slice_table(slices: dict[str, Any], task: str) -> list[str]:
-    cols = ("n", "positive_rate", "flagged_rate", "roc_auc", "recall", "precision")
-    if task == "regression":
-        cols = ("n", "mae", "rmse", "r2")
+    cols = _SLICE_COLUMNS[task]
     lines = []
     for col, block in slices.items():
         gaps = ", ".join(f"{k} {_fmt(v)}" for k, v in block["gap"].items())
@@ -68,9 +72,11 @@ def render_model_card(
 ) -> str:
     """Markdown for one model; ``{{MODEL_TAG}}`` stands for the tag the registry assigns."""
     task = dataset.task
-    target = f"`{dataset.target}`" + (
-        f" (positive class `{dataset.positive_class}`)" if task == "binary" else ""
-    )
+    target = f"`{dataset.target}`"
+    if task == "binary":
+        target += f" (positive class `{dataset.positive_class}`)"
+    elif task == "multiclass":
+        target += " (classes " + ", ".join(f"`{c}`" for c in dataset.classes) + ")"
     lines = [
         f"# Model card: {TAG_PLACEHOLDER}",
         "",
@@ -94,6 +100,8 @@ def render_model_card(
     ]
     for key in _HEADLINE[task]:
         lines.append(f"| {key} | {_fmt(metrics.get(key))} | {_fmt(baseline.get(key))} |")
+    if task == "multiclass":
+        lines += ["", *_per_class_lines(dataset.classes, metrics)]
     if task == "binary":
         c = metrics.get("confusion", {})
         lines += [
@@ -111,6 +119,25 @@ def render_model_card(
     lines += ["", "## Parameters", "```", *[f"{k} = {v}" for k, v in sorted(params.items())]]
     lines += ["```", ""]
     return "\n".join(lines)
+
+
+def _per_class_lines(classes: tuple[Any, ...], metrics: dict[str, Any]) -> list[str]:
+    """Per-class precision / recall and the confusion matrix of the most probable class."""
+    names = [str(c) for c in classes]
+    precision, recall = metrics.get("precision_per_class"), metrics.get("recall_per_class")
+    support, cm = metrics.get("support_per_class"), metrics.get("confusion_matrix")
+    if not (precision and recall and support and cm):
+        return []
+    lines = ["Per class (decision: the most probable class):", ""]
+    lines += ["| class | precision | recall | test rows |", "|---|---|---|---|"]
+    for i, name in enumerate(names):
+        lines.append(f"| {name} | {_fmt(precision[i])} | {_fmt(recall[i])} | {support[i]} |")
+    lines += ["", "Confusion matrix (rows: true class, columns: predicted):", ""]
+    lines += ["| true \\ predicted | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    lines += [
+        f"| {name} | " + " | ".join(str(v) for v in cm[i]) + " |" for i, name in enumerate(names)
+    ]
+    return lines
 
 
 def _value_lines(threshold: float | None, business: dict[str, Any]) -> list[str]:

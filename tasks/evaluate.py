@@ -21,7 +21,7 @@ from tasks import metrics as mt
 if TYPE_CHECKING:
     from tasks.training.model import Scored
 
-Task = Literal["binary", "regression"]
+Task = Literal["binary", "multiclass", "regression"]
 RELIABILITY_BINS = 10
 MIN_SLICE_ROWS = 1
 
@@ -39,6 +39,8 @@ def label_vector(frame: pl.DataFrame, dataset: DatasetSpec) -> np.ndarray:
         raise ValueError(f"target column {target!r} has {col.null_count()} missing values")
     if dataset.task == "regression":
         return col.cast(pl.Float64).to_numpy()
+    if dataset.task == "multiclass":
+        return class_indices(col, dataset.classes).astype(np.float64)
     if col.dtype.is_numeric() and not isinstance(dataset.positive_class, str):
         positive = 1 if dataset.positive_class is None else dataset.positive_class
         return (col == positive).cast(pl.Float64).to_numpy()
@@ -48,6 +50,18 @@ def label_vector(frame: pl.DataFrame, dataset: DatasetSpec) -> np.ndarray:
             raise ValueError(f"numeric binary target {target!r} must hold only 0 and 1")
         return values.to_numpy()
     return (col.cast(pl.String) == str(dataset.positive_class)).cast(pl.Float64).to_numpy()
+
+
+def class_indices(values: pl.Series, classes: tuple[Any, ...]) -> np.ndarray:
+    """Each value's position in ``classes`` (compared as text, so 2 and "2" are one class);
+    a value outside them is an error naming it."""
+    names = [str(c) for c in classes]
+    text = values.cast(pl.String)
+    unknown = text.filter(~text.is_in(names)).unique().head(5).to_list()
+    if unknown:
+        raise ValueError(f"label value(s) {unknown} are not among the known classes {names}")
+    index = text.replace_strict(names, list(range(len(names))), return_dtype=pl.Int64)
+    return index.to_numpy()
 
 
 def _safe(fn, *args, **kwargs) -> float | None:
@@ -83,6 +97,8 @@ def compute_metrics(
     or MSE / RMSE / MAE / R² (regression)."""
     y = np.asarray(y, dtype=np.float64)
     scores = np.asarray(scores, dtype=np.float64)
+    if task == "multiclass":
+        return multiclass_metrics(y, scores)
     if task == "regression":
         mse = mt.mse(y, scores)
         return {
@@ -111,7 +127,27 @@ def compute_metrics(
     }
 
 
+def multiclass_metrics(y: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
+    """Log loss, one-vs-rest ROC AUC (macro and weighted), and the decisions of the most
+    probable class: accuracy, macro F1, per-class precision / recall, confusion matrix."""
+    k = probabilities.shape[1]
+    pred = probabilities.argmax(axis=1) if len(y) else np.zeros(0, dtype=int)
+    return {
+        "n": len(y),
+        "log_loss": _safe(mt.multi_log_loss, y, probabilities),
+        "roc_auc_ovr_macro": _safe(mt.roc_auc_ovr, y, probabilities, "macro"),
+        "roc_auc_ovr_weighted": _safe(mt.roc_auc_ovr, y, probabilities, "weighted"),
+        "class_rates": np.bincount(y.astype(int), minlength=k).astype(float).tolist()
+        if len(y)
+        else None,
+        **mt.multiclass_classification(y, pred, k),
+    }
+
+
 def _slice_row(y: np.ndarray, scores: np.ndarray, threshold: float | None, task: Task) -> dict:
+    if task == "multiclass":
+        m = multiclass_metrics(y, scores)
+        return {k: m[k] for k in ("n", "accuracy", "f1_macro", "log_loss")}
     if task == "regression":
         m = compute_metrics(y, scores, None, task)
         return {k: m[k] for k in ("n", "mae", "rmse", "r2")}
@@ -131,6 +167,7 @@ def _slice_row(y: np.ndarray, scores: np.ndarray, threshold: float | None, task:
 
 GAP_METRICS = {
     "binary": ("roc_auc", "recall", "precision", "flagged_rate"),
+    "multiclass": ("accuracy", "f1_macro", "log_loss"),
     "regression": ("mae", "rmse"),
 }
 

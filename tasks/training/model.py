@@ -56,7 +56,7 @@ def train_model(
         train=to_xy(splits.train, dataset, features, validate=True),
         valid=to_xy(splits.valid, dataset, features, validate=True),
         features=features, task=dataset.task, seed=options.seed,
-        num_threads=options.num_threads,
+        num_threads=options.num_threads, num_class=max(len(dataset.classes), 1),
     )  # fmt: skip
     tuning = tune(
         data, trials=options.trials, timeout_s=options.timeout_s, storage=options.storage,

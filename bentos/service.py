@@ -45,6 +45,7 @@ from schemas.requests import (
     request_models,
 )
 from tasks import registry
+from tasks.predict import class_outputs
 from tasks.predlog import ScoredBatch, feedback_frame
 from tasks.scoring import score_inputs
 from tasks.settings import get_settings
@@ -212,10 +213,14 @@ def _predictions(batch: ScoredBatch) -> list[dict]:
     tag = batch.model_tag
     ids = batch.entity_ids if batch.entity_ids is not None else [None] * len(batch)
     decisions = batch.decisions.tolist() if batch.decisions is not None else [None] * len(batch)
-    return [
+    out = [
         {"request_id": r, "id": i, "score": s, "decision": d, "model_tag": tag}
         for r, i, s, d in zip(batch.request_ids, ids, batch.scores.tolist(), decisions, strict=True)
     ]
+    if batch.class_columns:  # multiclass: the predicted class and every class's probability
+        for row, extra in zip(out, class_outputs(batch.class_columns), strict=True):
+            row.update(extra)
+    return out
 
 
 def _no_model() -> Response:

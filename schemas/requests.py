@@ -52,7 +52,7 @@ class RequestModels:
     input_columns: tuple[str, ...]
     polars_schema: dict[str, pl.DataType]
     frame_checks: tuple[Any, ...]  # (column or None, pandera Check) pydantic cannot express
-    labels: dict[str, float]  # target class -> numeric label (binary tasks)
+    labels: dict[str, float]  # target class -> numeric label (binary: 1/0; multiclass: index)
 
 
 def _base_type(dtype: pl.DataType) -> Any:
@@ -157,6 +157,8 @@ def _build(dataset: DatasetSpec) -> RequestModels:
     target = dataset.columns.get(dataset.target)
     if dataset.task == "binary" and target is not None and target.categories:
         labels = {c: float(str(c) == str(dataset.positive_class)) for c in target.categories}
+    elif dataset.task == "multiclass":  # a class is logged as its index (probability order)
+        labels = {str(c): float(i) for i, c in enumerate(dataset.classes)}
     return RequestModels(
         dataset=dataset,
         record=record,
@@ -258,8 +260,15 @@ class Prediction(BaseModel):
 
     request_id: str
     id: str | None = Field(None, description="The record's entity id (the dataset's id column).")
-    score: float
-    decision: bool | None = Field(None, description="score >= the model's threshold.")
+    score: float = Field(
+        description="Binary: P(positive class); regression: the value; multiclass: "
+        "P(predicted class)."
+    )
+    decision: bool | None = Field(None, description="Binary: score >= the model's threshold.")
+    predicted_class: str | None = Field(None, description="Multiclass: the most probable class.")
+    probabilities: dict[str, float] | None = Field(
+        None, description="Multiclass: the probability of every class."
+    )
     model_tag: str
 
 
@@ -293,12 +302,16 @@ class FeedbackResponse(BaseModel):
 
 
 def label_values(items: list[FeedbackItem], models: RequestModels) -> list[float]:
-    """Numeric labels (1/0 for binary: the positive class or 1 is 1); errors name the item."""
+    """Numeric labels (1/0 for binary: the positive class or 1 is 1; a multiclass label's class
+    index); errors name the item."""
     errors: list[dict] = []
     out: list[float] = []
     binary = models.dataset.task == "binary"
+    multiclass = models.dataset.task == "multiclass"
     for i, item in enumerate(items):
         value = item.label
+        if multiclass and not isinstance(value, str):  # 2 and 2.0 name the class "2"
+            value = str(int(value)) if float(value).is_integer() else str(value)
         if isinstance(value, str):
             if value not in models.labels:
                 allowed = ", ".join(repr(k) for k in models.labels) or "a number"

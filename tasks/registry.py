@@ -53,8 +53,12 @@ class LoadedModel:
     num_threads: int = 1
 
     @property
-    def threshold(self) -> float:
-        return float(self.metadata.get("threshold", 0.5))
+    def threshold(self) -> float | None:
+        """A binary model's decision threshold (None for the other tasks)."""
+        if self.metadata.get("task", "binary") != "binary":
+            return None
+        value = self.metadata.get("threshold")
+        return 0.5 if value is None else float(value)
 
     def predict(self, matrix: Any) -> Any:
         """Scores for a feature matrix (see ``tasks.features.to_matrix``)."""

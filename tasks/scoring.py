@@ -13,26 +13,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 from pydantic import TypeAdapter, ValidationError
 
 from schemas.base import DatasetSpec
 from schemas.requests import RequestModels, frame_errors, records_to_frame, request_models
 from tasks.ingest.parse import parse_text
-from tasks.predict import score_frame
+from tasks.predict import predict_frame
 from tasks.predlog import ScoredBatch, prediction_frame
 from tasks.registry import LoadedModel
 from tasks.settings import Settings, get_settings
 
 READ_CHUNK = 50_000  # rows validated at once in batch scoring (bounds memory)
-
-
-def decide(scores: np.ndarray, model: LoadedModel) -> np.ndarray | None:
-    """Scores at or above the model's threshold (None for a regression model)."""
-    if model.metadata.get("task", "binary") == "regression":
-        return None
-    return scores >= model.threshold
 
 
 def score_inputs(
@@ -43,7 +35,7 @@ def score_inputs(
 ) -> ScoredBatch:
     """Score validated inputs; the result is both the response and the log entry."""
     started = time.perf_counter() if started is None else started
-    scores = score_frame(inputs, model)
+    prediction = predict_frame(inputs, model)
     base = uuid.uuid4().hex
     n = inputs.height
     entity = inputs[id_column].cast(pl.String).to_list() if id_column in inputs.columns else None
@@ -53,8 +45,9 @@ def score_inputs(
         entity_ids=entity,
         ts=datetime.now(UTC),
         model_tag=model.tag,
-        scores=scores,
-        decisions=decide(scores, model),
+        scores=prediction.scores,
+        decisions=prediction.decisions,
+        class_columns=prediction.class_columns(),
         latency_ms=(time.perf_counter() - started) * 1e3,
     )
 
@@ -63,7 +56,7 @@ def with_shadow(batch: ScoredBatch, challenger: LoadedModel | None) -> ScoredBat
     """The batch with the challenger's scores beside the champion's (nothing if no challenger)."""
     if challenger is None:
         return batch
-    shadow = score_frame(batch.inputs, challenger)
+    shadow = predict_frame(batch.inputs, challenger).scores
     return ScoredBatch(**{**batch.__dict__, "shadow_tag": challenger.tag, "shadow_scores": shadow})
 
 

@@ -125,6 +125,13 @@ def predict(booster: lgb.Booster, X: np.ndarray, num_threads: int = 1) -> np.nda
     return booster.predict(X, num_iteration=best, num_threads=num_threads)
 
 
-def fit_default(data: FitData) -> lgb.Booster:
+def fit_default(data: FitData, evals: dict | None = None) -> lgb.Booster:
     """The untuned baseline: LightGBM defaults, 100 rounds, no early stopping."""
-    return fit_booster({}, data, max_rounds=DEFAULT_BOOST_ROUNDS, early_stopping_rounds=None)
+    return fit_booster(
+        {}, data, max_rounds=DEFAULT_BOOST_ROUNDS, early_stopping_rounds=None, evals=evals
+    )
+
+
+def valid_score(booster: lgb.Booster, task: str) -> float:
+    """The booster's valid-split metric at its best iteration (its last without early stop)."""
+    return float(booster.best_score["valid"][VALID_METRIC[task]])

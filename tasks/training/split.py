@@ -43,7 +43,7 @@ def check_training_data(frame: pl.DataFrame, dataset: DatasetSpec, min_rows: int
     if frame.height < min_rows:
         raise TrainingDataError(
             f"training data has {frame.height} rows, fewer than the configured minimum "
-            f"of {min_rows} (min_rows)"
+            f"of {min_rows} (min_rows; `driftloop train --min-rows N` lowers it)"
         )
     missing = [c for c in dataset.feature_columns if c not in frame.columns]
     if missing:

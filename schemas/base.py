@@ -68,6 +68,7 @@ class DatasetSpec:
     null_markers: tuple[str, ...] = DEFAULT_NULL_MARKERS
     segment_columns: tuple[str, ...] = ()
     extra_columns: Literal["reject", "drop"] = "reject"
+    delimiter: str = ","  # how the dataset's CSV files separate fields
     description: str = ""
     extras: dict[str, Any] = field(default_factory=dict)
 

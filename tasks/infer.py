@@ -50,6 +50,7 @@ class InferredSchema:
     source: str = ""
     classes: list[Any] | None = None
     task_reason: str = ""
+    delimiter: str = ","
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -259,7 +260,7 @@ def infer_schema(
         stem, target, decision.task, decision.positive_class, id_column, event_time, markers,
         columns, ignore, str(path),
         classes=decision.classes if decision.task == "multiclass" else None,
-        task_reason=decision.reason,
+        task_reason=decision.reason, delimiter=delimiter,
     )  # fmt: skip
 
 
@@ -289,6 +290,7 @@ def render_module(schema: InferredSchema) -> str:
         *textwrap.wrap("Task " + schema.task_reason.replace(chr(34) * 3, "'"), 96),
         '"""',
         "",
+        "# ruff: noqa: E501  (generated: one field per line, however long)",
         "from __future__ import annotations",
         "",
         "import pandera.polars as pa",
@@ -334,6 +336,7 @@ def render_module(schema: InferredSchema) -> str:
         f"    event_time={schema.event_time!r},",
         f"    ignore={tuple(schema.ignore)!r},",
         f"    null_markers={tuple(schema.null_markers)!r},",
+        *([f"    delimiter={schema.delimiter!r},"] if schema.delimiter != "," else []),
         "    extras={",
         f"        'source': {schema.source!r},",
         *(_BUSINESS_VALUE_HELP if schema.task == "binary" else []),

@@ -124,14 +124,14 @@ def validate_rows(raw: pl.DataFrame, dataset: DatasetSpec) -> ValidatedRows:
     return ValidatedRows(valid[keep], pl.DataFrame(errors, schema=schema, orient="row"))
 
 
-def read_input(path: Path) -> pl.DataFrame:
-    """A CSV (every cell as text) or Parquet file to score."""
+def read_input(path: Path, delimiter: str = ",") -> pl.DataFrame:
+    """A CSV (every cell as text, fields split at ``delimiter``) or Parquet file to score."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     if path.suffix.lower() in (".parquet", ".pq"):
         return pl.read_parquet(path)
-    return pl.read_csv(path, infer_schema=False)
+    return pl.read_csv(path, infer_schema=False, separator=delimiter)
 
 
 @dataclass(frozen=True)
@@ -244,6 +244,6 @@ def score_file(
     settings = settings or get_settings()
     spec = load_dataset(dataset)
     models = load_scoring_models(spec, model, shadow, settings)
-    raw = read_input(path)
+    raw = read_input(path, spec.delimiter)
     scored, errors = score_table(raw, spec, models.champion, models.challenger)
     return write_outputs(scored, errors, out, models, raw.height, started)

@@ -17,7 +17,9 @@ schema_app = typer.Typer(help="Dataset contracts (schema modules).", no_args_is_
 def ingest(
     path: Path = typer.Argument(..., help="CSV or Parquet file."),
     dataset: str = typer.Option("telco", "--dataset", "-d", help="Schema module name."),
-    delimiter: str = typer.Option(DEFAULT.delimiter, help="CSV field delimiter."),
+    delimiter: str = typer.Option(
+        DEFAULT.delimiter, help="CSV field delimiter (default: the dataset's, else ',')."
+    ),
     encoding: str = typer.Option(DEFAULT.encoding, help="CSV text encoding."),
     extra_columns: str = typer.Option(
         DEFAULT.extra_columns,

@@ -12,6 +12,7 @@ the typed frame by :func:`frame_errors`, and reported in pydantic's error format
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -312,6 +313,14 @@ def label_values(items: list[FeedbackItem], models: RequestModels) -> list[float
         value = item.label
         if multiclass and not isinstance(value, str):  # 2 and 2.0 name the class "2"
             value = str(int(value)) if float(value).is_integer() else str(value)
+        if isinstance(value, str) and not models.labels:  # a numeric target sent as text
+            try:
+                value = float(value)
+            except ValueError:
+                value = float("nan")
+            if not math.isfinite(value):
+                errors.append(_label_error(i, f"label {item.label!r} is not a finite number"))
+                continue
         if isinstance(value, str):
             if value not in models.labels:
                 allowed = ", ".join(repr(k) for k in models.labels) or "a number"

@@ -287,7 +287,7 @@ def _judge(
 
 # --- the decision -------------------------------------------------------------------------
 
-Action = Literal["fire", "drifting", "cooldown", "quiet", "insufficient"]
+Action = Literal["fire", "drifting", "cooldown", "quiet", "insufficient", "blocked"]
 
 
 @dataclass(frozen=True)

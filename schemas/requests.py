@@ -107,6 +107,11 @@ def _field(name: str, column: Any) -> tuple[Any, Any, list[Any]]:
                 kwargs["max_length"] = stats["max_value"]
         else:
             untranslated.append(check)
+    if base is int:  # an integer field's bounds are integers: 1.5 bounds 0/1 values at 1
+        for key, rounded in (("ge", math.ceil), ("gt", math.floor), ("le", math.floor),
+                             ("lt", math.ceil)):  # fmt: skip
+            if kwargs.get(key) is not None:
+                kwargs[key] = int(rounded(kwargs[key]))
     if literal is not None and base is str:
         annotation: Any = Literal[literal]  # type: ignore[valid-type]
     elif literal is not None:  # a Literal would take True for 1: keep the type strict

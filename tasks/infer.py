@@ -106,6 +106,8 @@ def _infer_column(name: str, values: pl.Series, markers: list[str]) -> InferredC
         )
         lo_b = 0.0 if lo >= 0 and lo - HEADROOM * span < 0 else _nice(lo - HEADROOM * span, False)
         hi_b = _nice(hi + HEADROOM * span, True)
+        if is_int:  # whole bounds for whole numbers (a service's integer field needs them)
+            lo_b, hi_b = float(math.floor(lo_b)), float(math.ceil(hi_b))
         return InferredColumn(name, "int" if is_int else "float", nullable, None, lo_b, hi_b)
     try:
         as_dt = present.str.to_datetime(strict=False)

@@ -277,3 +277,25 @@ def test_schema_infer_overrides_and_missing_labels_are_quarantined(
     reasons = ingested.quarantined["_reasons"].explode().struct.field("check").unique()
     assert reasons.to_list() == [MISSING_LABEL]
     assert ingested.accepted["y"].null_count() == 0
+
+
+def test_an_inferred_integer_column_has_whole_bounds_the_service_can_use(
+    tmp_path: Path, home: Path
+) -> None:
+    """Telco's 0/1 SeniorCitizen once got le=1.5: the service's request model refused to build."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from schemas import load_dataset
+    from schemas.requests import request_models
+
+    src = tmp_path / "flags.csv"
+    _labelled(200, ["a", "b"]).with_columns(
+        pl.Series("flag", (np.arange(200) % 2).astype(str))
+    ).write_csv(src)
+    args = ["schema", "infer", str(src), "--target", "y", "--out-dir", str(tmp_path), "--json"]
+    spec = load_dataset(json.loads(_run(*args).stdout)["module"])
+    assert spec.columns["flag"].max_value == float(int(spec.columns["flag"].max_value))
+    record = TypeAdapter(request_models(spec).record)
+    record.validate_python({"x": 0.5, "flag": 1})
+    with pytest.raises(ValidationError):
+        record.validate_python({"x": 0.5, "flag": 99})

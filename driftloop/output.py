@@ -5,6 +5,7 @@ Errors are one line on stderr (``error: ...``) and a non-zero exit code, never a
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ class CLIError(Exception):
 # locked" retries, uvicorn start-up lines) out of the user's terminal: Prefect's console log
 # handler, which the CLI process and the server subprocess both configure from the environment,
 # shows only critical records. A failing command still says what failed, in its one error line.
+VERBOSE_ENV = "DRIFTLOOP_VERBOSE"
 QUIET_ENV = {
     "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL",
     "PREFECT_LOGGING_HANDLERS_DEBUG_LEVEL": "CRITICAL",
@@ -42,11 +44,11 @@ QUIET_ENV = {
 
 def quiet_libraries(verbose: bool) -> None:
     """Unless ``verbose``, keep library logs off the terminal (set before Prefect loads; a
-    value the user set in the environment wins)."""
+    value the user set in the environment wins). ``verbose`` also lets unexpected errors
+    show their traceback."""
     if verbose:
+        os.environ[VERBOSE_ENV] = "1"
         return
-    import os
-
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
 
@@ -70,7 +72,8 @@ def emit(result: dict[str, Any], as_json: bool, render: Renderer | None = None) 
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
+    """Print ``message`` as one line (a multi-line message is joined) and exit with ``code``."""
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
     raise typer.Exit(code)
 
 
@@ -87,3 +90,7 @@ def errors_as_exit(as_json: bool = False) -> Iterator[None]:
         raise  # click's own exits subclass RuntimeError: let them through untouched
     except (FileNotFoundError, FileExistsError, LookupError, ValueError, RuntimeError) as exc:
         fail(str(exc) or type(exc).__name__)
+    except Exception as exc:  # unexpected: still one line, the traceback on request
+        if os.environ.get(VERBOSE_ENV):
+            raise
+        fail(f"{type(exc).__name__}: {exc} (driftloop --verbose shows the traceback)")

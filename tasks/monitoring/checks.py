@@ -170,7 +170,10 @@ def compute_performance(
     proba = [f"proba_{c}" for c in champion.classes]
     joined = _join_labels(window, labels, proba)
     y = joined["label"].to_numpy().astype(float) if joined.height else np.array([])
-    if champion.classes:  # multiclass: one-vs-rest AUC and macro precision / recall
+    if champion.task == "regression":  # no classification rates for a regression model
+        auc = precision = recall = None
+        ref = dict.fromkeys(("roc_auc", "precision", "recall"))
+    elif champion.classes:  # multiclass: one-vs-rest AUC and macro precision / recall
         p = joined.select(proba).to_numpy() if joined.height else np.zeros((0, len(proba)))
         auc, precision, recall = _multiclass_rates(y, p)
         ref = _multiclass_reference(champion.metrics)

@@ -37,6 +37,7 @@ class Champion:
     threshold: float
     last_retrain_at: datetime | None
     classes: tuple[str, ...] = ()  # a multiclass champion's classes, in probability order
+    task: str = "binary"
 
 
 def window_bounds(minutes: float, until: datetime | None = None) -> Window:
@@ -58,7 +59,8 @@ def load_champion(name: str, settings: Settings | None = None) -> Champion:
     last = datetime.fromisoformat(max(changes)) if changes else None
     threshold = float(meta.get("threshold") or 0.5)
     classes = tuple(str(c) for c in meta.get("classes") or ())
-    return Champion(name, tag, metrics, _importance(meta), threshold, last, classes)
+    task = str(meta.get("task") or "binary")
+    return Champion(name, tag, metrics, _importance(meta), threshold, last, classes, task)
 
 
 def _importance(meta: dict[str, Any]) -> dict[str, float] | None:

@@ -96,6 +96,7 @@ class Case:
     classes: list | None = None
     quarantined: int = 0
     bad_record: dict = field(default_factory=dict)  # one field changed: the service says 4xx
+    retrain: bool = False  # label every row through the service, then `driftloop retrain`
 
 
 CASES = {
@@ -107,7 +108,7 @@ CASES = {
     ),
     "wine": Case(
         _wine, "wine.csv", "target", "multiclass", infer_args=("--delimiter", ";"),
-        train_args=("--min-rows", "100"), classes=[0, 1, 2],
+        train_args=("--min-rows", "100"), classes=[0, 1, 2], retrain=True,
     ),
     "iris": Case(
         _iris, "iris.parquet", "target", "multiclass", train_args=("--min-rows", "100"),
@@ -213,6 +214,15 @@ def test_readme_sequence(
         if case.bad_record:
             bad = server.client.post("/predict", json={"records": [records[0] | case.bad_record]})
             assert bad.status_code == 400 and next(iter(case.bad_record)) in bad.text, bad.text
+        if case.retrain:  # every row scored and labelled: enough feedback for the gate
+            every, truth = _records(data, case, 10_000)
+            scored_all = server.client.post("/predict", json={"records": every}).json()
+            ids = [p["request_id"] for p in scored_all["predictions"]]
+            feedback_all = [{"request_id": r, "label": t} for r, t in zip(ids, truth, strict=True)]
+            assert (
+                server.client.post("/feedback", json={"feedback": feedback_all}).status_code == 200
+            )
+            feedback += feedback_all
         if case.task == "multiclass":
             wrong = [{"request_id": predictions[0]["request_id"], "label": "no-such-class"}]
             refused = server.client.post("/feedback", json={"feedback": wrong})
@@ -236,3 +246,10 @@ def test_readme_sequence(
     report = _run("monitor", "--dataset", dataset_name)
     assert Path(report["report_json"]).exists() and report["champion"] == trained["model_tag"]
     assert report["performance"]["labelled"] == len(feedback)
+
+    # 7. retrain (multiclass): a challenger on reference + feedback, gated on the newest labels
+    if case.retrain:
+        gated = _run("retrain", "--dataset", dataset_name, "--trials", "2")
+        assert gated["metric"] == "log_loss" and gated["n_holdout"] >= 50
+        assert gated["champion_score"] is not None and gated["challenger_score"] is not None
+        assert gated["challenger_tag"] not in (None, trained["model_tag"])

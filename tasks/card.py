@@ -25,6 +25,11 @@ _HEADLINE = {
     "multiclass": ("log_loss", "roc_auc_ovr_macro", "roc_auc_ovr_weighted", "accuracy", "f1_macro"),
     "regression": ("mse", "rmse", "mae", "r2"),
 }
+_USE = {
+    "binary": "For ranking rows for an action and the decision threshold below",
+    "multiclass": "For naming the most probable class of a row, with every class's probability",
+    "regression": "For estimating the target's value of a row",
+}
 _SLICE_COLUMNS = {
     "binary": ("n", "positive_rate", "flagged_rate", "roc_auc", "recall", "precision"),
     "multiclass": ("n", "accuracy", "f1_macro", "log_loss"),
@@ -83,9 +88,8 @@ def render_model_card(
         "## Intended use",
         f"{_sentence(dataset.description or dataset.name)} LightGBM {task} model predicting "
         f"{target} from {len(dataset.feature_columns)} features of dataset `{dataset.name}`. "
-        "For ranking customers for a retention action and the decision threshold below; "
-        "not for decisions about individuals without human review, nor for data outside the "
-        "contract (`schemas/" + dataset.name + ".py`, schema hash "
+        f"{_USE[task]}; not for decisions about individuals without human review, nor for "
+        "data outside the contract (`schemas/" + dataset.name + ".py`, schema hash "
         f"`{dataset.schema_hash}`).",
         "",
         "## Data",

@@ -99,6 +99,8 @@ class DriftResult:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        if not self.class_predictions:  # only a multiclass model has them: others keep their keys
+            del out["class_predictions"]
         out["drifted_features"] = self.drifted_features
         return out
 

@@ -55,10 +55,8 @@ class LoadedModel:
     @property
     def threshold(self) -> float | None:
         """A binary model's decision threshold (None for the other tasks)."""
-        if self.metadata.get("task", "binary") != "binary":
-            return None
-        value = self.metadata.get("threshold")
-        return 0.5 if value is None else float(value)
+        value, task = self.metadata.get("threshold"), self.metadata.get("task", "binary")
+        return None if task != "binary" else 0.5 if value is None else float(value)
 
     def predict(self, matrix: Any) -> Any:
         """Scores for a feature matrix (see ``tasks.features.to_matrix``)."""

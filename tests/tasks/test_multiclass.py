@@ -163,3 +163,30 @@ def test_monitor_performance_and_retrain_labels_for_multiclass() -> None:
     assert perf.recall == pytest.approx(np.mean([1.0, 0.5, 1.0]))  # r3 (gold) called bronze
     mapped = _target_values(pl.Series("label", [2.0, 0.0]), DS)
     assert mapped.to_list() == ["silver", "bronze"]
+
+
+def test_wandb_charts_per_class_roc_and_the_confusion_counts() -> None:
+    from types import SimpleNamespace
+
+    from tasks.tracking import _class_charts
+
+    tables: list = []
+
+    def table(columns, data):
+        tables.append((columns, data))
+        return (columns, data)
+
+    fake = SimpleNamespace(
+        Table=table,
+        plot=SimpleNamespace(line=lambda t, x, y, title: ("line", title)),
+        plot_table=lambda kind, t, fields, opts: ("table", t[1]),
+    )
+    y = np.array([0, 1, 2, 2])
+    proba = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7], [0.1, 0.6, 0.3]])
+    charts = _class_charts(fake, y, proba)
+    assert sorted(k for k in charts if "roc" in k) == [
+        f"test/roc_curve_class_{k}" for k in range(3)
+    ]
+    counts = {(a, p): n for a, p, n in charts["test/confusion_matrix"][1]}
+    assert counts[("class 2", "class 1")] == 1 and counts[("class 2", "class 2")] == 1
+    assert sum(counts.values()) == 4

@@ -203,21 +203,47 @@ def list_models(name: str | None = None, settings: Settings | None = None) -> li
 
 
 def read_index(settings: Settings | None = None) -> dict[str, Any]:
-    """The alias index: ``{name: {"aliases": {alias: tag}, "history": [...]}}``."""
-    path = (settings or get_settings()).alias_index
+    """The alias index: ``{name: {"aliases": {alias: tag}, "history": [...]}}`` (from
+    PostgreSQL when ``database_url`` is set: ``tasks.postgres.aliases``)."""
+    settings = settings or get_settings()
+    if settings.database_url:
+        from tasks.postgres import aliases
+
+        return aliases.read_index(settings.database_url)
     try:
-        return json.loads(path.read_text())
+        return json.loads(settings.alias_index.read_text())
     except FileNotFoundError:
         return {}
 
 
 @contextlib.contextmanager
-def _locked_index(settings: Settings) -> Iterator[dict[str, Any]]:
-    """Read-modify-write the index under an exclusive lock; written atomically on exit."""
+def _locked_index(settings: Settings, name: str) -> Iterator[dict[str, Any]]:
+    """Read-modify-write ``name``'s entry, all or nothing: under the file lock, the index
+    rewritten atomically on exit; on PostgreSQL, under the model's row lock in one
+    transaction (the index yielded then holds ``name`` only)."""
+    if settings.database_url:
+        from tasks.postgres import aliases
+
+        with aliases.locked_entry(settings.database_url, name) as entry:
+            yield {name: entry}
+        return
     with locked(settings.alias_index.with_suffix(".lock")):
         index = read_index(settings)
         yield index
         write_json(settings.alias_index, index, sort_keys=True)
+
+
+def index_signature(settings: Settings) -> tuple | None:
+    """Changes whenever an alias moves (what a watcher polls; cheap)."""
+    if settings.database_url:
+        from tasks.postgres import aliases
+
+        return aliases.signature(settings.database_url)
+    try:
+        st = settings.alias_index.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 def get_alias(name: str, alias: str, settings: Settings | None = None) -> str | None:
@@ -235,7 +261,18 @@ def resolve(ref: str, settings: Settings | None = None) -> str:
     return ref
 
 
-def _record(entry: dict[str, Any], alias: str, old: str | None, new: str | None, why: str) -> None:
+@contextlib.contextmanager
+def edit_entry(name: str, settings: Settings) -> Iterator[dict[str, Any]]:
+    """One model's entry (aliases, history, champion stack, rollout experiment) to change
+    under the index lock; the index is written atomically on exit (not on an error)."""
+    with _locked_index(settings, name) as index:
+        yield _entry(index, name)
+
+
+def record_move(
+    entry: dict[str, Any], alias: str, old: str | None, new: str | None, why: str
+) -> None:
+    """Append a move of ``alias`` (or of the rollout ``experiment``) to the entry's history."""
     entry["history"].append({"time": _now(), "alias": alias, "from": old, "to": new, "reason": why})
 
 
@@ -258,7 +295,7 @@ def _stack_from_history(entry: dict[str, Any]) -> list[str]:
     return stack
 
 
-def _set_champion(entry: dict[str, Any], tag: str | None, why: str) -> None:
+def move_champion(entry: dict[str, Any], tag: str | None, why: str) -> None:
     """Move the champion alias and keep the stack of champions (what rollback pops)."""
     old = entry["aliases"].get(CHAMPION)
     if tag is None:
@@ -269,7 +306,7 @@ def _set_champion(entry: dict[str, Any], tag: str | None, why: str) -> None:
         entry["aliases"][CHAMPION] = tag
         if not entry["champions"] or entry["champions"][-1] != tag:
             entry["champions"].append(tag)
-    _record(entry, CHAMPION, old, tag, why)
+    record_move(entry, CHAMPION, old, tag, why)
 
 
 def set_alias(
@@ -279,17 +316,17 @@ def set_alias(
     settings = settings or get_settings()
     if tag is not None:
         verify_files(Path(_get(tag, settings).path))
-    with _locked_index(settings) as index:
+    with _locked_index(settings, name) as index:
         entry = _entry(index, name)
         if alias == CHAMPION:
-            _set_champion(entry, tag, reason)
+            move_champion(entry, tag, reason)
             return
         old = entry["aliases"].get(alias)
         if tag is None:
             entry["aliases"].pop(alias, None)
         else:
             entry["aliases"][alias] = tag
-        _record(entry, alias, old, tag, reason)
+        record_move(entry, alias, old, tag, reason)
 
 
 def promote(
@@ -301,12 +338,12 @@ def promote(
     if tag is None:
         raise RegistryError(f"model {name!r} has no challenger to promote")
     verify_files(Path(_get(tag, settings).path))
-    with _locked_index(settings) as index:
+    with _locked_index(settings, name) as index:
         entry = _entry(index, name)
-        _set_champion(entry, tag, reason or "promote")
+        move_champion(entry, tag, reason or "promote")
         if entry["aliases"].get(CHALLENGER) == tag:
             entry["aliases"].pop(CHALLENGER)
-            _record(entry, CHALLENGER, tag, None, "promoted")
+            record_move(entry, CHALLENGER, tag, None, "promoted")
     return tag
 
 
@@ -317,7 +354,7 @@ def rollback(name: str, *, reason: str = "", settings: Settings | None = None) -
     rollbacks give B then A (not C again); a third fails, as nothing came before A.
     """
     settings = settings or get_settings()
-    with _locked_index(settings) as index:
+    with _locked_index(settings, name) as index:
         entry = index.get(name)
         if not entry or CHAMPION not in entry["aliases"]:
             raise RegistryError(f"model {name!r} has no champion")
@@ -329,92 +366,7 @@ def rollback(name: str, *, reason: str = "", settings: Settings | None = None) -
         verify_files(Path(_get(previous, settings).path))
         current = stack.pop()
         entry["aliases"][CHAMPION] = previous
-        _record(entry, CHAMPION, current, previous, f"rollback: {reason}" if reason else "rollback")
+        record_move(
+            entry, CHAMPION, current, previous, f"rollback: {reason}" if reason else "rollback"
+        )
     return previous
-
-
-# --- what training needs from the registry -----------------------------------------------
-
-AUTO = "auto"
-
-
-@dataclass(frozen=True)
-class PriorModel:
-    """What a new training run inherits: the champion's parameters (warm start) and a booster
-    to continue training from (``init_model``)."""
-
-    champion: str | None
-    warm_params: list[dict[str, Any]]
-    init_tag: str | None
-    init_booster: lgb.Booster | None
-
-
-def prior_model(
-    name: str,
-    *,
-    warm_start: bool,
-    init_model: str | None,
-    features: FeatureSpec,
-    default_params: dict[str, Any] | None = None,
-    settings: Settings | None = None,
-) -> PriorModel:
-    """The champion's parameters first (when ``warm_start``), then ``default_params``."""
-    settings = settings or get_settings()
-    champion = get_alias(name, CHAMPION, settings)
-    warm: list[dict[str, Any]] = []
-    if warm_start and champion is not None:
-        warm.append(dict(_get(champion, settings).info.metadata.get("params", {})))
-    if default_params:
-        warm.append(dict(default_params))
-    booster = tag = None
-    if init_model:
-        loaded = load_model(init_model, settings)
-        if loaded.features != features:
-            raise RegistryError(
-                f"init_model {loaded.tag} was trained on other features "
-                f"({list(loaded.features.columns)}); cannot continue training from it"
-            )
-        booster, tag = loaded.booster, loaded.tag
-    return PriorModel(champion, warm, tag, booster)
-
-
-@dataclass(frozen=True)
-class RegisteredModel:
-    tag: str
-    alias: str
-    path: Path
-
-
-def choose_alias(name: str, alias: str, settings: Settings | None = None) -> str:
-    """``auto`` -> ``champion`` when ``name`` has no champion yet, else ``challenger``."""
-    if alias != AUTO:
-        return alias
-    return CHAMPION if get_alias(name, CHAMPION, settings) is None else CHALLENGER
-
-
-def register_model(
-    booster: lgb.Booster,
-    *,
-    name: str,
-    features: FeatureSpec,
-    metadata: dict[str, Any],
-    labels: dict[str, str],
-    card: str,
-    alias: str,
-    reason: str = "",
-    settings: Settings | None = None,
-) -> RegisteredModel:
-    """Save the model completely, then point the alias at it (two steps: a crash in between
-    leaves the index on the previous, complete model)."""
-    settings = settings or get_settings()
-    alias = choose_alias(name, alias, settings)
-    metadata = {**metadata, "registered_as": alias}
-    tag = save_model(
-        booster, name=name, features=features, metadata=metadata, labels=labels,
-        card=card, settings=settings,
-    )  # fmt: skip
-    if alias == CHAMPION:
-        promote(name, tag, reason=reason or "train", settings=settings)
-    else:
-        set_alias(name, alias, tag, reason=reason or "train", settings=settings)
-    return RegisteredModel(tag, alias, model_path(tag, settings))

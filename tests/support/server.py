@@ -31,6 +31,7 @@ class Server:
         home: Path,
         port: int,
         extra_env: dict[str, str] | None = None,
+        workers: int = 1,
         dataset: str | None = None,
     ):
         self.home = home
@@ -48,16 +49,9 @@ class Server:
         self.log_path = home / "server.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [
-                "uv",
-                "run",
-                "--frozen",
-                "driftloop",
-                "serve",
-                "--port",
-                str(port),
-                *(["--dataset", dataset] if dataset else []),
-            ],  # fmt: skip
+            ["uv", "run", "--frozen", "driftloop", "serve", "--port", str(port)]
+            + ["--workers", str(workers)]
+            + (["--dataset", dataset] if dataset else []),
             cwd=REPO,
             env=env,
             stdout=self._log,

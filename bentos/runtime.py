@@ -10,13 +10,18 @@ the old model and is counted.
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
 import itertools
 import json
 import logging
+import os
+import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,8 +31,10 @@ import polars as pl
 
 from bentos.metrics import ServingMetrics, observe_scores
 from tasks import registry
+from tasks.buffered_log import BufferedLog
+from tasks.io import disk_full
 from tasks.predict import score_frame
-from tasks.predlog import BufferedLog, ScoredBatch, log_sink, prediction_frame
+from tasks.predlog import ScoredBatch, log_sink, prediction_frame
 from tasks.registry import CHALLENGER, CHAMPION, LoadedModel
 from tasks.rollout.routing import Router, Split, split_of
 from tasks.settings import Settings
@@ -224,7 +231,10 @@ def prediction_log(settings: Settings, metrics: ServingMetrics, **kwargs) -> Buf
             observe_scores(metrics.scores, str(tag), part["score"].to_numpy())
 
     sink = log_sink("predictions", settings)  # Parquet files, or PostgreSQL when configured
-    return BufferedLog(sink, to_frame, on_flush=on_flush, **kwargs).start()
+    return BufferedLog(
+        settings.predictions_dir, to_frame, prefix="predictions", sink=sink,
+        on_flush=on_flush, **kwargs,
+    ).start()  # fmt: skip
 
 
 def _with_shadow(batches: list[ScoredBatch], challenger: LoadedModel | None) -> list[ScoredBatch]:
@@ -245,7 +255,41 @@ def _with_shadow(batches: list[ScoredBatch], challenger: LoadedModel | None) -> 
 def feedback_log(settings: Settings, **kwargs) -> BufferedLog:
     """The feedback log: entries are feedback frames (already typed and validated)."""
     return BufferedLog(
-        log_sink("feedback", settings),
+        settings.feedback_dir,
         lambda frames: pl.concat(frames, how="vertical_relaxed"),
+        prefix="feedback",
+        sink=log_sink("feedback", settings),
         **kwargs,
     ).start()
+
+
+async def logged(done: Future) -> str | None:
+    """Wait until a log entry is on disk; return why it is not (None once it is).
+
+    A request is answered only after its row is durable: a SIGKILL never loses a row whose
+    request was answered 200 (the journal's group commit keeps this to one fsync per batch).
+    """
+    try:
+        await asyncio.wrap_future(done)
+    except Exception as exc:  # noqa: BLE001 - reported to the client as a 503
+        log.error("log write failed: %s", exc)
+        return "the disk is full" if disk_full(exc) else f"{type(exc).__name__}: {exc}"
+    return None
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Have Linux send ``sig`` to this worker when the process that started it dies.
+
+    ``bentoml serve`` starts each worker in a session of its own, holding the listening
+    socket: without this, a SIGKILLed ``driftloop serve`` leaves its workers behind and the
+    port stays taken ("Address already in use" on restart).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
+    if parent == 1 or os.getppid() != parent:  # the parent died before the call
+        os.kill(os.getpid(), sig)

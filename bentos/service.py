@@ -15,6 +15,7 @@ import hmac
 import logging
 import os
 import time
+from concurrent.futures import Future
 from typing import Annotated
 
 import anyio
@@ -30,8 +31,10 @@ from bentos.process_metrics import SAMPLE_SECONDS, ProcessMetrics
 from bentos.runtime import (
     Models,
     ModelWatcher,
+    die_with_parent,
     feedback_log,
     load_stored,
+    logged,
     prediction_log,
 )
 from schemas import load_dataset
@@ -84,6 +87,7 @@ class Driftloop:
     model = bentoml.models.BentoModel(_class_scope_tag(DATASET.name))
 
     def __init__(self) -> None:
+        die_with_parent()  # a SIGKILLed `driftloop serve` takes this worker (and its port) along
         settings = SETTINGS
         self.metrics = serving_metrics()
         self.watcher = ModelWatcher(DATASET.name, settings, self.metrics)
@@ -120,30 +124,37 @@ class Driftloop:
         self.prediction_log.close()  # nothing lost on a clean stop
         self.feedback_log.close()
 
-    def _score(self, frame, started: float) -> list[Answer] | None:
+    def _score(self, frame, started: float) -> tuple[list[Answer], list[Future]] | None:
+        """Answers by rollout arm, and the futures of their log rows being on disk."""
         models = self.watcher.models  # one read: a swap mid-request cannot mix models or splits
         if models.champion is None:
             return None
         answers = score_routed(
             frame, models.champion, models.challenger, models.router, DATASET.id_column, started
         )
+        done = []
         for answer in answers:
             batch = answer.batch
-            self.prediction_log.append((batch, models.challenger), len(batch))
+            done.append(self.prediction_log.append((batch, models.challenger), len(batch)))
             self.metrics.predictions.labels(model_tag=batch.model_tag).inc(len(batch))
-        return answers
+        return answers, done
 
     @bentoml.api(route="/predict")
     async def predict(self, records: Records) -> PredictResponse:
         """Score one or many records, each by the model of its rollout arm (the champion
-        unless a canary routes the entity to the challenger); each says which answered."""
+        unless a canary routes the entity to the challenger); each says which answered.
+        Answered once the records' log rows are on disk."""
         started = time.perf_counter()
         if len(records) < INLINE_MAX_RECORDS:  # cheaper than a thread hop
-            answers = self._score(records.frame, started)
+            scored = self._score(records.frame, started)
         else:  # LightGBM and polars release the GIL: parsing the next request overlaps
-            answers = await anyio.to_thread.run_sync(self._score, records.frame, started)
-        if answers is None:
+            scored = await anyio.to_thread.run_sync(self._score, records.frame, started)
+        if scored is None:
             return _no_model()
+        answers, done = scored
+        for future in done:
+            if (problem := await logged(future)) is not None:
+                return _not_logged("prediction", problem)
         tag = answers[0].batch.model_tag
         return Response(
             orjson.dumps({"model_tag": tag, "predictions": predictions(answers)}),
@@ -160,9 +171,15 @@ class Driftloop:
     async def predict_batch(self, records: BatchRecords) -> list[Prediction]:
         """Large batches; concurrent calls are merged by BentoML's adaptive batching."""
         frame = records_to_frame(records, REQUESTS)
-        answers = await anyio.to_thread.run_sync(self._score, frame, time.perf_counter())
-        if answers is None:
+        scored = await anyio.to_thread.run_sync(self._score, frame, time.perf_counter())
+        if scored is None:
             raise bentoml.exceptions.ServiceUnavailable(f"no {DATASET.name} champion model yet")
+        answers, done = scored
+        for future in done:
+            if (problem := await logged(future)) is not None:
+                raise bentoml.exceptions.ServiceUnavailable(
+                    f"prediction log unavailable: {problem}"
+                )
         return predictions(answers)
 
     @bentoml.api(route="/feedback")
@@ -173,7 +190,8 @@ class Driftloop:
             [f.request_id for f in feedback], [f.entity_id for f in feedback], labels,
             [f.ts for f in feedback],
         )  # fmt: skip
-        self.feedback_log.append(frame, frame.height)
+        if (problem := await logged(self.feedback_log.append(frame, frame.height))) is not None:
+            return _not_logged("feedback", problem)
         for item in feedback:
             key = "request_id" if item.request_id is not None else "entity_id"
             self.metrics.feedback.labels(key=key).inc()
@@ -223,6 +241,13 @@ Driftloop.add_asgi_middleware(
     GuardMiddleware,
     max_body_bytes=SETTINGS.max_body_bytes,
 )
+
+
+def _not_logged(what: str, problem: str) -> Response:
+    return JSONResponse(
+        {"error": f"{what} log unavailable ({problem}): not confirmed as recorded, retry later"},
+        status_code=503,
+    )
 
 
 def _no_model() -> Response:

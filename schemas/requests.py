@@ -290,6 +290,21 @@ class PredictResponse(BaseModel):
 _Key = Annotated[str, StringConstraints(min_length=1, max_length=256, strict=True)]
 
 
+def _as_utc(value: dt.datetime) -> dt.datetime:
+    """A time as UTC (a naive time is taken as UTC); one the calendar cannot hold is refused."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:
+        raise PydanticCustomError(
+            "datetime_range", "time falls outside years 1-9999 once converted to UTC"
+        ) from None
+
+
+UtcTime = Annotated[dt.datetime, AfterValidator(_as_utc)]
+
+
 class FeedbackItem(BaseModel):
     """A delayed ground-truth label for a prediction (``request_id``) or an entity."""
 
@@ -298,7 +313,7 @@ class FeedbackItem(BaseModel):
     request_id: _Key | None = None
     entity_id: _Key | None = None
     label: Annotated[float, Field(allow_inf_nan=False)] | _Key
-    ts: dt.datetime | None = Field(None, description="When the outcome was observed (UTC).")
+    ts: UtcTime | None = Field(None, description="When the outcome was observed (UTC).")
 
     @model_validator(mode="after")
     def _has_key(self) -> FeedbackItem:

@@ -1,12 +1,8 @@
-"""The prediction and feedback logs: buffered in memory, flushed one batch at a time to a sink.
+"""The prediction and feedback logs: their rows, the sink that holds them, reading them back.
 
-Writers append cheap in-memory entries on the request path; a background thread turns them
-into a frame and hands it to the log's sink. Two sinks: :class:`ParquetSink` (the embedded
-default: one file per batch, temp file + fsync + rename + fsync of the directory, so a crash
-leaves whole files only; an appended-to Parquet file loses everything on a kill: see PITFALLS)
-and ``tasks.postgres.log.PostgresSink`` (one COPY transaction per batch, for several hosts;
-chosen by ``Settings.database_url``). ``close()`` flushes what is left: a clean stop loses
-nothing. A failed write keeps its rows in the buffer and retries on the next flush.
+Written by :class:`tasks.buffered_log.BufferedLog` (durable in a group-committed journal before
+a request is answered, then one batch per flush to the sink :func:`log_sink` chooses: Parquet
+files under ``DRIFTLOOP_HOME`` by default, PostgreSQL when ``Settings.database_url`` is set).
 
 Readers, whichever sink holds the rows: :func:`load_predictions`, :func:`load_feedback` and
 :func:`join_feedback` (labels joined to predictions by ``request_id``, else by ``entity_id``).
@@ -14,30 +10,23 @@ Readers, whichever sink holds the rows: :func:`load_predictions`, :func:`load_fe
 
 from __future__ import annotations
 
-import atexit
-import io
 import logging
-import os
-import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import chain
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
 
 from schemas.records import PREDICTION_COLUMNS, TS, FeedbackRecord, PredictionRecord
+from tasks.buffered_log import LogSink, ParquetSink, recover_orphans
 from tasks.predict import PREDICTED_CLASS
 from tasks.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
-
-FLUSH_SECONDS = 2.0  # how stale the log on disk may be while serving
-MAX_BUFFER_ROWS = 50_000  # flush early past this many buffered rows
 
 PREDICTION_TYPES: dict[str, pl.DataType] = {
     "request_id": pl.String,
@@ -171,39 +160,6 @@ def _utc(t: datetime) -> datetime:
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
-class LogSink(Protocol):
-    """Where a :class:`BufferedLog` writes: each ``write`` stores one batch whole or not at all."""
-
-    def open(self) -> None: ...
-    def write(self, frame: pl.DataFrame) -> Path | str: ...
-    def close(self) -> None: ...
-
-
-class ParquetSink:
-    """One Parquet file per batch in ``directory`` (the embedded default); nothing held open."""
-
-    def __init__(self, directory: Path, prefix: str) -> None:
-        self.directory = directory
-        self.prefix = prefix
-        self._seq = 0
-
-    def open(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-
-    def write(self, frame: pl.DataFrame) -> Path:
-        from tasks.io import atomic_write
-
-        self._seq += 1
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        path = self.directory / f"{self.prefix}-{stamp}-{os.getpid()}-{self._seq:06d}.parquet"
-        buf = io.BytesIO()
-        frame.write_parquet(buf, compression="zstd", statistics=True)
-        atomic_write(path, buf.getvalue())
-        return path
-
-    def close(self) -> None: ...
-
-
 LogKind = Literal["predictions", "feedback"]
 
 
@@ -218,109 +174,17 @@ def log_sink(kind: LogKind, settings: Settings | None = None) -> LogSink:
     return ParquetSink(folder, prefix=kind)
 
 
-class BufferedLog:
-    """Entries appended in memory, written by a background thread to a sink, a batch per flush.
-
-    ``to_frame`` turns a list of entries into the frame to write; it runs on the flush thread,
-    so expensive work (shadow scoring, building columns) stays off the request path.
-    """
-
-    def __init__(
-        self,
-        sink: LogSink,
-        to_frame: Callable[[list[Any]], pl.DataFrame],
-        *,
-        flush_seconds: float = FLUSH_SECONDS,
-        max_rows: int = MAX_BUFFER_ROWS,
-        on_flush: Callable[[pl.DataFrame], None] | None = None,
-    ) -> None:
-        self.sink = sink
-        self.flush_seconds = flush_seconds
-        self.max_rows = max_rows
-        self._to_frame = to_frame
-        self._on_flush = on_flush
-        self._entries: list[Any] = []
-        self._rows = 0
-        self._lock = threading.Lock()  # guards the buffer
-        self._write_lock = threading.Lock()  # one writer at a time
-        self._wake = threading.Event()
-        self._closed = False
-        self.rows_written = 0
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> BufferedLog:
-        self.sink.open()
-        self._thread = threading.Thread(target=self._run, name="buffered-log", daemon=True)
-        self._thread.start()
-        atexit.register(self.close)
-        return self
-
-    def append(self, entry: Any, rows: int) -> None:
-        """Buffer one entry of ``rows`` rows (O(1); never touches the disk)."""
-        with self._lock:
-            self._entries.append((entry, rows))
-            self._rows += rows
-            full = self._rows >= self.max_rows
-        if full:
-            self._wake.set()
-
-    @property
-    def pending_rows(self) -> int:
-        return self._rows
-
-    def flush(self) -> Path | str | None:
-        """Write everything buffered as one batch now; return where (None if empty)."""
-        with self._write_lock:
-            with self._lock:
-                entries, self._entries, self._rows = self._entries, [], 0
-            if not entries:
-                return None
-            try:
-                frame = self._to_frame([e for e, _ in entries])
-                path = self.sink.write(frame)
-            except Exception:
-                with self._lock:  # keep the rows: retried on the next flush
-                    self._entries[:0] = entries
-                    self._rows += sum(n for _, n in entries)
-                raise
-            self.rows_written += frame.height
-        if self._on_flush is not None:
-            try:
-                self._on_flush(frame)
-            except Exception:  # metrics must never cost a record
-                log.exception("prediction-log flush hook failed")
-        return path
-
-    def _run(self) -> None:
-        while not self._closed:
-            self._wake.wait(self.flush_seconds)
-            self._wake.clear()
-            try:
-                self.flush()
-            except Exception:
-                log.exception("prediction-log flush failed; rows kept for the next try")
-                time.sleep(min(self.flush_seconds, 1.0))
-
-    def close(self) -> None:
-        """Stop the thread and flush what is left (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        self._wake.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=30)
-        try:
-            self.flush()
-        finally:
-            self.sink.close()
-        atexit.unregister(self.close)
-
-
 # --- readers ------------------------------------------------------------------------------
 
 
 def log_files(directory: Path) -> list[Path]:
-    """The whole batch files of a Parquet log, oldest name first (temp files skipped)."""
+    """The whole batch files of a Parquet log, oldest name first (a killed writer's journal
+    is recovered first; temp files skipped)."""
+    if directory.is_dir():
+        try:
+            recover_orphans(directory)  # rows a killed writer had journalled
+        except OSError as exc:  # a read-only reader still reads what is there
+            log.warning("could not recover journals in %s: %s", directory, exc)
     return sorted(p for p in directory.glob("*.parquet") if not p.name.startswith("."))
 
 

@@ -181,7 +181,7 @@ def copy_in(conn: Connection, table: str, frame: pl.DataFrame) -> None:
 
 
 class PostgresSink:
-    """Where a :class:`tasks.predlog.BufferedLog` writes when the log is on PostgreSQL.
+    """Where a :class:`tasks.buffered_log.BufferedLog` writes when the log is on PostgreSQL.
 
     One connection, reopened after a failure; each write is one transaction (a failed one
     is rolled back whole and the log retries the batch).
@@ -197,7 +197,8 @@ class PostgresSink:
     def open(self) -> None:
         ensure_schema(self.url)
 
-    def write(self, frame: pl.DataFrame) -> str:
+    def write(self, frame: pl.DataFrame, segment: str = "") -> str:
+        """One batch in one transaction (``segment`` names the journal it came from)."""
         if self._conn is None or self._conn.closed:
             self._conn = open_connection(self.url)
         conn = self._conn
@@ -210,6 +211,11 @@ class PostgresSink:
             self._columns = {}  # the columns it added, if any, were rolled back
             raise
         return f"{self.table}:+{frame.height}"
+
+    def written(self, segment: str) -> bool:
+        """Not tracked per segment: a journal recovered after a crash between the COPY's commit
+        and the journal's delete is written again (at least once; see tasks.buffered_log)."""
+        return False
 
     def close(self) -> None:
         if self._conn is not None:

@@ -22,7 +22,8 @@ from tasks.scoring import score_inputs
 
 if TYPE_CHECKING:
     from bentos.runtime import ModelWatcher
-    from tasks.predlog import BufferedLog, ScoredBatch
+    from tasks.buffered_log import BufferedLog
+    from tasks.predlog import ScoredBatch
 
 
 class NoModelError(RuntimeError):

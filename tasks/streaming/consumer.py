@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from bentos.runtime import ModelWatcher
     from schemas.requests import RequestModels
-    from tasks.predlog import BufferedLog
+    from tasks.buffered_log import BufferedLog
     from tasks.settings import Settings
     from tasks.streaming.config import StreamConfig
 

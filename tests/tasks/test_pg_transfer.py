@@ -12,16 +12,15 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from tasks import registry
+from tasks.buffered_log import BufferedLog
 from tasks.features import FeatureSpec
 from tasks.postgres import aliases
 from tasks.postgres.transfer import TransferError, transfer_home
 from tasks.predlog import (
-    BufferedLog,
     ScoredBatch,
     feedback_frame,
     load_feedback,
     load_predictions,
-    log_sink,
     prediction_frame,
 )
 from tasks.settings import Settings
@@ -40,7 +39,9 @@ def _booster(seed: int) -> lgb.Booster:
 
 def _home_with_state(settings: Settings) -> None:
     """A Parquet log (with a schema break between batches), feedback, and an alias index."""
-    log = BufferedLog(log_sink("predictions", settings), pl.concat, flush_seconds=3600).start()
+    log = BufferedLog(
+        settings.predictions_dir, pl.concat, prefix="predictions", flush_seconds=3600
+    ).start()
     for i in range(4):
         n = 50 + i
         ids = [f"r{i}-{j}" for j in range(n)]
@@ -56,7 +57,7 @@ def _home_with_state(settings: Settings) -> None:
         log.append(frame, n)
         log.flush()
     log.close()
-    fb = BufferedLog(log_sink("feedback", settings), pl.concat).start()
+    fb = BufferedLog(settings.feedback_dir, pl.concat, prefix="feedback").start()
     labels = feedback_frame(["r0-1", None], [None, "r1-2"], [1.0, 0.0], [T0, T0])
     fb.append(labels, labels.height)
     fb.close()

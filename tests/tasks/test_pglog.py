@@ -14,13 +14,13 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from tasks.buffered_log import BufferedLog
 from tasks.monitoring.window import Window, load_window
 from tasks.postgres import db
 from tasks.postgres.log import PostgresSink, pg_type, read_log, table_columns
 from tasks.predlog import (
     FEEDBACK_TYPES,
     PREDICTION_TYPES,
-    BufferedLog,
     ScoredBatch,
     feedback_frame,
     join_feedback,
@@ -60,7 +60,13 @@ def _batch(ids: list[str], ts: datetime, *, tag: str = "m:1", shadow: bool = Fal
 
 def _write_both(settings_pg: Settings, settings_files: Settings, batches: list[ScoredBatch]):
     for settings in (settings_pg, settings_files):
-        log = BufferedLog(log_sink("predictions", settings), prediction_frame, flush_seconds=3600)
+        log = BufferedLog(
+            settings.predictions_dir,
+            prediction_frame,
+            prefix="predictions",
+            sink=log_sink("predictions", settings),
+            flush_seconds=3600,
+        )
         log.start()
         for b in batches:
             log.append(b, len(b))
@@ -115,7 +121,9 @@ def test_feedback_on_postgres_joins_as_on_files(pg_url: str, home: Path):
         [T0 + timedelta(hours=1), T0 + timedelta(days=1), T0 + timedelta(hours=2)],
     )
     for settings in (pg, files):
-        fb = BufferedLog(log_sink("feedback", settings), pl.concat).start()
+        fb = BufferedLog(
+            settings.feedback_dir, pl.concat, prefix="feedback", sink=log_sink("feedback", settings)
+        ).start()
         fb.append(labels, labels.height)
         fb.close()
     assert_frame_equal(load_feedback(settings=pg), load_feedback(settings=files))
@@ -125,9 +133,11 @@ def test_feedback_on_postgres_joins_as_on_files(pg_url: str, home: Path):
     assert_frame_equal(joined, join_feedback(settings=files).sort("request_id"))
 
 
-def test_a_dropped_connection_costs_no_row(pg_url: str):
+def test_a_dropped_connection_costs_no_row(pg_url: str, tmp_path: Path):
     sink = PostgresSink(pg_url, "predictions")
-    log = BufferedLog(sink, prediction_frame, flush_seconds=3600).start()
+    log = BufferedLog(
+        tmp_path, prediction_frame, prefix="predictions", sink=sink, flush_seconds=3600
+    ).start()
     log.append(_batch(["a"], T0), 1)
     log.flush()
     with db.connect(pg_url) as conn, conn.cursor() as cur:  # the server drops the writer
@@ -143,9 +153,9 @@ def test_a_dropped_connection_costs_no_row(pg_url: str):
     assert sorted(read_log(pg_url, "predictions")["request_id"]) == ["a", "b", "c"]
 
 
-def test_new_and_changed_input_columns_are_added_and_widened(pg_url: str):
+def test_new_and_changed_input_columns_are_added_and_widened(pg_url: str, tmp_path: Path):
     sink = PostgresSink(pg_url, "predictions")
-    log = BufferedLog(sink, pl.concat, flush_seconds=3600).start()
+    log = BufferedLog(tmp_path, pl.concat, prefix="p", sink=sink, flush_seconds=3600).start()
     first = prediction_frame(_batch(["a"], T0))
     log.append(first.with_columns(code=pl.lit(7), extra=pl.lit(1)), 1)
     log.flush()

@@ -15,9 +15,8 @@ import numpy as np
 import polars as pl
 import pytest
 
+from tasks.buffered_log import BufferedLog
 from tasks.predlog import (
-    BufferedLog,
-    ParquetSink,
     ScoredBatch,
     feedback_frame,
     join_feedback,
@@ -46,7 +45,7 @@ def _batch(ids: list[str], entities: list[str], ts: datetime, tag: str = "m:1") 
 
 
 def _log(settings: Settings, **kw) -> BufferedLog:
-    return BufferedLog(ParquetSink(settings.predictions_dir, "predictions"), prediction_frame, **kw)
+    return BufferedLog(settings.predictions_dir, prediction_frame, prefix="predictions", **kw)
 
 
 def test_prediction_frame_follows_the_record_contract():
@@ -85,7 +84,7 @@ def test_a_failed_write_keeps_the_rows_for_the_next_flush(home_settings: Setting
             raise OSError("disk full")
         return prediction_frame(entries)
 
-    log = BufferedLog(ParquetSink(settings.predictions_dir, "p"), flaky, flush_seconds=3600).start()
+    log = BufferedLog(settings.predictions_dir, flaky, prefix="p", flush_seconds=3600).start()
     log.append(_batch(["a"], ["c1"], T0), 1)
     with pytest.raises(OSError):
         log.flush()
@@ -113,9 +112,10 @@ def test_killed_writer_leaves_only_whole_files(home: Path):
         import itertools, time, numpy as np, polars as pl
         from datetime import UTC, datetime
         from pathlib import Path
-        from tasks.predlog import BufferedLog, ParquetSink, ScoredBatch, prediction_frame
-        log = BufferedLog(ParquetSink(Path({str(home / "p")!r}), "p"), prediction_frame,
-                          flush_seconds=0.01).start()
+        from tasks.buffered_log import BufferedLog
+        from tasks.predlog import ScoredBatch, prediction_frame
+        log = BufferedLog(Path({str(home / "p")!r}), prediction_frame,
+                          prefix="p", flush_seconds=0.01).start()
         for i in itertools.count():
             time.sleep(0.0005)
             n = 50
@@ -157,7 +157,7 @@ def test_feedback_joins_by_request_id_or_entity(home_settings: Settings):
     log.append(_batch(["r1", "r2"], ["c1", "c2"], T0), 2)
     log.append(_batch(["r3"], ["c2"], T0 + timedelta(days=2)), 1)
     log.close()
-    fb = BufferedLog(ParquetSink(settings.feedback_dir, "feedback"), pl.concat).start()
+    fb = BufferedLog(settings.feedback_dir, pl.concat, prefix="feedback").start()
     fb.append(
         feedback_frame(
             ["r1", None, "r1"],

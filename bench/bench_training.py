@@ -326,8 +326,94 @@ def bench_tuned_vs_default(quick: bool) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+# --- (d) tuned vs default test log loss on multiclass datasets, CV folds --------------------
+
+MULTICLASS = ("load_wine", "load_iris", "load_digits")  # scikit-learn's bundled, offline
+
+
+def _multiclass_frame(loader: str):
+    """A bundled scikit-learn dataset through the product's own path: a CSV, ``schema infer``'s
+    module, ingest's parse and validation; returns the spec and the accepted rows."""
+    import polars as pl
+    import sklearn.datasets
+
+    from schemas import load_dataset
+    from tasks.infer import infer_schema, write_schema_module
+    from tasks.ingest import parse, read, validate
+
+    name, scratch = loader.removeprefix("load_"), scratch_dir()
+    csv = scratch / f"{name}.csv"
+    pl.from_pandas(getattr(sklearn.datasets, loader)(as_frame=True).frame).write_csv(csv)
+    inferred = infer_schema(csv, target="target", name=f"bench_{name}")
+    ds = load_dataset(str(write_schema_module(inferred, scratch, force=True)))
+    parsed = parse.parse_table(read.read_table(csv, ds), ds)
+    return ds, validate.split_rows(parsed, validate.validate_table(parsed, ds)).accepted
+
+
+def bench_multiclass_tuned_vs_default(quick: bool) -> list[dict[str, Any]]:
+    """Per fold: the pipeline's model (tuned on the fold's train/valid split, kept only if it
+    beats the untuned one on valid, as ``train_model`` does) against LightGBM defaults on the
+    same split, both scored on the fold's test rows by multi log loss."""
+    from tasks.evaluate import label_vector
+    from tasks.features import FeatureSpec
+    from tasks.metrics import multi_log_loss
+    from tasks.training import fit, split, tune
+    from tasks.training.space import default_search_params
+
+    folds, trials = (2, 2) if quick else (5, 30)
+    rows = []
+    for loader in MULTICLASS[:1] if quick else MULTICLASS:
+        ds, frame = _multiclass_frame(loader)
+        fs = FeatureSpec.from_dataset(ds)
+        y_all = label_vector(frame, ds)
+        rng = np.random.default_rng(0)
+        fold_of = np.empty(len(y_all), dtype=int)
+        for cls in np.unique(y_all):  # stratified folds
+            idx = rng.permutation(np.flatnonzero(y_all == cls))
+            fold_of[idx] = np.arange(len(idx)) % 5
+        tuned, default = [], []
+        for k in range(folds):
+            test_rows, rest = frame.filter(fold_of == k), frame.filter(fold_of != k)
+            inner = split.split_data(rest, ds, seed=k, valid_fraction=0.25, test_fraction=0.0)
+            data = fit.FitData(
+                split.to_xy(inner.train, ds, fs), split.to_xy(inner.valid, ds, fs), fs,
+                task="multiclass", seed=k, num_threads=THREADS, num_class=len(ds.classes),
+            )  # fmt: skip
+            r = tune.tune(
+                data, trials=trials, timeout_s=None, storage=None,
+                study_name=f"bench-mc-{k}", warm_params=[default_search_params()],
+            )  # fmt: skip
+            best, base = fit.fit_booster(r.best_params, data), fit.fit_default(data)
+            if fit.valid_score(base, "multiclass") < fit.valid_score(best, "multiclass"):
+                best = base  # train_model's rule: never ship worse than untuned on valid
+            test = split.to_xy(test_rows, ds, fs)
+            tuned.append(multi_log_loss(test.y, fit.predict(best, test.X)))
+            default.append(multi_log_loss(test.y, fit.predict(base, test.X)))
+        deltas = [a - b for a, b in zip(tuned, default, strict=True)]
+        worse = sum(d > 0 for d in deltas)
+        rows.append(
+            metric(
+                AREA,
+                f"tuned − default test log loss, {ds.name} (multiclass, CV folds)",
+                None,
+                "log loss",
+                target="≤ 0 log loss" if not quick else None,
+                stats=Stats.of(deltas),
+                note=f"{len(ds.classes)} classes, {frame.height} rows; {folds} folds x "
+                f"{trials} trials, same train/valid split for both; tuned worse in "
+                f"{worse} of {folds} folds; per fold tuned "
+                f"{[round(v, 4) for v in tuned]}, default "
+                f"{[round(v, 4) for v in default]}",
+            )  # fmt: skip
+        )
+    return rows
+
+
 def run(quick: bool) -> list[dict[str, Any]]:
-    return [*bench_pruning(quick), *bench_overhead(quick), *bench_tuned_vs_default(quick)]
+    return [
+        *bench_pruning(quick), *bench_overhead(quick), *bench_tuned_vs_default(quick),
+        *bench_multiclass_tuned_vs_default(quick),
+    ]  # fmt: skip
 
 
 if __name__ == "__main__":

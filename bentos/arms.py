@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
+from tasks.predict import class_outputs
 from tasks.scoring import score_inputs
 
 if TYPE_CHECKING:
@@ -102,7 +103,11 @@ def _rows(batch: ScoredBatch) -> list[dict]:
     tag, arm = batch.model_tag, batch.arm
     ids = batch.entity_ids if batch.entity_ids is not None else [None] * len(batch)
     decisions = batch.decisions.tolist() if batch.decisions is not None else [None] * len(batch)
-    return [
+    out = [
         {"request_id": r, "id": i, "score": s, "decision": d, "model_tag": tag, "arm": arm}
         for r, i, s, d in zip(batch.request_ids, ids, batch.scores.tolist(), decisions, strict=True)
     ]
+    if batch.class_columns:  # multiclass: the predicted class and every class's probability
+        for row, extra in zip(out, class_outputs(batch.class_columns), strict=True):
+            row.update(extra)
+    return out

@@ -21,11 +21,18 @@ def build_app() -> typer.Typer:
     )
 
     @app.callback()
-    def _root() -> None:
+    def _root(
+        verbose: bool = typer.Option(
+            False, "--verbose", "-v", help="Show Prefect's and its temporary server's own logs."
+        ),
+    ) -> None:
         """driftloop: ingest, train, serve, monitor and retrain a tabular model by itself."""
         import os
 
+        from driftloop.output import quiet_libraries
         from tasks.settings import get_settings
+
+        quiet_libraries(verbose)
 
         # before any library reads its env: Prefect, BentoML and W&B keep state under home
         get_settings().apply_env()

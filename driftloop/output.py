@@ -8,6 +8,7 @@ operation that could not be done (a full disk included), 3 a data-quality gate f
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,6 +35,29 @@ class CLIError(Exception):
         self.result = result
 
 
+# What keeps the temporary Prefect server's own noise (telemetry heartbeats, SQLite "database is
+# locked" retries, uvicorn start-up lines) out of the user's terminal: Prefect's console log
+# handler, which the CLI process and the server subprocess both configure from the environment,
+# shows only critical records. A failing command still says what failed, in its one error line.
+VERBOSE_ENV = "DRIFTLOOP_VERBOSE"
+QUIET_ENV = {
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL",
+    "PREFECT_LOGGING_HANDLERS_DEBUG_LEVEL": "CRITICAL",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+}
+
+
+def quiet_libraries(verbose: bool) -> None:
+    """Unless ``verbose``, keep library logs off the terminal (set before Prefect loads; a
+    value the user set in the environment wins). ``verbose`` also lets unexpected errors
+    show their traceback."""
+    if verbose:
+        os.environ[VERBOSE_ENV] = "1"
+        return
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+
+
 def dumps(result: dict[str, Any]) -> str:
     return io_dumps(result, allow_nan=True)
 
@@ -53,7 +77,8 @@ def emit(result: dict[str, Any], as_json: bool, render: Renderer | None = None) 
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
+    """Print ``message`` as one line (a multi-line message is joined) and exit with ``code``."""
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
     raise typer.Exit(code)
 
 
@@ -116,7 +141,7 @@ def errors_as_exit(as_json: bool = False, writes: bool = False) -> Iterator[None
         fail(str(exc), exc.code)
     except (typer.Exit, typer.Abort):
         raise  # click's own exits subclass RuntimeError: let them through untouched
-    except Exception as exc:  # noqa: BLE001 - decided below; re-raised when unexpected
+    except Exception as exc:  # noqa: BLE001 - decided below; one line unless --verbose
         if disk_full(exc):
             fail(disk_full_message(settings.root))
         if isinstance(exc, DataQualityFailed):
@@ -127,4 +152,6 @@ def errors_as_exit(as_json: bool = False, writes: bool = False) -> Iterator[None
             fail(str(exc) or type(exc).__name__)
         if free_bytes(settings.root) < settings.min_free_mb * 2**20:
             fail(disk_full_message(settings.root))  # a library's own error hid the full disk
-        raise
+        if os.environ.get(VERBOSE_ENV):
+            raise
+        fail(f"{type(exc).__name__}: {exc} (driftloop --verbose shows the traceback)")

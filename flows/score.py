@@ -42,7 +42,7 @@ def score(config: ScoreConfig) -> dict[str, Any]:
     models = load_scoring_models(
         dataset=dataset, model=config.model, shadow=config.shadow, settings=settings
     )
-    raw = scoring.read_input(path=Path(config.path))
+    raw = scoring.read_input(path=Path(config.path), delimiter=dataset.delimiter)
     scored, errors = score_table(
         raw=raw, dataset=dataset, model=models.champion, challenger=models.challenger
     )

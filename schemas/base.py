@@ -47,25 +47,28 @@ class DatasetSpec:
     """The dataset's contract and metadata.
 
     ``model`` validates parsed rows (types already coerced). ``target`` is the label column;
-    ``positive_class`` its positive value for binary tasks. ``id_column`` identifies an entity
-    (never a feature); ``event_time`` orders rows in time when present; ``ignore`` lists columns
-    kept in snapshots but never used as features. ``null_markers`` are the strings read as
-    missing (compared after stripping whitespace). ``segment_columns`` are the slices evaluated
-    for fairness gaps. ``extra_columns`` says what to do with columns the contract does not
-    name: ``reject`` the file or ``drop`` them.
+    ``positive_class`` its positive value for binary tasks; ``classes`` the labels of a
+    multiclass task, in the order of the model's probability columns. ``id_column`` identifies
+    an entity (never a feature); ``event_time`` orders rows in time when present; ``ignore``
+    lists columns kept in snapshots but never used as features. ``null_markers`` are the strings
+    read as missing (compared after stripping whitespace). ``segment_columns`` are the slices
+    evaluated for fairness gaps. ``extra_columns`` says what to do with columns the contract
+    does not name: ``reject`` the file or ``drop`` them.
     """
 
     name: str
     model: type[pa.DataFrameModel]
     target: str
-    task: Literal["binary", "regression"] = "binary"
+    task: Literal["binary", "multiclass", "regression"] = "binary"
     positive_class: Any = None
+    classes: tuple[Any, ...] = ()
     id_column: str | None = None
     event_time: str | None = None
     ignore: tuple[str, ...] = ()
     null_markers: tuple[str, ...] = DEFAULT_NULL_MARKERS
     segment_columns: tuple[str, ...] = ()
     extra_columns: Literal["reject", "drop"] = "reject"
+    delimiter: str = ","  # how the dataset's CSV files separate fields
     description: str = ""
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -124,6 +127,7 @@ class DatasetSpec:
                 self.target,
                 self.task,
                 self.positive_class,
+                *((self.classes,) if self.classes else ()),
                 self.id_column,
                 self.event_time,
                 self.ignore,
@@ -131,3 +135,7 @@ class DatasetSpec:
             )
         )
         return hashlib.sha256((src + meta).encode()).hexdigest()[:16]
+
+    def __post_init__(self) -> None:
+        if self.task == "multiclass" and len(self.classes) < 2:
+            raise ValueError(f"dataset {self.name!r}: a multiclass task lists its classes")

@@ -12,6 +12,7 @@ the typed frame by :func:`frame_errors`, and reported in pydantic's error format
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -52,7 +53,7 @@ class RequestModels:
     input_columns: tuple[str, ...]
     polars_schema: dict[str, pl.DataType]
     frame_checks: tuple[Any, ...]  # (column or None, pandera Check) pydantic cannot express
-    labels: dict[str, float]  # target class -> numeric label (binary tasks)
+    labels: dict[str, float]  # target class -> numeric label (binary: 1/0; multiclass: index)
 
 
 def _base_type(dtype: pl.DataType) -> Any:
@@ -106,6 +107,11 @@ def _field(name: str, column: Any) -> tuple[Any, Any, list[Any]]:
                 kwargs["max_length"] = stats["max_value"]
         else:
             untranslated.append(check)
+    if base is int:  # an integer field's bounds are integers: 1.5 bounds 0/1 values at 1
+        for key, rounded in (("ge", math.ceil), ("gt", math.floor), ("le", math.floor),
+                             ("lt", math.ceil)):  # fmt: skip
+            if kwargs.get(key) is not None:
+                kwargs[key] = int(rounded(kwargs[key]))
     if literal is not None and base is str:
         annotation: Any = Literal[literal]  # type: ignore[valid-type]
     elif literal is not None:  # a Literal would take True for 1: keep the type strict
@@ -157,6 +163,8 @@ def _build(dataset: DatasetSpec) -> RequestModels:
     target = dataset.columns.get(dataset.target)
     if dataset.task == "binary" and target is not None and target.categories:
         labels = {c: float(str(c) == str(dataset.positive_class)) for c in target.categories}
+    elif dataset.task == "multiclass":  # a class is logged as its index (probability order)
+        labels = {str(c): float(i) for i, c in enumerate(dataset.classes)}
     return RequestModels(
         dataset=dataset,
         record=record,
@@ -259,8 +267,15 @@ class Prediction(BaseModel):
 
     request_id: str
     id: str | None = Field(None, description="The record's entity id (the dataset's id column).")
-    score: float
-    decision: bool | None = Field(None, description="score >= the model's threshold.")
+    score: float = Field(
+        description="Binary: P(positive class); regression: the value; multiclass: "
+        "P(predicted class)."
+    )
+    decision: bool | None = Field(None, description="Binary: score >= the model's threshold.")
+    predicted_class: str | None = Field(None, description="Multiclass: the most probable class.")
+    probabilities: dict[str, float] | None = Field(
+        None, description="Multiclass: the probability of every class."
+    )
     model_tag: str = Field(description="The model that answered.")
     arm: Literal["champion", "challenger"] = Field(
         "champion", description="The rollout arm the record was routed to."
@@ -312,12 +327,24 @@ class FeedbackResponse(BaseModel):
 
 
 def label_values(items: list[FeedbackItem], models: RequestModels) -> list[float]:
-    """Numeric labels (1/0 for binary: the positive class or 1 is 1); errors name the item."""
+    """Numeric labels (1/0 for binary: the positive class or 1 is 1; a multiclass label's class
+    index); errors name the item."""
     errors: list[dict] = []
     out: list[float] = []
     binary = models.dataset.task == "binary"
+    multiclass = models.dataset.task == "multiclass"
     for i, item in enumerate(items):
         value = item.label
+        if multiclass and not isinstance(value, str):  # 2 and 2.0 name the class "2"
+            value = str(int(value)) if float(value).is_integer() else str(value)
+        if isinstance(value, str) and not models.labels:  # a numeric target sent as text
+            try:
+                value = float(value)
+            except ValueError:
+                value = float("nan")
+            if not math.isfinite(value):
+                errors.append(_label_error(i, f"label {item.label!r} is not a finite number"))
+                continue
         if isinstance(value, str):
             if value not in models.labels:
                 allowed = ", ".join(repr(k) for k in models.labels) or "a number"

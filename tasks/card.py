@@ -22,7 +22,18 @@ if TYPE_CHECKING:
 TAG_PLACEHOLDER = "{{MODEL_TAG}}"  # replaced by tasks.registry.save_model
 _HEADLINE = {
     "binary": ("roc_auc", "pr_auc", "log_loss", "brier", "accuracy", "precision", "recall", "f1"),
+    "multiclass": ("log_loss", "roc_auc_ovr_macro", "roc_auc_ovr_weighted", "accuracy", "f1_macro"),
     "regression": ("mse", "rmse", "mae", "r2"),
+}
+_USE = {
+    "binary": "For ranking rows for an action and the decision threshold below",
+    "multiclass": "For naming the most probable class of a row, with every class's probability",
+    "regression": "For estimating the target's value of a row",
+}
+_SLICE_COLUMNS = {
+    "binary": ("n", "positive_rate", "flagged_rate", "roc_auc", "recall", "precision"),
+    "multiclass": ("n", "accuracy", "f1_macro", "log_loss"),
+    "regression": ("n", "mae", "rmse", "r2"),
 }
 
 
@@ -39,9 +50,7 @@ def _sentence(text: str) -> str:
 
 
 def _slice_table(slices: dict[str, Any], task: str) -> list[str]:
-    cols = ("n", "positive_rate", "flagged_rate", "roc_auc", "recall", "precision")
-    if task == "regression":
-        cols = ("n", "mae", "rmse", "r2")
+    cols = _SLICE_COLUMNS[task]
     lines = []
     for col, block in slices.items():
         gaps = ", ".join(f"{k} {_fmt(v)}" for k, v in block["gap"].items())
@@ -68,18 +77,19 @@ def render_model_card(
 ) -> str:
     """Markdown for one model; ``{{MODEL_TAG}}`` stands for the tag the registry assigns."""
     task = dataset.task
-    target = f"`{dataset.target}`" + (
-        f" (positive class `{dataset.positive_class}`)" if task == "binary" else ""
-    )
+    target = f"`{dataset.target}`"
+    if task == "binary":
+        target += f" (positive class `{dataset.positive_class}`)"
+    elif task == "multiclass":
+        target += " (classes " + ", ".join(f"`{c}`" for c in dataset.classes) + ")"
     lines = [
         f"# Model card: {TAG_PLACEHOLDER}",
         "",
         "## Intended use",
         f"{_sentence(dataset.description or dataset.name)} LightGBM {task} model predicting "
         f"{target} from {len(dataset.feature_columns)} features of dataset `{dataset.name}`. "
-        "For ranking customers for a retention action and the decision threshold below; "
-        "not for decisions about individuals without human review, nor for data outside the "
-        "contract (`schemas/" + dataset.name + ".py`, schema hash "
+        f"{_USE[task]}; not for decisions about individuals without human review, nor for "
+        "data outside the contract (`schemas/" + dataset.name + ".py`, schema hash "
         f"`{dataset.schema_hash}`).",
         "",
         "## Data",
@@ -94,6 +104,8 @@ def render_model_card(
     ]
     for key in _HEADLINE[task]:
         lines.append(f"| {key} | {_fmt(metrics.get(key))} | {_fmt(baseline.get(key))} |")
+    if task == "multiclass":
+        lines += ["", *_per_class_lines(dataset.classes, metrics)]
     if task == "binary":
         c = metrics.get("confusion", {})
         lines += [
@@ -102,14 +114,7 @@ def render_model_card(
             f"FN {c.get('fn')}, TN {c.get('tn')}.",
             "",
             "## Decision threshold and business value",
-            f"- threshold **{_fmt(threshold)}**, chosen on the validation split to maximise "
-            f"expected value: value of a retained customer {_fmt(business.get('value_retained'))}, "
-            f"offer cost {_fmt(business.get('offer_cost'))}, offer success rate "
-            f"{_fmt(business.get('offer_success_rate'))}.",
-            f"- expected value per month on the test split: "
-            f"**{_fmt(business.get('expected_value_per_month'))}** "
-            f"({_fmt(business.get('expected_value_per_customer'))} per customer; "
-            f"offering everyone: {_fmt(business.get('expected_value_offer_all'))}).",
+            *_value_lines(threshold, business),
         ]
     lines += ["", "## Slices (fairness)", ""]
     lines += _slice_table(slices, task) or ["No segment columns configured.", ""]
@@ -118,6 +123,45 @@ def render_model_card(
     lines += ["", "## Parameters", "```", *[f"{k} = {v}" for k, v in sorted(params.items())]]
     lines += ["```", ""]
     return "\n".join(lines)
+
+
+def _per_class_lines(classes: tuple[Any, ...], metrics: dict[str, Any]) -> list[str]:
+    """Per-class precision / recall and the confusion matrix of the most probable class."""
+    names = [str(c) for c in classes]
+    precision, recall = metrics.get("precision_per_class"), metrics.get("recall_per_class")
+    support, cm = metrics.get("support_per_class"), metrics.get("confusion_matrix")
+    if not (precision and recall and support and cm):
+        return []
+    lines = ["Per class (decision: the most probable class):", ""]
+    lines += ["| class | precision | recall | test rows |", "|---|---|---|---|"]
+    for i, name in enumerate(names):
+        lines.append(f"| {name} | {_fmt(precision[i])} | {_fmt(recall[i])} | {support[i]} |")
+    lines += ["", "Confusion matrix (rows: true class, columns: predicted):", ""]
+    lines += ["| true \\ predicted | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    lines += [
+        f"| {name} | " + " | ".join(str(v) for v in cm[i]) + " |" for i, name in enumerate(names)
+    ]
+    return lines
+
+
+def _value_lines(threshold: float | None, business: dict[str, Any]) -> list[str]:
+    if business.get("configured") is False:
+        return [
+            f"- threshold **{_fmt(threshold)}**, chosen {business['threshold_rule']} "
+            f"(validation F1 {_fmt(business.get('valid_f1'))}).",
+            "- Business value was not configured, so no expected value is reported. To "
+            f"choose the threshold by value instead: {business['how_to_set']}.",
+        ]
+    return [
+        f"- threshold **{_fmt(threshold)}**, chosen on the validation split to maximise "
+        f"expected value: value of a retained customer {_fmt(business.get('value_retained'))}, "
+        f"offer cost {_fmt(business.get('offer_cost'))}, offer success rate "
+        f"{_fmt(business.get('offer_success_rate'))}.",
+        f"- expected value per month on the test split: "
+        f"**{_fmt(business.get('expected_value_per_month'))}** "
+        f"({_fmt(business.get('expected_value_per_customer'))} per customer; "
+        f"offering everyone: {_fmt(business.get('expected_value_offer_all'))}).",
+    ]
 
 
 # --- the metadata stored with a model (the card is rendered from the same dict) ----------
@@ -168,6 +212,7 @@ def model_record(
         "dataset": dataset.name,
         "task": dataset.task,
         "target": dataset.target,
+        **({"classes": list(dataset.classes)} if dataset.task == "multiclass" else {}),
         "data_version": data_version,
         "schema_hash": dataset.schema_hash,
         "rows": {k: getattr(splits, k).height for k in ("train", "valid", "test")},
@@ -186,6 +231,7 @@ def model_record(
             "pruned": tuning.n_pruned,
             "best_trial": tuning.best_trial,
             "best_valid": tuning.best_value,
+            "untuned_kept": model.untuned_kept,
             "wall_s": round(tuning.wall_s, 3),
         },
         "feature_importance": model.importance(),

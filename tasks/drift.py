@@ -18,7 +18,7 @@ writing that state is ``tasks.monitoring.state``'s job.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -91,6 +91,7 @@ class DriftResult:
     window_rows: int
     features: list[FeatureDrift]
     prediction: FeatureDrift | None
+    class_predictions: list[FeatureDrift] = field(default_factory=list)  # multiclass: per class
 
     @property
     def drifted_features(self) -> list[str]:
@@ -98,6 +99,8 @@ class DriftResult:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        if not self.class_predictions:  # only a multiclass model has them: others keep their keys
+            del out["class_predictions"]
         out["drifted_features"] = self.drifted_features
         return out
 
@@ -195,11 +198,13 @@ def compute_drift(
     config: DriftConfig,
     score_column: str | None = None,
     current_score_column: str | None = None,
+    class_columns: list[str] | tuple[str, ...] = (),
 ) -> DriftResult:
     """Per-feature drift of ``current`` against ``reference`` and the weighted drift score.
 
     ``score_column`` names the model score in ``reference`` and ``current_score_column`` in
-    ``current``; when both are given, prediction drift is computed the same way.
+    ``current``; when both are given, prediction drift is computed the same way, and per
+    class for the ``class_columns`` (a multiclass model's probabilities) present in both.
     """
     test = current.height <= config.stat_test_max_rows
     weights = importance_weights(numeric + categorical, importance)
@@ -223,6 +228,12 @@ def compute_drift(
             reference[score_column], current[current_score_column], bins=config.bins, test=test
         )
         prediction = _judge("score", "prediction", r, r.get("p_value"), 0.0, config, test)
+    per_class = [
+        _judge(c, "prediction", r, r.get("p_value"), 0.0, config, test)
+        for c in class_columns
+        if c in reference.columns and c in current.columns
+        for r in [numeric_drift(reference[c], current[c], bins=config.bins, test=test)]
+    ]
     return DriftResult(
         mode="tests" if test else "distances",
         score=score,
@@ -231,6 +242,7 @@ def compute_drift(
         window_rows=current.height,
         features=features,
         prediction=prediction,
+        class_predictions=per_class,
     )
 
 
@@ -277,7 +289,7 @@ def _judge(
 
 # --- the decision -------------------------------------------------------------------------
 
-Action = Literal["fire", "drifting", "cooldown", "quiet", "insufficient"]
+Action = Literal["fire", "drifting", "cooldown", "quiet", "insufficient", "blocked"]
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from tasks import metrics as mt
 if TYPE_CHECKING:
     from tasks.training.model import Scored
 
-Task = Literal["binary", "regression"]
+Task = Literal["binary", "multiclass", "regression"]
 RELIABILITY_BINS = 10
 MIN_SLICE_ROWS = 1
 
@@ -39,6 +39,8 @@ def label_vector(frame: pl.DataFrame, dataset: DatasetSpec) -> np.ndarray:
         raise ValueError(f"target column {target!r} has {col.null_count()} missing values")
     if dataset.task == "regression":
         return col.cast(pl.Float64).to_numpy()
+    if dataset.task == "multiclass":
+        return class_indices(col, dataset.classes).astype(np.float64)
     if col.dtype.is_numeric() and not isinstance(dataset.positive_class, str):
         positive = 1 if dataset.positive_class is None else dataset.positive_class
         return (col == positive).cast(pl.Float64).to_numpy()
@@ -48,6 +50,18 @@ def label_vector(frame: pl.DataFrame, dataset: DatasetSpec) -> np.ndarray:
             raise ValueError(f"numeric binary target {target!r} must hold only 0 and 1")
         return values.to_numpy()
     return (col.cast(pl.String) == str(dataset.positive_class)).cast(pl.Float64).to_numpy()
+
+
+def class_indices(values: pl.Series, classes: tuple[Any, ...]) -> np.ndarray:
+    """Each value's position in ``classes`` (compared as text, so 2 and "2" are one class);
+    a value outside them is an error naming it."""
+    names = [str(c) for c in classes]
+    text = values.cast(pl.String)
+    unknown = text.filter(~text.is_in(names)).unique().head(5).to_list()
+    if unknown:
+        raise ValueError(f"label value(s) {unknown} are not among the known classes {names}")
+    index = text.replace_strict(names, list(range(len(names))), return_dtype=pl.Int64)
+    return index.to_numpy()
 
 
 def _safe(fn, *args, **kwargs) -> float | None:
@@ -83,6 +97,8 @@ def compute_metrics(
     or MSE / RMSE / MAE / R² (regression)."""
     y = np.asarray(y, dtype=np.float64)
     scores = np.asarray(scores, dtype=np.float64)
+    if task == "multiclass":
+        return multiclass_metrics(y, scores)
     if task == "regression":
         mse = mt.mse(y, scores)
         return {
@@ -111,7 +127,27 @@ def compute_metrics(
     }
 
 
+def multiclass_metrics(y: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
+    """Log loss, one-vs-rest ROC AUC (macro and weighted), and the decisions of the most
+    probable class: accuracy, macro F1, per-class precision / recall, confusion matrix."""
+    k = probabilities.shape[1]
+    pred = probabilities.argmax(axis=1) if len(y) else np.zeros(0, dtype=int)
+    return {
+        "n": len(y),
+        "log_loss": _safe(mt.multi_log_loss, y, probabilities),
+        "roc_auc_ovr_macro": _safe(mt.roc_auc_ovr, y, probabilities, "macro"),
+        "roc_auc_ovr_weighted": _safe(mt.roc_auc_ovr, y, probabilities, "weighted"),
+        "class_rates": np.bincount(y.astype(int), minlength=k).astype(float).tolist()
+        if len(y)
+        else None,
+        **mt.multiclass_classification(y, pred, k),
+    }
+
+
 def _slice_row(y: np.ndarray, scores: np.ndarray, threshold: float | None, task: Task) -> dict:
+    if task == "multiclass":
+        m = multiclass_metrics(y, scores)
+        return {k: m[k] for k in ("n", "accuracy", "f1_macro", "log_loss")}
     if task == "regression":
         m = compute_metrics(y, scores, None, task)
         return {k: m[k] for k in ("n", "mae", "rmse", "r2")}
@@ -131,6 +167,7 @@ def _slice_row(y: np.ndarray, scores: np.ndarray, threshold: float | None, task:
 
 GAP_METRICS = {
     "binary": ("roc_auc", "recall", "precision", "flagged_rate"),
+    "multiclass": ("accuracy", "f1_macro", "log_loss"),
     "regression": ("mae", "rmse"),
 }
 
@@ -211,6 +248,15 @@ def choose_threshold(
 # --- one model's evaluation, as training reports it --------------------------------------
 
 
+BUSINESS_FIELDS = ("value_retained", "offer_cost", "offer_success_rate")
+HOW_TO_SET_VALUE = (
+    "set value_retained, offer_cost and offer_success_rate in the dataset module's extras "
+    "(schema infer writes them commented out) or pass --value-retained, --offer-cost and "
+    "--offer-success-rate to `driftloop train`"
+)
+F1_RULE = "F1-optimal on the validation split (business value not configured)"
+
+
 @dataclass(frozen=True)
 class BusinessValue:
     """What a decision is worth, per customer and month (dataset ``extras`` give defaults)."""
@@ -220,19 +266,41 @@ class BusinessValue:
     offer_success_rate: float
 
     @classmethod
-    def from_dataset(cls, dataset: DatasetSpec, **overrides: float | None) -> BusinessValue:
-        fields = ("value_retained", "offer_cost", "offer_success_rate")
-        values = {f: overrides.get(f) for f in fields}
-        for f in fields:
+    def from_dataset(cls, dataset: DatasetSpec, **overrides: float | None) -> BusinessValue | None:
+        """The knobs given here, the dataset's ``extras`` for the rest; ``None`` when none is
+        set anywhere (the threshold is then F1-optimal). Some but not all set is an error."""
+        values = {f: overrides.get(f) for f in BUSINESS_FIELDS}
+        for f in BUSINESS_FIELDS:
             if values[f] is None:
                 values[f] = dataset.extras.get(f)
-        missing = [f for f in fields if values[f] is None]
-        if missing and dataset.task == "binary":
+        missing = [f for f in BUSINESS_FIELDS if values[f] is None]
+        if dataset.task != "binary" or len(missing) == len(BUSINESS_FIELDS):
+            return None
+        if missing:
             raise ValueError(
                 f"business value knobs missing for dataset {dataset.name!r}: "
-                f"{', '.join(missing)} (set them in the dataset's extras or the train config)"
+                f"{', '.join(missing)} (set all three or none: {HOW_TO_SET_VALUE})"
             )
-        return cls(**{f: float(values[f] or 0.0) for f in fields})
+        return cls(**{f: float(values[f]) for f in BUSINESS_FIELDS})
+
+
+def f1_threshold(y: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    """The score threshold maximising F1 on ``(y, scores)`` (ties stay together), and that F1.
+
+    With no positive row, F1 is 0 everywhere: the threshold flags nobody."""
+    y = np.asarray(y, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+    if len(scores) == 0:
+        raise ValueError("f1_threshold needs at least one scored row")
+    order = np.argsort(-scores, kind="stable")
+    s, tp = scores[order], np.cumsum(y[order])
+    flagged = np.arange(1, len(s) + 1)
+    f1 = 2 * tp / (flagged + y.sum())
+    candidates = np.flatnonzero(np.r_[s[1:] != s[:-1], True])
+    best = candidates[np.argmax(f1[candidates])]
+    if f1[best] <= 0:
+        return float(np.nextafter(s[0], np.inf)), 0.0
+    return float(s[best]), float(f1[best])
 
 
 @dataclass
@@ -246,25 +314,18 @@ class Evaluation:
     business: dict[str, Any]
 
 
-def evaluate_model(dataset: DatasetSpec, scored: Scored, business: BusinessValue) -> Evaluation:
-    """Evaluate ``scored``: the threshold is chosen on the valid split (never on test);
-    metrics, baseline, slices and business value are measured on test."""
+def evaluate_model(
+    dataset: DatasetSpec, scored: Scored, business: BusinessValue | None
+) -> Evaluation:
+    """Evaluate ``scored``: the threshold is chosen on the valid split (never on test), to
+    maximise business value when it is configured, else F1; metrics, baseline, slices and
+    business value are measured on test."""
     task = dataset.task
     threshold = None
     value: dict[str, Any] = {}
     y, scores = scored.test_y, scored.test_scores
     if task == "binary":
-        knobs = asdict(business)
-        threshold, valid_value = choose_threshold(scored.valid_y, scored.valid_scores, **knobs)
-        test_value = expected_value(y, scores, threshold, **knobs)
-        value = {
-            **knobs,
-            "expected_value_per_month": test_value,
-            "expected_value_per_customer": test_value / max(len(y), 1),
-            "expected_value_offer_all": expected_value(y, scores, -np.inf, **knobs),
-            "expected_value_valid": valid_value,
-            "evaluated_customers": len(y),
-        }
+        threshold, value = _decide_threshold(scored, business)
     segments = dataset.segment_columns
     return Evaluation(
         metrics=compute_metrics(y, scores, threshold, task),
@@ -273,3 +334,29 @@ def evaluate_model(dataset: DatasetSpec, scored: Scored, business: BusinessValue
         threshold=threshold,
         business=value,
     )
+
+
+def _decide_threshold(scored: Scored, business: BusinessValue | None) -> tuple[float, dict]:
+    """The binary decision threshold and what the card says about its value."""
+    y, scores = scored.test_y, scored.test_scores
+    if business is None:
+        threshold, valid_f1 = f1_threshold(scored.valid_y, scored.valid_scores)
+        return threshold, {
+            "configured": False,
+            "threshold_rule": F1_RULE,
+            "valid_f1": valid_f1,
+            "how_to_set": HOW_TO_SET_VALUE,
+        }
+    knobs = asdict(business)
+    threshold, valid_value = choose_threshold(scored.valid_y, scored.valid_scores, **knobs)
+    test_value = expected_value(y, scores, threshold, **knobs)
+    return threshold, {
+        **knobs,
+        "configured": True,
+        "threshold_rule": "maximum expected value on the validation split",
+        "expected_value_per_month": test_value,
+        "expected_value_per_customer": test_value / max(len(y), 1),
+        "expected_value_offer_all": expected_value(y, scores, -np.inf, **knobs),
+        "expected_value_valid": valid_value,
+        "evaluated_customers": len(y),
+    }

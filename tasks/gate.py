@@ -24,12 +24,13 @@ if TYPE_CHECKING:
     from tasks.registry import LoadedModel
 
 LOWER_IS_BETTER = {"log_loss", "brier", "mse", "rmse", "mae"}
-DEFAULT_METRIC = {"binary": "roc_auc", "regression": "rmse"}
-SLICE_FALLBACK = {"binary": "roc_auc", "regression": "mae"}
+DEFAULT_METRIC = {"binary": "roc_auc", "multiclass": "log_loss", "regression": "rmse"}
+SLICE_FALLBACK = {"binary": "roc_auc", "multiclass": "log_loss", "regression": "mae"}
 
 
 class GateConfig(BaseModel):
-    """Promotion rule. ``metric=None`` picks ROC AUC (binary) or RMSE (regression). The retrain
+    """Promotion rule. ``metric=None`` picks ROC AUC (binary), log loss (multiclass) or RMSE
+    (regression). The retrain
     flow's config uses this model as is (``RetrainConfig.gate``)."""
 
     model_config = ConfigDict(frozen=True)
@@ -120,8 +121,16 @@ def _auc(y: np.ndarray, s: np.ndarray) -> float:
         return float("nan")
 
 
+def _log_loss(y: np.ndarray, s: np.ndarray) -> float:
+    """Log loss of 1-D binary scores or an (n, K) multiclass probability matrix."""
+    from tasks.metrics import log_loss, multi_log_loss
+
+    return multi_log_loss(y, s) if np.ndim(s) == 2 else log_loss(y, np.clip(s, 1e-15, 1 - 1e-15))
+
+
 _FAST = {
     "roc_auc": _auc,
+    "log_loss": _log_loss,
     "rmse": lambda y, s: float(np.sqrt(np.mean((y - s) ** 2))),
     "mse": lambda y, s: float(np.mean((y - s) ** 2)),
     "mae": lambda y, s: float(np.mean(np.abs(y - s))),

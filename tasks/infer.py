@@ -11,6 +11,7 @@ from __future__ import annotations
 import keyword
 import math
 import re
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ NULL_TOKENS = ("", "?", "NA", "N/A", "n/a", "na", "NaN", "nan", "null", "NULL", 
 MAX_CATEGORIES = 50  # more distinct values than this: free text, not a category
 MAX_CATEGORY_SHARE = 0.5  # distinct/rows above this: an identifier, not a category
 HEADROOM = 0.5  # widen observed numeric ranges by this share of their span on each side
+MAX_CLASSES = 20  # an integer target with at most this many distinct values is a class label
+TASKS = ("binary", "multiclass", "regression")
 
 
 @dataclass
@@ -45,13 +48,18 @@ class InferredSchema:
     columns: list[InferredColumn]
     ignore: list[str] = field(default_factory=list)
     source: str = ""
+    classes: list[Any] | None = None
+    task_reason: str = ""
+    delimiter: str = ","
 
     def summary(self) -> dict[str, Any]:
         return {
             "rows_columns": len(self.columns),
             "target": self.target,
             "task": self.task,
+            "task_reason": self.task_reason,
             "positive_class": self.positive_class,
+            "classes": self.classes,
             "null_markers": self.null_markers,
             "ignored": self.ignore,
             "columns": {c.name: c.kind for c in self.columns},
@@ -76,7 +84,7 @@ def _nice(x: float, up: bool) -> float:
     if x == 0 or not math.isfinite(x):
         return 0.0
     mag = 10 ** (math.floor(math.log10(abs(x))) - 1)
-    return (math.ceil(x / mag) if up else math.floor(x / mag)) * mag
+    return float(f"{(math.ceil(x / mag) if up else math.floor(x / mag)) * mag:.12g}")
 
 
 def _infer_column(name: str, values: pl.Series, markers: list[str]) -> InferredColumn:
@@ -98,6 +106,8 @@ def _infer_column(name: str, values: pl.Series, markers: list[str]) -> InferredC
         )
         lo_b = 0.0 if lo >= 0 and lo - HEADROOM * span < 0 else _nice(lo - HEADROOM * span, False)
         hi_b = _nice(hi + HEADROOM * span, True)
+        if is_int:  # whole bounds for whole numbers (a service's integer field needs them)
+            lo_b, hi_b = float(math.floor(lo_b)), float(math.ceil(hi_b))
         return InferredColumn(name, "int" if is_int else "float", nullable, None, lo_b, hi_b)
     try:
         as_dt = present.str.to_datetime(strict=False)
@@ -111,11 +121,99 @@ def _infer_column(name: str, values: pl.Series, markers: list[str]) -> InferredC
     return InferredColumn(name, "text", nullable)
 
 
-def _positive_class(values: list[str]) -> str:
+def _positive_class(values: list[Any]) -> Any:
     for guess in ("1", "Yes", "yes", "Y", "True", "true", "positive", "pos"):
-        if guess in values:
-            return guess
+        for value in values:
+            if str(value) == guess:
+                return value
     return sorted(values)[-1]
+
+
+@dataclass(frozen=True)
+class TargetDecision:
+    """The task inferred from the target's present values (missing markers left out), and why."""
+
+    task: str
+    positive_class: Any
+    classes: list[Any] | None
+    reason: str
+
+
+def decide_task(
+    values: pl.Series,
+    column: InferredColumn,
+    markers: list[str],
+    *,
+    task: str | None = None,
+    positive_class: str | None = None,
+) -> TargetDecision:
+    """Binary for two distinct values, multiclass for a few integer or text values, regression
+    for other numbers; ``task`` and ``positive_class`` override the guess."""
+    from tasks.ingest.table import DataFileError
+
+    clean = values.str.strip_chars()
+    present = clean.filter(clean.is_not_null() & ~clean.is_in(markers))
+    numeric = column.kind in ("int", "float")
+    typed = present.cast(pl.Float64) if numeric else present
+    distinct = sorted(typed.unique().to_list())
+    integral = numeric and all(float(v).is_integer() for v in distinct)
+    if integral and column.kind == "int":
+        distinct = [int(v) for v in distinct]
+    n, k = values.len(), len(distinct)
+    missing = n - present.len()
+    shown = ", ".join(repr(v) for v in distinct[:5]) + (", ..." if k > 5 else "")
+    facts = (
+        f"{k} distinct value{'s' if k != 1 else ''} besides missing markers ({shown}); "
+        f"{missing} of {n} rows ({missing / max(n, 1):.1%}) have no label"
+        + (" and are quarantined at ingest" if missing else "")
+    )
+    if task is None:
+        if k == 2:
+            task, rule = "binary", "two distinct values"
+        elif integral and k <= MAX_CLASSES:
+            task, rule = "multiclass", f"integer values, at most {MAX_CLASSES} distinct"
+        elif numeric:
+            task, rule = "regression", "numbers with more than two distinct values"
+        elif k <= MAX_CATEGORIES:
+            task, rule = "multiclass", f"text with at most {MAX_CATEGORIES} distinct values"
+        else:
+            raise DataFileError(
+                f"target {column.name!r} is neither a class label nor a number ({facts}); "
+                "pass --task to say which"
+            )
+        facts += "; override with --task binary|multiclass|regression"
+    else:
+        rule = f"as --task {task} says"
+    problem = _task_problem(task, k, numeric, integral)
+    if problem:
+        raise DataFileError(f"target {column.name!r} cannot be {task}: {problem} ({facts})")
+    positive = None
+    if task == "binary":
+        positive = _positive_class(distinct)
+        if positive_class is not None:
+            match = [v for v in distinct if str(v) == positive_class]
+            if not match:
+                raise DataFileError(
+                    f"--positive-class {positive_class!r} is not a value of {column.name!r} "
+                    f"(values: {shown})"
+                )
+            positive = match[0]
+    classes = distinct if task in ("binary", "multiclass") else None
+    return TargetDecision(task, positive, classes, f"{task} ({rule}): {facts}")
+
+
+def _task_problem(task: str, k: int, numeric: bool, integral: bool) -> str | None:
+    if task not in TASKS:
+        return f"the task is one of {', '.join(TASKS)}"
+    if k < 2:
+        return "a label needs at least two distinct values"
+    if task == "binary" and k != 2:
+        return "a binary label has exactly two distinct values"
+    if task == "multiclass" and (k > MAX_CATEGORIES or (numeric and not integral)):
+        return f"a class label has at most {MAX_CATEGORIES} distinct values, integers or text"
+    if task == "regression" and not numeric:
+        return "a regression target is a number"
+    return None
 
 
 def infer_schema(
@@ -126,8 +224,11 @@ def infer_schema(
     name: str | None = None,
     event_time: str | None = None,
     delimiter: str = ",",
+    task: str | None = None,
+    positive_class: str | None = None,
 ) -> InferredSchema:
-    """Infer a contract from ``path``. The target and id must be columns of the file."""
+    """Infer a contract from ``path``. The target and id must be columns of the file;
+    ``task`` and ``positive_class`` override what the target's values suggest."""
     from tasks.ingest.table import DataFileError
 
     frame = _read_text(path, delimiter)
@@ -146,20 +247,11 @@ def infer_schema(
         ident = by_name[id_column]
         ident.kind, ident.categories, ident.min_value, ident.max_value = "text", None, None, None
     tgt = by_name[target]
-    if tgt.kind == "category" and tgt.categories and len(tgt.categories) == 2:
-        task, positive = "binary", _positive_class(tgt.categories)
-    elif tgt.kind in ("int", "float") and frame[target].n_unique() <= 2:
-        task, positive = "binary", 1
-        tgt.kind = "int"
-    elif tgt.kind in ("int", "float"):
-        task, positive = "regression", None
-    else:
-        raise DataFileError(
-            f"target {target!r} is neither binary nor numeric "
-            f"({frame[target].n_unique()} distinct values)"
-        )
-    if tgt.kind in ("int", "float") and task == "binary":
-        tgt.min_value, tgt.max_value, tgt.categories = None, None, None
+    decision = decide_task(frame[target], tgt, markers, task=task, positive_class=positive_class)
+    if decision.classes is not None:  # a label: its contract is its classes, typed
+        if tgt.kind not in ("int", "float"):
+            tgt.kind = "category"
+        tgt.categories, tgt.min_value, tgt.max_value = decision.classes, None, None
     ignore = [
         c.name for c in columns if c.kind == "text" and c.name not in (id_column, target)
     ]  # free text is kept in snapshots but is not a model feature
@@ -167,8 +259,11 @@ def infer_schema(
     if not re.match(r"^[a-z_][a-z0-9_]*$", stem):
         stem = f"ds_{stem}"
     return InferredSchema(
-        stem, target, task, positive, id_column, event_time, markers, columns, ignore, str(path)
-    )
+        stem, target, decision.task, decision.positive_class, id_column, event_time, markers,
+        columns, ignore, str(path),
+        classes=decision.classes if decision.task == "multiclass" else None,
+        task_reason=decision.reason, delimiter=delimiter,
+    )  # fmt: skip
 
 
 _TYPES = {"int": "pl.Int64", "float": "pl.Float64", "bool": "pl.Boolean", "text": "str"}
@@ -193,8 +288,11 @@ def render_module(schema: InferredSchema) -> str:
         f'"""Dataset {schema.name!r}: inferred by `driftloop schema infer` from {schema.source}.',
         "",
         "Review it: ranges carry headroom, categories are what the file showed.",
+        "",
+        *textwrap.wrap("Task " + schema.task_reason.replace(chr(34) * 3, "'"), 96),
         '"""',
         "",
+        "# ruff: noqa: E501  (generated: one field per line, however long)",
         "from __future__ import annotations",
         "",
         "import pandera.polars as pa",
@@ -235,15 +333,31 @@ def render_module(schema: InferredSchema) -> str:
         f"    target={schema.target!r},",
         f"    task={schema.task!r},",
         f"    positive_class={schema.positive_class!r},",
+        *([f"    classes={tuple(schema.classes)!r},"] if schema.classes else []),
         f"    id_column={schema.id_column!r},",
         f"    event_time={schema.event_time!r},",
         f"    ignore={tuple(schema.ignore)!r},",
         f"    null_markers={tuple(schema.null_markers)!r},",
-        f"    extras={{'source': {schema.source!r}}},",
+        *([f"    delimiter={schema.delimiter!r},"] if schema.delimiter != "," else []),
+        "    extras={",
+        f"        'source': {schema.source!r},",
+        *(_BUSINESS_VALUE_HELP if schema.task == "binary" else []),
+        "    },",
         ")",
         "",
     ]
     return "\n".join(lines)
+
+
+_BUSINESS_VALUE_HELP = [
+    "        # Business value of acting on a flagged row (binary tasks). Without all three,",
+    "        # training picks the F1-optimal threshold on the validation split and the model",
+    "        # card says so. Set them here (uncomment) or pass --value-retained, --offer-cost",
+    "        # and --offer-success-rate to `driftloop train`:",
+    "        # 'value_retained': 100.0,  # what a correctly flagged row is worth when saved",
+    "        # 'offer_cost': 10.0,  # what acting on one flagged row costs",
+    "        # 'offer_success_rate': 0.3,  # share of correctly flagged rows the action saves",
+]
 
 
 def write_schema_module(

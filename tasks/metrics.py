@@ -141,3 +141,68 @@ def r2(y, s) -> float:
     if y.size < 2 or total == 0:
         raise ValueError("R² needs at least two different targets")
     return 1.0 - float(np.sum((y - s) ** 2)) / total
+
+
+# --- multiclass: integer labels 0..K-1 and an (n, K) probability matrix --------------------
+
+
+def _multiclass(y, p) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y, dtype=float).ravel()
+    p = np.asarray(p, dtype=float)
+    if p.ndim != 2 or p.shape[0] != y.size:
+        raise ValueError(f"need an (n, K) probability matrix for {y.size} labels, got {p.shape}")
+    if y.size and (not np.all(y == np.round(y)) or y.min() < 0 or y.max() >= p.shape[1]):
+        raise ValueError(f"labels must be class indices 0..{p.shape[1] - 1}")
+    return y.astype(np.int64), p
+
+
+def multi_log_loss(y, p, eps: float = 1e-15) -> float:
+    """Mean negative log probability of the true class (probabilities renormalised per row)."""
+    y, p = _multiclass(y, p)
+    if not y.size:
+        raise ValueError("log loss of no rows")
+    p = np.clip(p, eps, 1.0)
+    p = p / p.sum(axis=1, keepdims=True)
+    return float(-np.mean(np.log(p[np.arange(y.size), y])))
+
+
+def roc_auc_ovr(y, p, average: str = "macro") -> float:
+    """One-vs-rest ROC AUC averaged over the classes present with both outcomes: unweighted
+    (``macro``) or weighted by each class's share of rows (``weighted``)."""
+    y, p = _multiclass(y, p)
+    present = [k for k in range(p.shape[1]) if 0 < (y == k).sum() < y.size]
+    if len(present) < 2:
+        raise ValueError("one-vs-rest ROC AUC needs at least two classes present")
+    aucs = np.array([roc_auc(y == k, p[:, k]) for k in present])
+    if average == "weighted":
+        support = np.array([(y == k).sum() for k in present], dtype=float)
+        return float(np.sum(aucs * support) / support.sum())
+    return float(aucs.mean())
+
+
+def confusion_matrix(y, pred, n_classes: int) -> np.ndarray:
+    """Counts ``[true class, predicted class]`` for class indices 0..n_classes-1."""
+    y = np.asarray(y).astype(np.int64).ravel()
+    pred = np.asarray(pred).astype(np.int64).ravel()
+    flat = np.bincount(y * n_classes + pred, minlength=n_classes * n_classes)
+    return flat.reshape(n_classes, n_classes)
+
+
+def multiclass_classification(y, pred, n_classes: int) -> dict[str, object]:
+    """Accuracy, macro F1 and per-class precision / recall / support (0 where undefined)."""
+    cm = confusion_matrix(y, pred, n_classes)
+    tp = np.diag(cm).astype(float)
+    predicted, actual = cm.sum(axis=0).astype(float), cm.sum(axis=1).astype(float)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    n = cm.sum()
+    return {
+        "accuracy": float(tp.sum() / n) if n else 0.0,
+        "f1_macro": float(f1.mean()),
+        "precision_per_class": precision.tolist(),
+        "recall_per_class": recall.tolist(),
+        "support_per_class": actual.astype(int).tolist(),
+        "confusion_matrix": cm.tolist(),
+    }

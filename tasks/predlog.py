@@ -11,18 +11,19 @@ Readers, whichever sink holds the rows: :func:`load_predictions`, :func:`load_fe
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import chain
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
 
 from schemas.records import PREDICTION_COLUMNS, TS, FeedbackRecord, PredictionRecord
 from tasks.buffered_log import LogSink, ParquetSink, recover_orphans
+from tasks.predict import PREDICTED_CLASS
 from tasks.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ class ScoredBatch:
     shadow_tag: str | None = None
     shadow_scores: np.ndarray | None = None
     arm: str = "champion"  # the rollout arm routed to (``model_tag`` says who answered)
+    # a multiclass model's predicted class and per-class probabilities (tasks.predict)
+    class_columns: Mapping[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.request_ids)
@@ -118,8 +121,23 @@ def prediction_frame(batch: ScoredBatch | Sequence[ScoredBatch]) -> pl.DataFrame
         schema=PREDICTION_TYPES,
     )
     inputs = pl.concat([b.inputs for b in batches], how="vertical_relaxed")
-    inputs = inputs.drop([c for c in PREDICTION_COLUMNS if c in inputs.columns])
-    return pl.concat([head, inputs], how="horizontal")
+    classes = _class_frame(batches)
+    taken = {*PREDICTION_COLUMNS, *classes.columns}
+    inputs = inputs.drop([c for c in inputs.columns if c in taken])
+    return pl.concat([head, classes, inputs], how="horizontal")
+
+
+def _class_frame(batches: list[ScoredBatch]) -> pl.DataFrame:
+    """The multiclass columns of the batches (none when no batch has them)."""
+    if not any(b.class_columns for b in batches):
+        return pl.DataFrame()
+    parts = [
+        pl.DataFrame(dict(b.class_columns))
+        if b.class_columns
+        else pl.DataFrame({PREDICTED_CLASS: [None] * len(b)}, schema={PREDICTED_CLASS: pl.String})
+        for b in batches
+    ]
+    return pl.concat(parts, how="diagonal_relaxed")
 
 
 def feedback_frame(

@@ -206,15 +206,27 @@ def save_reference_profile(
     """Profile the reference rows' features and the model's scores on them (the trainer passes
     held-out valid + test rows: what production traffic looks like); store them with a sample.
 
-    Returns the path of the whylogs profile (``<reference_profiles_dir>/<tag>.bin``).
+    Returns the path of the whylogs profile (``<reference_profiles_dir>/<tag>.bin``). A
+    multiclass model's (n, K) probabilities are stored as its serving log has them: the score
+    (P(predicted class)) and one ``proba_<class>`` column per class.
     """
-    scores = np.asarray(scores, dtype=np.float64).ravel()
+    from tasks.predict import Prediction
+
+    scores = np.asarray(scores, dtype=np.float64)
     if len(scores) != frame.height:
         raise ValueError(f"{len(scores)} scores for {frame.height} reference rows")
     missing = [c for c in dataset.feature_columns if c not in frame.columns]
     if missing:
         raise ValueError(f"reference frame lacks feature columns: {', '.join(missing)}")
-    rows = frame.select(dataset.feature_columns).with_columns(pl.Series(SCORE_COLUMN, scores))
+    per_class: dict[str, Any] = {}
+    if scores.ndim == 2:
+        classes = tuple(str(c) for c in dataset.classes)
+        prediction = Prediction(scores.max(axis=1), None, scores, classes)
+        per_class = {k: v for k, v in prediction.class_columns().items() if k.startswith("proba_")}
+        scores = prediction.scores
+    rows = frame.select(dataset.feature_columns).with_columns(
+        pl.Series(SCORE_COLUMN, scores), *(pl.Series(k, v) for k, v in per_class.items())
+    )
     profile_path, sample_path, meta_path = reference_paths(model_tag, settings)
     write_profile(profile_frame(rows), profile_path)
     sample = rows.sample(min(sample_rows, rows.height), seed=_SEED) if rows.height else rows
@@ -230,6 +242,7 @@ def save_reference_profile(
         "numeric_features": dataset.numeric_features,
         "categorical_features": dataset.categorical_features,
         "score_column": SCORE_COLUMN,
+        "class_columns": list(per_class),
         "profile": str(profile_path),
         "sample": str(sample_path),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),

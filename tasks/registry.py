@@ -53,8 +53,10 @@ class LoadedModel:
     num_threads: int = 1
 
     @property
-    def threshold(self) -> float:
-        return float(self.metadata.get("threshold", 0.5))
+    def threshold(self) -> float | None:
+        """A binary model's decision threshold (None for the other tasks)."""
+        value, task = self.metadata.get("threshold"), self.metadata.get("task", "binary")
+        return None if task != "binary" else 0.5 if value is None else float(value)
 
     def predict(self, matrix: Any) -> Any:
         """Scores for a feature matrix (see ``tasks.features.to_matrix``)."""

@@ -51,8 +51,18 @@ class TrainingSet:
 
 
 def _target_values(labels: pl.Series, dataset: DatasetSpec) -> pl.Series:
-    """Feedback labels (1/0 or a number) mapped back to the target column's raw values."""
+    """Feedback labels (1/0, a class index or a number) mapped back to the target column's raw
+    values."""
     info = dataset.columns[dataset.target]
+    if dataset.task == "multiclass":  # the feedback log keeps a class as its index
+        index = labels.cast(pl.Int64, strict=False)
+        if index.null_count() or not index.is_between(0, len(dataset.classes) - 1).all():
+            raise RetrainDataError(
+                f"multiclass feedback labels must be class indices 0..{len(dataset.classes) - 1} "
+                f"(target {dataset.target!r})"
+            )
+        values = [dataset.classes[i] for i in index.to_list()]
+        return pl.Series(labels.name, values).cast(info.dtype)
     if dataset.task == "regression" or info.categories is None:
         return labels.cast(info.dtype)
     positive = str(dataset.positive_class)

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 from pydantic import TypeAdapter, ValidationError
 
@@ -21,19 +20,12 @@ from schemas.base import DatasetSpec
 from schemas.requests import RequestModels, frame_errors, records_to_frame, request_models
 from tasks.ingest.parse import parse_text
 from tasks.ingest.snapshot import write_table
-from tasks.predict import score_frame
+from tasks.predict import predict_frame
 from tasks.predlog import ScoredBatch, prediction_frame
 from tasks.registry import LoadedModel
 from tasks.settings import Settings, get_settings
 
 READ_CHUNK = 50_000  # rows validated at once in batch scoring (bounds memory)
-
-
-def decide(scores: np.ndarray, model: LoadedModel) -> np.ndarray | None:
-    """Scores at or above the model's threshold (None for a regression model)."""
-    if model.metadata.get("task", "binary") == "regression":
-        return None
-    return scores >= model.threshold
 
 
 def score_inputs(
@@ -44,7 +36,7 @@ def score_inputs(
 ) -> ScoredBatch:
     """Score validated inputs; the result is both the response and the log entry."""
     started = time.perf_counter() if started is None else started
-    scores = score_frame(inputs, model)
+    prediction = predict_frame(inputs, model)
     base = uuid.uuid4().hex
     n = inputs.height
     entity = inputs[id_column].cast(pl.String).to_list() if id_column in inputs.columns else None
@@ -54,8 +46,9 @@ def score_inputs(
         entity_ids=entity,
         ts=datetime.now(UTC),
         model_tag=model.tag,
-        scores=scores,
-        decisions=decide(scores, model),
+        scores=prediction.scores,
+        decisions=prediction.decisions,
+        class_columns=prediction.class_columns(),
         latency_ms=(time.perf_counter() - started) * 1e3,
     )
 
@@ -64,7 +57,7 @@ def with_shadow(batch: ScoredBatch, challenger: LoadedModel | None) -> ScoredBat
     """The batch with the challenger's scores beside the champion's (nothing if no challenger)."""
     if challenger is None:
         return batch
-    shadow = score_frame(batch.inputs, challenger)
+    shadow = predict_frame(batch.inputs, challenger).scores
     return ScoredBatch(**{**batch.__dict__, "shadow_tag": challenger.tag, "shadow_scores": shadow})
 
 
@@ -132,14 +125,14 @@ def validate_rows(raw: pl.DataFrame, dataset: DatasetSpec) -> ValidatedRows:
     return ValidatedRows(valid[keep], pl.DataFrame(errors, schema=schema, orient="row"))
 
 
-def read_input(path: Path) -> pl.DataFrame:
-    """A CSV (every cell as text) or Parquet file to score."""
+def read_input(path: Path, delimiter: str = ",") -> pl.DataFrame:
+    """A CSV (every cell as text, fields split at ``delimiter``) or Parquet file to score."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     if path.suffix.lower() in (".parquet", ".pq"):
         return pl.read_parquet(path)
-    return pl.read_csv(path, infer_schema=False)
+    return pl.read_csv(path, infer_schema=False, separator=delimiter)
 
 
 @dataclass(frozen=True)
@@ -236,6 +229,6 @@ def score_file(
     settings = settings or get_settings()
     spec = load_dataset(dataset)
     models = load_scoring_models(spec, model, shadow, settings)
-    raw = read_input(path)
+    raw = read_input(path, spec.delimiter)
     scored, errors = score_table(raw, spec, models.champion, models.challenger)
     return write_outputs(scored, errors, out, models, raw.height, started)

@@ -61,3 +61,42 @@ def test_stack_status_and_down_read_the_recorded_state(home) -> None:
     assert down.exit_code == 0, down.output
     assert json.loads(down.stdout) == {"stopped": {"prefect-server": "not-running"}}
     assert not state.exists()
+
+
+def test_errors_are_one_line_and_library_noise_is_off_unless_verbose(monkeypatch) -> None:
+    import os
+
+    import pytest
+
+    from driftloop import output
+
+    for key in (*output.QUIET_ENV, output.VERBOSE_ENV):
+        monkeypatch.setenv(key, "")  # recorded, so the test leaves the environment as it was
+        monkeypatch.delenv(key)
+    output.quiet_libraries(verbose=False)
+    assert os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] == "CRITICAL"
+    assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+
+    def boom() -> None:
+        with output.errors_as_exit():
+            raise TypeError("first line\n  second line")
+
+    with pytest.raises(typer.Exit):
+        boom()
+    monkeypatch.setenv(output.VERBOSE_ENV, "1")  # --verbose: the traceback comes through
+    with pytest.raises(TypeError):
+        boom()
+
+
+def test_an_unexpected_error_prints_one_line(capsys) -> None:
+    import pytest
+
+    from driftloop import output
+
+    with pytest.raises(typer.Exit), output.errors_as_exit():
+        raise KeyError("x") from TypeError("y")  # a LookupError: the expected path
+    with pytest.raises(typer.Exit), output.errors_as_exit():
+        raise ArithmeticError("a\nb")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: 'x'", "error: ArithmeticError: a b (driftloop --verbose shows the "
+                   "traceback)"]  # fmt: skip

@@ -223,3 +223,79 @@ def test_an_inferred_module_accepts_every_row_of_its_file(tmp_path: Path, home: 
     assert ingested.rows_quarantined == 0, ingested.quarantined.head(3)
     assert ingested.rows_accepted == rows
     assert ingested.accepted["big"].to_list() == data["big"].to_list()  # exact, not via float
+
+
+def _labelled(rows: int, labels: list[str], seed: int = 0) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pl.DataFrame(
+        {"x": rng.normal(size=rows).round(3).astype(str), "y": rng.choice(labels, rows)}
+    )
+
+
+@pytest.mark.parametrize(
+    ("labels", "task", "classes"),
+    [
+        (["0", "1", "?"], "binary", None),  # a missing marker is not a third class
+        (["0", "1", "2"], "multiclass", [0, 1, 2]),
+        (["cat", "dog", "emu", "NA"], "multiclass", ["cat", "dog", "emu"]),
+        ([str(v) for v in range(40)], "regression", None),
+    ],
+)
+def test_schema_infer_decides_the_task_from_present_values(
+    labels: list[str], task: str, classes, tmp_path: Path, home: Path
+) -> None:
+    src = tmp_path / "t.csv"
+    _labelled(400, labels).write_csv(src)
+    args = ["schema", "infer", str(src), "--target", "y", "--out-dir", str(tmp_path), "--json"]
+    info = json.loads(_run(*args).stdout)
+    assert info["task"] == task and info["classes"] == classes
+    assert "distinct value" in info["task_reason"] and "have no label" in info["task_reason"]
+
+
+def test_schema_infer_overrides_and_missing_labels_are_quarantined(
+    tmp_path: Path, home: Path
+) -> None:
+    from schemas import load_dataset
+    from tasks.ingest.compose import ingest_file
+    from tasks.ingest.validate import MISSING_LABEL
+
+    src = tmp_path / "o.csv"
+    _labelled(300, ["lo", "hi", "?"], seed=1).write_csv(src)
+    base = ["schema", "infer", str(src), "--target", "y", "--out-dir", str(tmp_path), "--json"]
+    info = json.loads(_run(*base, "--positive-class", "lo").stdout)
+    assert info["task"] == "binary" and info["positive_class"] == "lo"
+    module = Path(info["module"]).read_text()
+    assert "# 'value_retained'" in module and "--offer-cost" in module  # commented, explained
+    bad = _run(*base, "--force", "--positive-class", "mid")
+    assert bad.exit_code == 1 and "'mid' is not a value" in bad.stderr
+    wrong = _run(*base, "--force", "--task", "regression")
+    assert wrong.exit_code == 1 and "cannot be regression" in wrong.stderr
+    ingested = ingest_file(src, load_dataset(info["module"]))
+    missing = int((pl.read_csv(src, infer_schema=False)["y"] == "?").sum())
+    assert missing > 0 and ingested.rows_quarantined == missing
+    assert ingested.rows_in == ingested.rows_accepted + ingested.rows_quarantined
+    reasons = ingested.quarantined["_reasons"].explode().struct.field("check").unique()
+    assert reasons.to_list() == [MISSING_LABEL]
+    assert ingested.accepted["y"].null_count() == 0
+
+
+def test_an_inferred_integer_column_has_whole_bounds_the_service_can_use(
+    tmp_path: Path, home: Path
+) -> None:
+    """Telco's 0/1 SeniorCitizen once got le=1.5: the service's request model refused to build."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from schemas import load_dataset
+    from schemas.requests import request_models
+
+    src = tmp_path / "flags.csv"
+    _labelled(200, ["a", "b"]).with_columns(
+        pl.Series("flag", (np.arange(200) % 2).astype(str))
+    ).write_csv(src)
+    args = ["schema", "infer", str(src), "--target", "y", "--out-dir", str(tmp_path), "--json"]
+    spec = load_dataset(json.loads(_run(*args).stdout)["module"])
+    assert spec.columns["flag"].max_value == float(int(spec.columns["flag"].max_value))
+    record = TypeAdapter(request_models(spec).record)
+    record.validate_python({"x": 0.5, "flag": 1})
+    with pytest.raises(ValidationError):
+        record.validate_python({"x": 0.5, "flag": 99})

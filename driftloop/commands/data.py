@@ -17,7 +17,9 @@ schema_app = typer.Typer(help="Dataset contracts (schema modules).", no_args_is_
 def ingest(
     path: Path = typer.Argument(..., help="CSV or Parquet file."),
     dataset: str = typer.Option("telco", "--dataset", "-d", help="Schema module name."),
-    delimiter: str = typer.Option(DEFAULT.delimiter, help="CSV field delimiter."),
+    delimiter: str = typer.Option(
+        DEFAULT.delimiter, help="CSV field delimiter (default: the dataset's, else ',')."
+    ),
     encoding: str = typer.Option(DEFAULT.encoding, help="CSV text encoding."),
     extra_columns: str = typer.Option(
         DEFAULT.extra_columns,
@@ -33,6 +35,9 @@ def ingest(
 ) -> None:
     """Validate a file against its contract; write a versioned snapshot, quarantine and report."""
     with errors_as_exit(as_json, writes=True):
+        from tasks.settings import get_settings
+
+        get_settings().ensure_dirs()  # before Prefect starts: its server keeps its DB there
         from flows.ingest import IngestConfig, ingest
         from schemas import load_dataset
         from tasks.ingest.read import check_file
@@ -66,6 +71,12 @@ def infer(
     name: str = typer.Option(None, "--name", help="Dataset name (default: the file's stem)."),
     event_time: str = typer.Option(None, "--event-time", help="Event time column, if any."),
     delimiter: str = typer.Option(",", help="CSV field delimiter."),
+    task: str = typer.Option(
+        None, "--task", help="binary | multiclass | regression (default: from the target)."
+    ),
+    positive_class: str = typer.Option(
+        None, "--positive-class", help="The positive label of a binary target."
+    ),
     out_dir: Path = typer.Option(None, "--out-dir", help="Where to write (default: schemas/)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing module."),
     as_json: bool = JSON,
@@ -76,10 +87,24 @@ def infer(
 
         inferred = infer_schema(
             Path(path), target=target, id_column=id_column, name=name,
-            event_time=event_time, delimiter=delimiter,
+            event_time=event_time, delimiter=delimiter, task=task, positive_class=positive_class,
         )  # fmt: skip
         module = write_schema_module(inferred, out_dir=out_dir, force=force)
-        emit({"dataset": inferred.name, "module": str(module), **inferred.summary()}, as_json)
+        result = {"dataset": inferred.name, "module": str(module), **inferred.summary()}
+        emit(result, as_json, _render_infer)
+
+
+def _render_infer(result: dict) -> None:
+    from rich.console import Console
+
+    console = Console()
+    console.print(f"wrote [bold]{result['module']}[/bold] (dataset {result['dataset']!r})")
+    console.print(f"target {result['target']!r}: {result['task_reason']}")
+    if result["positive_class"] is not None:
+        console.print(f"positive class: {result['positive_class']!r} (--positive-class to change)")
+    if result["ignored"]:
+        console.print(f"free text, not used as features: {', '.join(result['ignored'])}")
+    console.print("review the module, then: driftloop ingest FILE --dataset " + result["dataset"])
 
 
 def register(app: typer.Typer) -> None:

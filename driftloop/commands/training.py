@@ -55,6 +55,20 @@ def train(
         None, "--min-rows", min=1, help="Refuse smaller training data.", show_default=DEFAULT
     ),
     study_name: str = typer.Option(None, "--study-name", help="Optuna study (default: fresh)."),
+    value_retained: float = typer.Option(
+        None, "--value-retained", help="Binary: worth of a correctly flagged row, once saved."
+    ),
+    offer_cost: float = typer.Option(
+        None, "--offer-cost", help="Binary: cost of acting on one flagged row."
+    ),
+    offer_success_rate: float = typer.Option(
+        None,
+        "--offer-success-rate",
+        min=0,
+        max=1,
+        help="Binary: share of correctly flagged rows the action saves. Without the three "
+        "value options (here or in the dataset's extras) the threshold is F1-optimal.",
+    ),  # fmt: skip
     as_json: bool = JSON,
 ) -> None:
     """Tune, train, evaluate and register a model; the first one becomes champion."""
@@ -73,7 +87,8 @@ def train(
         given = dict(
             dataset=dataset, data=data, trials=trials, timeout_s=timeout, seed=seed,
             num_threads=threads, alias=alias, warm_start=warm_start, init_model=init_model,
-            min_rows=min_rows, study_name=study_name,
+            min_rows=min_rows, study_name=study_name, value_retained=value_retained,
+            offer_cost=offer_cost, offer_success_rate=offer_success_rate,
         )  # fmt: skip
         config = TrainConfig(**{k: v for k, v in given.items() if v is not None})
         emit(train_flow(config=config), as_json, _render_train)
@@ -86,11 +101,13 @@ def _render_train(result: dict[str, Any]) -> None:
     m, b = result["metrics"], result["baseline_metrics"]
     table = Table(title=f"{result['model_tag']} ({result['alias']})", show_header=False)
     table.add_row("data version", result["data_version"])
-    for key in ("roc_auc", "pr_auc", "f1", "r2", "mae"):
+    for key in ("roc_auc", "roc_auc_ovr_macro", "log_loss", "pr_auc", "f1", "r2", "mae"):
         if m.get(key) is not None:
             table.add_row(key, f"{m[key]:.4f} (untuned: {b.get(key) or float('nan'):.4f})")
     if result.get("threshold") is not None:
-        table.add_row("threshold", f"{result['threshold']:.4f}")
+        rule = (result.get("business") or {}).get("threshold_rule", "")
+        table.add_row("threshold", f"{result['threshold']:.4f} ({rule})")
+    if result.get("expected_value_per_month") is not None:
         table.add_row("expected value / month", f"{result['expected_value_per_month']:,.0f}")
     table.add_row("W&B run", str(result["wandb_run_dir"]))
     Console().print(table)

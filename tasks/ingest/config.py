@@ -27,7 +27,9 @@ class QualityThresholds(BaseModel):
 class IngestOptions(QualityThresholds):
     """How to read a file (delimiter, encoding, extra columns) and the quality limits."""
 
-    delimiter: str = Field(",", description="CSV field delimiter.")
+    delimiter: str | None = Field(
+        None, description="CSV field delimiter (default: the dataset's, itself ',' by default)."
+    )
     encoding: str = Field("utf-8", description="CSV text encoding.")
     extra_columns: Literal["reject", "drop"] | None = Field(
         None, description="Columns the contract does not name: reject or drop (default: schema's)."

@@ -65,6 +65,7 @@ def check_file(
     """
     options = options or IngestOptions()
     delimiter, encoding, extra_columns = options.delimiter, options.encoding, options.extra_columns
+    delimiter = delimiter or dataset.delimiter
     path = Path(path)
     if not path.exists():
         raise DataFileError(f"file not found: {path}")
@@ -211,7 +212,7 @@ def _row_field_counts(
 def read_table(path: Path, dataset: DatasetSpec, options: IngestOptions | None = None) -> RawTable:
     """Read every cell as text, after the file-level checks. Malformed lines are flagged."""
     options = options or IngestOptions()
-    delimiter, encoding = options.delimiter, options.encoding
+    delimiter, encoding = options.delimiter or dataset.delimiter, options.encoding
     path = Path(path)
     if path.suffix.lower() in (".parquet", ".pq"):
         header = check_file(path, dataset, options)

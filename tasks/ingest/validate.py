@@ -49,9 +49,21 @@ def validate_table(parsed: ParsedTable, dataset: DatasetSpec) -> pl.DataFrame:
         cascade = row_level.join(coerce_keys, on=["row", "column"], how="semi").filter(
             pl.col("check") == "not_nullable"
         )
-        parts.append(row_level.join(cascade, on=["row", "column", "check"], how="anti"))
+        kept = row_level.join(cascade, on=["row", "column", "check"], how="anti")
+        parts.append(_name_missing_labels(kept, dataset.target))
     parts.append(duplicate_id_failures(parsed.frame, dataset, concat_failures(parts)))
     return concat_failures(parts).unique(maintain_order=True)
+
+
+MISSING_LABEL = "label missing (a row without its target cannot train or be judged)"
+
+
+def _name_missing_labels(failures: pl.DataFrame, target: str) -> pl.DataFrame:
+    """A null target is quarantined as a missing label, not as a generic not-null failure."""
+    is_missing_label = (pl.col("column") == target) & (pl.col("check") == "not_nullable")
+    return failures.with_columns(
+        pl.when(is_missing_label).then(pl.lit(MISSING_LABEL)).otherwise("check").alias("check")
+    )
 
 
 def duplicate_id_failures(

@@ -167,20 +167,20 @@ def compute_performance(
         config.max_auc_drop,
         config.max_recall_drop,
     )
-    joined = _join_labels(window, labels)
+    proba = [f"proba_{c}" for c in champion.classes]
+    joined = _join_labels(window, labels, proba)
     y = joined["label"].to_numpy().astype(float) if joined.height else np.array([])
-    s = joined["score"].to_numpy().astype(float) if joined.height else np.array([])
-    pred = s >= champion.threshold
-    auc = precision = recall = None
-    if len(y) and 0 < y.sum() < len(y):
-        from tasks.metrics import roc_auc
-
-        auc = roc_auc(y, s)
-    if pred.sum():
-        precision = float(y[pred].mean())
-    if y.sum():
-        recall = float(pred[y == 1].mean())
-    ref = {k: _metric(champion.metrics, k) for k in ("roc_auc", "precision", "recall")}
+    if champion.task == "regression":  # no classification rates for a regression model
+        auc = precision = recall = None
+        ref = dict.fromkeys(("roc_auc", "precision", "recall"))
+    elif champion.classes:  # multiclass: one-vs-rest AUC and macro precision / recall
+        p = joined.select(proba).to_numpy() if joined.height else np.zeros((0, len(proba)))
+        auc, precision, recall = _multiclass_rates(y, p)
+        ref = _multiclass_reference(champion.metrics)
+    else:
+        s = joined["score"].to_numpy().astype(float) if joined.height else np.array([])
+        auc, precision, recall = _binary_rates(y, s, champion.threshold)
+        ref = {k: _metric(champion.metrics, k) for k in ("roc_auc", "precision", "recall")}
     reasons = []
     if len(y) >= min_labels:
         if auc is not None and ref["roc_auc"] is not None and auc < ref["roc_auc"] - max_auc_drop:
@@ -198,20 +198,65 @@ def compute_performance(
                        ref["recall"], bool(reasons), why)  # fmt: skip
 
 
+def _binary_rates(y: np.ndarray, s: np.ndarray, threshold: float) -> tuple[float | None, ...]:
+    """ROC AUC, precision and recall at ``threshold`` of labelled binary scores."""
+    pred = s >= threshold
+    auc = precision = recall = None
+    if len(y) and 0 < y.sum() < len(y):
+        from tasks.metrics import roc_auc
+
+        auc = roc_auc(y, s)
+    if pred.sum():
+        precision = float(y[pred].mean())
+    if y.sum():
+        recall = float(pred[y == 1].mean())
+    return auc, precision, recall
+
+
+def _multiclass_rates(y: np.ndarray, p: np.ndarray) -> tuple[float | None, ...]:
+    """Macro one-vs-rest ROC AUC, macro precision and macro recall of labelled probabilities
+    (labels are class indices, as the feedback log stores them)."""
+    if not len(y):
+        return None, None, None
+    from tasks.metrics import multiclass_classification, roc_auc_ovr
+
+    try:
+        auc = roc_auc_ovr(y, p, "macro")
+    except ValueError:  # fewer than two classes labelled yet
+        auc = None
+    rates = multiclass_classification(y, p.argmax(axis=1), p.shape[1])
+    precision_per, recall_per = rates["precision_per_class"], rates["recall_per_class"]
+    return auc, float(np.mean(precision_per)), float(np.mean(recall_per))
+
+
+def _multiclass_reference(metrics: dict[str, Any]) -> dict[str, float | None]:
+    precision, recall = metrics.get("precision_per_class"), metrics.get("recall_per_class")
+    return {
+        "roc_auc": _metric(metrics, "roc_auc_ovr_macro"),
+        "precision": float(np.mean(precision)) if precision else None,
+        "recall": float(np.mean(recall)) if recall else None,
+    }
+
+
 def _metric(metrics: dict[str, Any], key: str) -> float | None:
     value = metrics.get(key, metrics.get("auc") if key == "roc_auc" else None)
     return float(value) if isinstance(value, int | float) else None
 
 
-def _join_labels(window: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFrame:
-    """Window predictions with their label (``tasks.predlog.join_feedback`` semantics)."""
+def _join_labels(
+    window: pl.DataFrame, labels: pl.DataFrame, extra: list[str] | None = None
+) -> pl.DataFrame:
+    """Window predictions (score and the ``extra`` columns) with their label
+    (``tasks.predlog.join_feedback`` semantics)."""
     from tasks.predlog import join_feedback
 
-    needed = {"request_id", "entity_id", "ts", "score"}
+    extra = extra or []
+    needed = {"request_id", "entity_id", "ts", "score", *extra}
     if not labels.height or not needed <= set(window.columns):
-        return pl.DataFrame(schema={"score": pl.Float64, "label": pl.Float64})
+        return pl.DataFrame(schema={"score": pl.Float64, **dict.fromkeys(extra, pl.Float64),
+                                    "label": pl.Float64})  # fmt: skip
     joined = join_feedback(window.select(sorted(needed)), labels)
-    return joined.select("score", pl.col("label").cast(pl.Float64))
+    return joined.select("score", *extra, pl.col("label").cast(pl.Float64))
 
 
 def compute_health(
@@ -263,4 +308,5 @@ def check_drift(
         reference.sample, current, numeric=dataset.numeric_features,
         categorical=dataset.categorical_features, importance=champion.importance,
         config=config, score_column=SCORE_COLUMN, current_score_column=SCORE_COLUMN,
+        class_columns=reference.meta.get("class_columns", ()),
     )  # fmt: skip

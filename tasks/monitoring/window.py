@@ -36,6 +36,8 @@ class Champion:
     importance: dict[str, float] | None
     threshold: float
     last_retrain_at: datetime | None
+    classes: tuple[str, ...] = ()  # a multiclass champion's classes, in probability order
+    task: str = "binary"
 
 
 def window_bounds(minutes: float, until: datetime | None = None) -> Window:
@@ -55,7 +57,10 @@ def load_champion(name: str, settings: Settings | None = None) -> Champion:
     history = read_index(settings).get(name, {}).get("history", [])
     changes = [h["time"] for h in history if h.get("alias") == "champion" and h.get("from")]
     last = datetime.fromisoformat(max(changes)) if changes else None
-    return Champion(name, tag, metrics, _importance(meta), float(meta.get("threshold", 0.5)), last)
+    threshold = float(meta.get("threshold") or 0.5)
+    classes = tuple(str(c) for c in meta.get("classes") or ())
+    task = str(meta.get("task") or "binary")
+    return Champion(name, tag, metrics, _importance(meta), threshold, last, classes, task)
 
 
 def _importance(meta: dict[str, Any]) -> dict[str, float] | None:
@@ -105,9 +110,12 @@ def load_labels(settings: Settings | None = None) -> pl.DataFrame:
 
 def monitor_frames(window: pl.DataFrame, dataset: DatasetSpec, score_column: str) -> pl.DataFrame:
     """The window's feature columns plus its score renamed as in the reference profile."""
+    from tasks.predict import PROBA_PREFIX
+
     cols = [c for c in dataset.feature_columns if c in window.columns]
     score = [pl.col("score").alias(score_column)] if "score" in window.columns else []
-    return window.select([*cols, *score])
+    per_class = [c for c in window.columns if c.startswith(PROBA_PREFIX)]  # multiclass
+    return window.select([*cols, *score, *per_class])
 
 
 def run_stamp(now: datetime) -> str:

@@ -12,7 +12,8 @@ import numpy as np
 from tasks.features import FeatureSpec
 from tasks.training.split import XY
 
-VALID_METRIC = {"binary": "auc", "regression": "l2"}
+VALID_METRIC = {"binary": "auc", "multiclass": "multi_logloss", "regression": "l2"}
+OBJECTIVE = {"binary": "binary", "multiclass": "multiclass", "regression": "regression"}
 EARLY_STOPPING_ROUNDS = 50
 MAX_BOOST_ROUNDS = 2000
 DEFAULT_BOOST_ROUNDS = 100  # LightGBM's own default, for the untuned baseline
@@ -29,15 +30,18 @@ class FitData:
     task: str
     seed: int
     num_threads: int
+    num_class: int = 1  # classes of a multiclass task
 
     def base_params(self) -> dict[str, Any]:
-        return base_params(self.task, self.seed, self.num_threads)
+        return base_params(self.task, self.seed, self.num_threads, self.num_class)
 
 
-def base_params(task: str, seed: int, num_threads: int) -> dict[str, Any]:
-    """Fixed parameters of every fit: objective, metric, determinism, threads."""
+def base_params(task: str, seed: int, num_threads: int, num_class: int = 1) -> dict[str, Any]:
+    """Fixed parameters of every fit: objective, metric, determinism, threads (and the class
+    count of a multiclass task)."""
     return {
-        "objective": "binary" if task == "binary" else "regression",
+        "objective": OBJECTIVE[task],
+        **({"num_class": num_class} if task == "multiclass" else {}),
         "metric": VALID_METRIC[task],
         "seed": seed,
         "deterministic": True,
@@ -121,6 +125,13 @@ def predict(booster: lgb.Booster, X: np.ndarray, num_threads: int = 1) -> np.nda
     return booster.predict(X, num_iteration=best, num_threads=num_threads)
 
 
-def fit_default(data: FitData) -> lgb.Booster:
+def fit_default(data: FitData, evals: dict | None = None) -> lgb.Booster:
     """The untuned baseline: LightGBM defaults, 100 rounds, no early stopping."""
-    return fit_booster({}, data, max_rounds=DEFAULT_BOOST_ROUNDS, early_stopping_rounds=None)
+    return fit_booster(
+        {}, data, max_rounds=DEFAULT_BOOST_ROUNDS, early_stopping_rounds=None, evals=evals
+    )
+
+
+def valid_score(booster: lgb.Booster, task: str) -> float:
+    """The booster's valid-split metric at its best iteration (its last without early stop)."""
+    return float(booster.best_score["valid"][VALID_METRIC[task]])

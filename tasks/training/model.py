@@ -13,10 +13,17 @@ import polars as pl
 
 from schemas.base import DatasetSpec
 from tasks.features import FeatureSpec
-from tasks.training.fit import FitData, complete_params, fit_booster, fit_default, predict
+from tasks.training.fit import (
+    FitData,
+    complete_params,
+    fit_booster,
+    fit_default,
+    predict,
+    valid_score,
+)
 from tasks.training.space import default_search_params
 from tasks.training.split import Splits, to_xy
-from tasks.training.tune import TuneOptions, TuneResult, tune
+from tasks.training.tune import DIRECTION, TuneOptions, TuneResult, tune
 
 REFERENCE_ROWS = 100_000  # plenty for drift statistics
 
@@ -31,6 +38,7 @@ class TrainedModel:
     tuning: TuneResult
     evals: dict[str, Any]
     best_iteration: int
+    untuned_kept: bool = False  # the untuned model beat the tuned one on valid: it is the model
 
     def importance(self) -> dict[str, float]:
         gains = self.booster.feature_importance("gain", iteration=self.best_iteration or None)
@@ -56,7 +64,7 @@ def train_model(
         train=to_xy(splits.train, dataset, features, validate=True),
         valid=to_xy(splits.valid, dataset, features, validate=True),
         features=features, task=dataset.task, seed=options.seed,
-        num_threads=options.num_threads,
+        num_threads=options.num_threads, num_class=max(len(dataset.classes), 1),
     )  # fmt: skip
     tuning = tune(
         data, trials=options.trials, timeout_s=options.timeout_s, storage=options.storage,
@@ -66,9 +74,21 @@ def train_model(
     )  # fmt: skip
     evals: dict[str, Any] = {}
     booster = fit_booster(tuning.best_params, data, init_model=init_model, evals=evals)
-    baseline = fit_default(data)
+    baseline_evals: dict[str, Any] = {}
+    baseline = fit_default(data, evals=baseline_evals)
+    if init_model is None and _better(baseline, booster, dataset.task):
+        params = {**data.base_params(), **complete_params({}, dataset.task)}
+        iteration = baseline.current_iteration()
+        return TrainedModel(baseline, baseline, params, tuning, baseline_evals, iteration, True)
     params = {**data.base_params(), **complete_params(tuning.best_params, dataset.task)}
     return TrainedModel(booster, baseline, params, tuning, evals, booster.best_iteration)
+
+
+def _better(a: lgb.Booster, b: lgb.Booster, task: str) -> bool:
+    """Whether ``a`` is strictly better than ``b`` on the valid split: the tuned model is kept
+    unless the untuned one beats it there, so tuning never ships a worse model than none."""
+    score_a, score_b = valid_score(a, task), valid_score(b, task)
+    return score_a > score_b if DIRECTION[task] == "maximize" else score_a < score_b
 
 
 @dataclass

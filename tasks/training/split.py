@@ -48,7 +48,7 @@ def check_training_data(frame: pl.DataFrame, dataset: DatasetSpec, min_rows: int
     if frame.height < min_rows:
         raise TrainingDataError(
             f"training data has {frame.height} rows, fewer than the configured minimum "
-            f"of {min_rows} (min_rows)"
+            f"of {min_rows} (min_rows; `driftloop train --min-rows N` lowers it)"
         )
     missing = [c for c in dataset.feature_columns if c not in frame.columns]
     if missing:
@@ -64,6 +64,14 @@ def check_training_data(frame: pl.DataFrame, dataset: DatasetSpec, min_rows: int
             raise TrainingDataError(
                 f"training data has a single class in {dataset.target!r} ({which} row is the "
                 f"positive class {dataset.positive_class!r}); a binary model needs both classes"
+            )
+    elif dataset.task == "multiclass":
+        seen = np.unique(y).astype(int)
+        if seen.size < len(dataset.classes):
+            absent = [dataset.classes[k] for k in range(len(dataset.classes)) if k not in seen]
+            raise TrainingDataError(
+                f"training data lacks class(es) {absent} of {dataset.target!r}; a multiclass "
+                "model needs rows of every class its contract lists"
             )
     elif np.unique(y).size < 2:
         raise TrainingDataError(f"training data target {dataset.target!r} is constant")
@@ -126,7 +134,7 @@ def split_data(
 
 
 def _strata(y: np.ndarray, task: str, bins: int = 10) -> np.ndarray:
-    if task == "binary":
+    if task in ("binary", "multiclass"):
         return y.astype(int)
     edges = np.quantile(y, np.linspace(0, 1, bins + 1)[1:-1])
     return np.searchsorted(edges, y)

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import optuna
     from lightgbm.callback import CallbackEnv
 
-DIRECTION = {"binary": "maximize", "regression": "minimize"}
+DIRECTION = {"binary": "maximize", "multiclass": "minimize", "regression": "minimize"}
 PRUNER = "median"
 PRUNER_STARTUP_TRIALS = 5
 PRUNER_WARMUP_STEPS = 20

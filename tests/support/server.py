@@ -27,7 +27,12 @@ class Server:
     """A running ``driftloop serve`` (bentoml serve) subprocess."""
 
     def __init__(
-        self, home: Path, port: int, extra_env: dict[str, str] | None = None, workers: int = 1
+        self,
+        home: Path,
+        port: int,
+        extra_env: dict[str, str] | None = None,
+        workers: int = 1,
+        dataset: str | None = None,
     ):
         self.home = home
         self.settings = Settings(home=home)
@@ -45,7 +50,8 @@ class Server:
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             ["uv", "run", "--frozen", "driftloop", "serve", "--port", str(port)]
-            + ["--workers", str(workers)],
+            + ["--workers", str(workers)]
+            + (["--dataset", dataset] if dataset else []),
             cwd=REPO,
             env=env,
             stdout=self._log,

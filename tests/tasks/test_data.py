@@ -70,7 +70,7 @@ def test_corrupted_copy_quarantines_exactly_the_bad_rows(
         20: ("MonthlyCharges", "greater_than_or_equal_to"),  # out of range
         30: ("Contract", "isin"),  # unknown category
         40: ("customerID", "duplicate id"),  # duplicate of line 2's id
-        50: ("Churn", "not_nullable"),  # missing target
+        50: ("Churn", "label missing"),  # missing target: its own reason
         60: (None, "malformed line"),  # truncated line
         70: ("MonthlyCharges", "type"),  # inf is not a number we accept
         80: (None, "malformed line"),  # extra field

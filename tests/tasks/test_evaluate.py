@@ -105,3 +105,34 @@ def test_choose_threshold_small_inputs(n: int) -> None:
         s = np.linspace(0.1, 0.9, n)
         t, v = choose_threshold(np.array(y), s, **KNOBS)
         assert v >= 0 and v == pytest.approx(expected_value(np.array(y), s, t, **KNOBS))
+
+
+def test_business_value_is_optional_and_partial_knobs_are_an_error() -> None:
+    from dataclasses import replace
+
+    ds = replace(load_dataset("telco"), extras={})
+    assert BusinessValue.from_dataset(ds) is None
+    with pytest.raises(ValueError, match="offer_cost, offer_success_rate"):
+        BusinessValue.from_dataset(ds, value_retained=10.0)
+    full = BusinessValue.from_dataset(
+        ds, value_retained=10.0, offer_cost=1.0, offer_success_rate=0.5
+    )
+    assert full == BusinessValue(10.0, 1.0, 0.5)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_f1_threshold_is_the_brute_force_best(seed: int) -> None:
+    from tasks.evaluate import f1_threshold
+
+    rng = np.random.default_rng(seed)
+    y = (rng.random(40) < 0.3).astype(float)
+    s = np.round(rng.random(40), 1)  # ties
+    t, f1 = f1_threshold(y, s)
+
+    def f1_at(th: float) -> float:
+        pred = s >= th
+        tp = float((pred & (y == 1)).sum())
+        return 2 * tp / (pred.sum() + y.sum()) if pred.sum() + y.sum() else 0.0
+
+    best = max(f1_at(th) for th in np.unique(s))
+    assert f1 == pytest.approx(best) and f1_at(t) == pytest.approx(best)

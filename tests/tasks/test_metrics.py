@@ -104,3 +104,55 @@ def test_regression_metrics() -> None:
 def test_undefined_metrics_raise_value_error(call) -> None:
     with pytest.raises(ValueError):
         call()
+
+
+def _multiclass_cases(n_cases: int = 25):
+    rng = np.random.default_rng(11)
+    for _ in range(n_cases):
+        k = int(rng.integers(3, 6))
+        n = int(rng.integers(k + 2, 50))
+        y = rng.integers(0, k, n)
+        y[:k] = np.arange(k)  # every class present
+        raw = np.round(rng.random((n, k)), 1) + 1e-3
+        yield y, raw / raw.sum(axis=1, keepdims=True), k
+
+
+@pytest.mark.parametrize("average", ["macro", "weighted"])
+def test_roc_auc_ovr_is_the_mean_of_pairwise_one_vs_rest_aucs(average: str) -> None:
+    for y, p, k in _multiclass_cases():
+        aucs = [_auc_pairs((y == c).astype(int), p[:, c]) for c in range(k)]
+        weights = [float((y == c).sum()) if average == "weighted" else 1.0 for c in range(k)]
+        expected = sum(a * w for a, w in zip(aucs, weights, strict=True)) / sum(weights)
+        assert m.roc_auc_ovr(y, p, average) == pytest.approx(expected)
+
+
+def test_multi_log_loss_confusion_and_per_class_rates_by_loops() -> None:
+    for y, p, k in _multiclass_cases():
+        loss = -sum(np.log(p[i, y[i]]) for i in range(len(y))) / len(y)
+        assert m.multi_log_loss(y, p) == pytest.approx(loss)
+        pred = p.argmax(axis=1)
+        cm = [[sum(1 for t, q in zip(y, pred, strict=True) if t == a and q == b)
+               for b in range(k)] for a in range(k)]  # fmt: skip
+        out = m.multiclass_classification(y, pred, k)
+        assert out["confusion_matrix"] == cm
+        assert out["accuracy"] == pytest.approx(np.mean(y == pred))
+        f1s = []
+        for c in range(k):
+            tp = sum(1 for t, q in zip(y, pred, strict=True) if t == c and q == c)
+            flagged, actual = int((pred == c).sum()), int((y == c).sum())
+            prec = tp / flagged if flagged else 0.0
+            rec = tp / actual
+            assert out["precision_per_class"][c] == pytest.approx(prec)
+            assert out["recall_per_class"][c] == pytest.approx(rec)
+            f1s.append(2 * prec * rec / (prec + rec) if prec + rec else 0.0)
+        assert out["f1_macro"] == pytest.approx(np.mean(f1s))
+
+
+def test_multiclass_metrics_reject_bad_shapes_and_labels() -> None:
+    p = np.full((3, 3), 1 / 3)
+    with pytest.raises(ValueError, match="probability matrix"):
+        m.multi_log_loss([0, 1], p)
+    with pytest.raises(ValueError, match="class indices"):
+        m.multi_log_loss([0, 1, 3], p)
+    with pytest.raises(ValueError, match="two classes present"):
+        m.roc_auc_ovr([1, 1, 1], p)

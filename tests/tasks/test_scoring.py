@@ -16,8 +16,8 @@ from schemas import load_dataset
 from schemas.base import DatasetSpec
 from tasks import registry
 from tasks.features import build_features, to_matrix
-from tasks.predict import score_frame
-from tasks.scoring import decide, validate_rows
+from tasks.predict import interpret, score_frame
+from tasks.scoring import validate_rows
 from tasks.settings import Settings
 from tests.support.models import save_tiny as save
 from tests.support.models import tiny_models
@@ -48,7 +48,7 @@ def test_score_frame_equals_booster_and_decides_at_threshold(champion_home):
     scores = score_frame(m.rows, model)
     expected = m.a.predict(to_matrix(build_features(m.rows, m.features)), num_threads=1)
     np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-12)
-    assert (decide(scores, model) == (expected >= 0.4)).all()
+    assert (interpret(scores, model).decisions == (expected >= 0.4)).all()
 
 
 def test_validate_rows_refuses_what_the_service_refuses():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -106,6 +107,27 @@ def monitor_frames(window: pl.DataFrame, dataset: DatasetSpec, score_column: str
     cols = [c for c in dataset.feature_columns if c in window.columns]
     score = [pl.col("score").alias(score_column)] if "score" in window.columns else []
     return window.select([*cols, *score])
+
+
+@dataclass(frozen=True)
+class WindowProfile:
+    """The window as the reference profile sees it, its whylogs profile and where it is."""
+
+    frame: pl.DataFrame
+    view: Any
+    path: Path
+
+
+def profile_window(
+    window: pl.DataFrame, dataset: DatasetSpec, stamp: str, settings: Settings | None = None
+) -> WindowProfile:
+    """Profile the window's features and score (whylogs) and write it as ``<stamp>.bin``."""
+    from tasks.profiling import SCORE_COLUMN, profile_frame, write_profile
+
+    frame = monitor_frames(window, dataset, score_column=SCORE_COLUMN)
+    view = profile_frame(frame=frame)
+    folder = (settings or get_settings()).window_profiles_dir
+    return WindowProfile(frame, view, write_profile(view, folder / f"{stamp}.bin"))
 
 
 def run_stamp(now: datetime) -> str:

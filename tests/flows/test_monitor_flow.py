@@ -21,6 +21,7 @@ from tasks import registry
 from tasks.drift import DriftConfig
 from tasks.features import FeatureSpec, build_features, to_matrix
 from tasks.monitoring import decision
+from tasks.monitoring.policy import PolicyConfig
 from tasks.profiling import save_reference_profile
 from tasks.settings import get_settings
 
@@ -120,9 +121,14 @@ class FakeEmitter:
         raise AttributeError(name)
 
 
-def config(**drift) -> MonitorConfig:
+# the policy before issue #14: input drift retrains, a label-free estimate does not
+INPUT_DRIFT_ONLY = PolicyConfig(input_drift="retrain", retrain_on_estimated_loss=False)
+
+
+def config(policy: PolicyConfig | None = None, **drift) -> MonitorConfig:
     d = {"hysteresis_windows": 1, "cooldown_minutes": 0, **drift}
-    return MonitorConfig(window_minutes=60, until=UNTIL, drift=DriftConfig(**d))
+    return MonitorConfig(window_minutes=60, until=UNTIL, drift=DriftConfig(**d),
+                         policy=policy or PolicyConfig())  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -220,9 +226,9 @@ def test_hysteresis_then_event_reaches_prefect(champion, prefect_harness):
     from tasks import events
 
     write_log(champion, drifted=True, seed=5)
-    first = monitor(config=config(hysteresis_windows=2))
+    first = monitor(config=config(INPUT_DRIFT_ONLY, hysteresis_windows=2))
     assert first["decision"]["action"] == "drifting" and first["events"] == []
-    second = monitor(config=config(hysteresis_windows=2))
+    second = monitor(config=config(INPUT_DRIFT_ONLY, hysteresis_windows=2))
     assert second["decision"]["action"] == "fire"
     (sent,) = second["events"]
     assert sent["event"] == "drift_detected" and sent["id"]

@@ -30,6 +30,9 @@ class MonitorConfig(BaseModel):
     dataset: str = "telco"
     window_minutes: float = Field(24 * 60, gt=0, description="the window ends at `until`")
     until: datetime | None = Field(None, description="end of the window; default: now")
+    now: datetime | None = Field(
+        None, description="the run's time (cooldowns, history); default: the clock (replays)"
+    )
     serving_url: str | None = Field(
         None, description="the service's base URL: its /metrics give rejected requests and 5xx"
     )
@@ -39,6 +42,10 @@ class MonitorConfig(BaseModel):
     health: HealthConfig = Field(default_factory=HealthConfig)
     evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
+
+    def run_time(self) -> datetime:
+        """``now`` if set (a replay), else the clock; UTC."""
+        return (self.now or datetime.now(UTC)).astimezone(UTC)
 
 
 _task = dict(cache_policy=NO_CACHE)
@@ -58,24 +65,23 @@ emit_events = task(decision.emit_events, name="emit_events", **_task)
 @flow(name="monitor")
 def monitor(config: MonitorConfig | None = None) -> dict[str, Any]:
     """One monitoring run; returns the report's JSON (also reports/monitor/<time>.json)."""
-    config, settings, now = config or MonitorConfig(), get_settings(), datetime.now(UTC)
-    dataset, stamp = load_dataset(config.dataset), window.run_stamp(now)
+    config, settings = config or MonitorConfig(), get_settings()
+    dataset, now = load_dataset(config.dataset), config.run_time()
     champion = window.load_champion(name=dataset.name, settings=settings)
     reference = load_reference(model_tag=champion.tag, settings=settings)
     bounds = window.window_bounds(minutes=config.window_minutes, until=config.until)
     rows = load_window(window=bounds, settings=settings)
     serving = state.serving_since_last_run(champion.name, config.serving_url, settings)
     quality = check_quality(window=rows, dataset=dataset, config=config.quality, serving=serving)
-    current = profile_window(window=rows, dataset=dataset, stamp=stamp, settings=settings)
+    current = profile_window(window=rows, dataset=dataset, now=now, settings=settings)
     drift = check_drift(reference=reference, current=current.frame, dataset=dataset,
                         champion=champion, config=config.drift, quality=quality)  # fmt: skip
     labels = window.load_labels(settings=settings)
     performance = compute_performance(window=rows, labels=labels, champion=champion,
                                       config=config.performance)  # fmt: skip
     health = checks.compute_health(rows, bounds, config=config.health, serving=serving)
-    fitted = load_estimators(reference=reference, dataset=dataset, champion=champion,
-                             settings=settings)  # fmt: skip
-    found = gather_evidence(rows=rows, labels=labels, bounds=bounds, estimators=fitted,
+    est = load_estimators(reference=reference, dataset=dataset, champion=champion)
+    found = gather_evidence(rows=rows, labels=labels, bounds=bounds, estimators=est,
         dataset=dataset, quality=quality, state=state.load_state(champion.name, settings),
         config=config.evidence, settings=settings)  # fmt: skip
     verdict = policy.judge(evidence=found, champion=champion, policy=config.policy)
@@ -88,9 +94,9 @@ def monitor(config: MonitorConfig | None = None) -> dict[str, Any]:
         performance=performance, health=health, reference=reference, current_profile=current.path,
         current_view=current.view, evidence=found, verdict=verdict,
     )  # fmt: skip
-    written = write_report(report=built, stamp=stamp, settings=settings)
+    written = write_report(report=built, stamp=window.run_stamp(now), settings=settings)
     announced = emit_events(report=written, due=due)  # rewritten with the event ids
-    final = write_report(report=announced, stamp=stamp, settings=settings)
+    final = write_report(report=announced, stamp=window.run_stamp(now), settings=settings)
     report.publish_artifacts(final)
     return final.to_json()
 

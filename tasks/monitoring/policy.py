@@ -12,12 +12,13 @@ headline metric: ROC AUC for binary models (lower is worse), MAE for regression 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
-from tasks.estimation.stats import Estimate, metric_items
+from tasks.estimation.stats import Estimate, metric_items, z_value
 from tasks.estimation.trust import MIN_LABELS
 
 if TYPE_CHECKING:
@@ -36,6 +37,9 @@ class PolicyConfig(BaseModel):
         description="retrain on input drift always, only when no estimate can judge it, never",
     )
     min_loss: float = Field(0.0, ge=0, description="tolerated loss beyond the interval")
+    realized_confidence: float = Field(
+        0.99, gt=0, lt=1, description="realized vs reference: level of the two-sided test"
+    )
     min_labels: int = Field(MIN_LABELS, ge=1, description="a window's labels to judge its loss")
 
 
@@ -56,13 +60,16 @@ def _headline(task: str) -> tuple[str, int]:
     return ("mae", 1) if task == "regression" else ("roc_auc", -1)
 
 
-def _baseline(evidence: Evidence, champion: Champion, metric: str) -> float | None:
+def _baseline(evidence: Evidence, champion: Champion, metric: str) -> Estimate | None:
+    """The reference level: the estimate on the reference rows, else the test metric (with
+    no standard error)."""
     if evidence.baseline is not None:
         found = metric_items(evidence.baseline).get(metric)
         if found is not None:
-            return found.value
+            return found
     value = champion.metrics.get(metric, champion.metrics.get("auc"))
-    return float(value) if isinstance(value, int | float) else None
+    return Estimate(float(value), float(value), float(value)) if isinstance(
+        value, int | float) else None  # fmt: skip
 
 
 def _worse(e: Estimate | None, baseline: float, sign: int, margin: float) -> bool:
@@ -72,16 +79,32 @@ def _worse(e: Estimate | None, baseline: float, sign: int, margin: float) -> boo
     return e.upper < baseline - margin if sign < 0 else e.lower > baseline + margin
 
 
+def _realized_worse(
+    got: Estimate | None, base: Estimate | None, sign: int, margin: float, confidence: float
+) -> bool:
+    """Realized worse than the reference beyond both sampling errors (a one-sided z test at
+    the two-sided ``confidence``): the reference rows are a sample too, and every window is
+    looked at again as its labels mature."""
+    if got is None or base is None or got.std is None:
+        return False
+    se = math.hypot(got.std, base.std or 0.0)
+    loss = (got.value - base.value) * sign - margin
+    return se > 0 and loss / se > z_value(confidence)
+
+
 def judge(evidence: Evidence, champion: Champion, policy: PolicyConfig) -> Verdict:
     """Which evidence asks for a retrain, by the policy's switches."""
     metric, sign = _headline(evidence.task)
-    base = _baseline(evidence, champion, metric)
+    reference = _baseline(evidence, champion, metric)
+    base = reference.value if reference is not None else None
     reasons: list[str] = []
     if base is not None and policy.retrain_on_realized_loss:
         for w in evidence.windows:
             got = metric_items(w.realized).get(metric)
             matured = w.labels >= policy.min_labels
-            if matured and got is not None and _worse(got, base, sign, policy.min_loss):
+            if matured and got is not None and _realized_worse(
+                got, reference, sign, policy.min_loss, policy.realized_confidence
+            ):  # fmt: skip
                 reasons.append(f"realized {metric} {got.value:.3f} [{got.lower:.3f}, "
                                f"{got.upper:.3f}] on {w.labels} labels of the window from "
                                f"{w.start.isoformat()}, reference {base:.3f}")  # fmt: skip

@@ -119,15 +119,17 @@ class WindowProfile:
 
 
 def profile_window(
-    window: pl.DataFrame, dataset: DatasetSpec, stamp: str, settings: Settings | None = None
+    window: pl.DataFrame, dataset: DatasetSpec, now: datetime, settings: Settings | None = None
 ) -> WindowProfile:
-    """Profile the window's features and score (whylogs) and write it as ``<stamp>.bin``."""
+    """Profile the window's features and score (whylogs) and write it as
+    ``<run stamp of now>.bin``."""
     from tasks.profiling import SCORE_COLUMN, profile_frame, write_profile
 
     frame = monitor_frames(window, dataset, score_column=SCORE_COLUMN)
     view = profile_frame(frame=frame)
     folder = (settings or get_settings()).window_profiles_dir
-    return WindowProfile(frame, view, write_profile(view, folder / f"{stamp}.bin"))
+    path = folder / f"{run_stamp(now)}.bin"
+    return WindowProfile(frame, view, write_profile(view, path))
 
 
 def run_stamp(now: datetime) -> str:

@@ -68,6 +68,10 @@ def retrain(config: RetrainConfig | None = None, trigger: RetrainTrigger | None 
     champion = registry.load_model(f"{dataset.name}:champion", settings)
     joined = load_labeled_feedback(settings=settings)
     labeled = rt.labeled_feedback(joined, dataset, since=config.feedback_since)
+    why = rt.skip_reason(evidence=trigger.evidence, labeled=labeled,
+        fraction=config.holdout_fraction, min_rows=config.min_holdout_rows)  # fmt: skip
+    if why:
+        return rt.skipped(dataset.name, reason=why, trigger=trigger.model_dump())
     recent = rt.split_holdout(
         labeled, fraction=config.holdout_fraction, min_rows=config.min_holdout_rows
     )

@@ -1,6 +1,6 @@
 """Ingest benchmark: end-to-end rows/s, and pandera validation vs hand-written polars checks.
 
-End to end = ``tasks.data.ingest_file`` (read, parse, validate, quarantine, content hash,
+End to end = ``tasks.ingest.compose.ingest_file`` (read, parse, validate, quarantine, content hash,
 snapshot, quality report) on a generated CSV of N rows x 20 columns. The validation ratio
 times ``DataFrameModel.validate(lazy=True)`` against polars expressions doing the same checks
 (dtypes, nullability, domains, ranges) on the same parsed frame, side by side.
@@ -48,7 +48,9 @@ def _pandera(frame: pl.DataFrame, dataset) -> int:
 
 def run(quick: bool) -> list[dict[str, Any]]:
     from schemas import load_dataset
-    from tasks.data import ingest_file, parse_table, read_table
+    from tasks.ingest.compose import ingest_file
+    from tasks.ingest.parse import parse_table
+    from tasks.ingest.read import read_table
 
     rows = 20_000 if quick else 1_000_000
     repeats = 2 if quick else 5

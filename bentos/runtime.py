@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
 import subprocess
 import sys
 import threading
@@ -27,9 +26,9 @@ import polars as pl
 
 from bentos.metrics import ServingMetrics, observe_scores
 from tasks import registry
+from tasks.predict import score_frame
 from tasks.predlog import BufferedLog, ScoredBatch, prediction_frame
 from tasks.registry import CHALLENGER, CHAMPION, LoadedModel
-from tasks.scoring import score_frame
 from tasks.settings import Settings
 
 log = logging.getLogger("driftloop.serving")
@@ -223,7 +222,7 @@ def _with_shadow(batches: list[ScoredBatch], challenger: LoadedModel | None) -> 
     if challenger is None or not batches:
         return batches
     inputs = pl.concat([b.inputs for b in batches], how="vertical_relaxed")
-    shadow = score_frame(inputs, challenger).scores
+    shadow = score_frame(inputs, challenger)
     bounds = np.cumsum([0] + [len(b) for b in batches])
     return [
         replace(b, shadow_tag=challenger.tag, shadow_scores=shadow[lo:hi])
@@ -239,10 +238,3 @@ def feedback_log(settings: Settings, **kwargs) -> BufferedLog:
         prefix="feedback",
         **kwargs,
     ).start()
-
-
-def env_float(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, default))
-    except ValueError:
-        return default

@@ -18,8 +18,8 @@ from flows.train import TrainConfig, train
 from schemas import load_dataset
 from tasks import predlog, registry
 from tasks import retrain as rt
-from tasks.data import load_snapshot
 from tasks.gate import GateConfig, run_gate
+from tasks.ingest.snapshot import load_snapshot
 from tasks.retrain import Strategy
 from tasks.settings import get_settings
 

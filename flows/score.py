@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from schemas import load_dataset
@@ -24,9 +25,12 @@ class ScoreConfig(BaseModel):
     shadow: bool = Field(False, description="Also score with the challenger, when there is one.")
 
 
-load_scoring_models = task(scoring.load_scoring_models, name="load_scoring_models", retries=1)
-score_table = task(scoring.score_table, name="score_table")
-write_outputs = task(scoring.write_outputs, name="write_outputs", retries=2)
+# no cache key: Prefect would hash the inputs (every row of the table) for steps never cached
+load_scoring_models = task(
+    scoring.load_scoring_models, name="load_scoring_models", cache_policy=NO_CACHE, retries=1
+)
+score_table = task(scoring.score_table, name="score_table", cache_policy=NO_CACHE)
+write_outputs = task(scoring.write_outputs, name="write_outputs", cache_policy=NO_CACHE, retries=2)
 
 
 @flow(name="score", log_prints=True)

@@ -1,8 +1,8 @@
 """How good a model is, where it is unfair, and what its decisions are worth.
 
-Plain functions on numpy arrays (labels, scores) plus the two that turn a frame into them
-(:func:`score_frame`, :func:`label_vector`), so training and the champion-vs-challenger gate
-measure a model the same way. Metrics come back as JSON-ready dicts (``None`` where a metric is
+Plain functions on numpy arrays (labels, scores) plus :func:`label_vector`, which with
+``tasks.predict.score_frame`` turns a frame into them, so training and the champion-vs-challenger
+gate measure a model the same way. Metrics come back as JSON-ready dicts (``None`` where a metric is
 undefined, e.g. ROC AUC on one class).
 """
 
@@ -10,23 +10,20 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import polars as pl
 
 from schemas.base import DatasetSpec
 from tasks import metrics as mt
-from tasks.features import build_features, to_matrix
+
+if TYPE_CHECKING:
+    from tasks.training.model import Scored
 
 Task = Literal["binary", "regression"]
 RELIABILITY_BINS = 10
 MIN_SLICE_ROWS = 1
-
-
-def score_frame(model: Any, frame: pl.DataFrame) -> np.ndarray:
-    """Scores of ``model`` (a ``tasks.registry.LoadedModel``) for the rows of ``frame``."""
-    return np.asarray(model.predict(to_matrix(build_features(frame, model.features))))
 
 
 def label_vector(frame: pl.DataFrame, dataset: DatasetSpec) -> np.ndarray:
@@ -249,11 +246,9 @@ class Evaluation:
     business: dict[str, Any]
 
 
-def evaluate_model(
-    dataset: DatasetSpec, scored: Any, test_frame: pl.DataFrame, business: BusinessValue
-) -> Evaluation:
-    """Evaluate ``scored`` (a ``tasks.train.Scored``): the threshold is chosen on the valid
-    split (never on test); metrics, baseline, slices and business value are measured on test."""
+def evaluate_model(dataset: DatasetSpec, scored: Scored, business: BusinessValue) -> Evaluation:
+    """Evaluate ``scored``: the threshold is chosen on the valid split (never on test);
+    metrics, baseline, slices and business value are measured on test."""
     task = dataset.task
     threshold = None
     value: dict[str, Any] = {}
@@ -274,7 +269,7 @@ def evaluate_model(
     return Evaluation(
         metrics=compute_metrics(y, scores, threshold, task),
         baseline=compute_metrics(y, scored.baseline_scores, threshold, task),
-        slices=slice_metrics(test_frame, y, scores, threshold, segments, task),
+        slices=slice_metrics(scored.test_frame, y, scores, threshold, segments, task),
         threshold=threshold,
         business=value,
     )

@@ -17,7 +17,8 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.base import DatasetSpec
-from tasks.evaluate import compute_metrics, label_vector, score_frame, slice_metrics
+from tasks.evaluate import compute_metrics, label_vector, slice_metrics
+from tasks.predict import score_frame
 
 if TYPE_CHECKING:
     from tasks.registry import LoadedModel
@@ -221,8 +222,8 @@ def run_gate(
     decision = compare(
         frame,
         label_vector(frame, dataset),
-        score_frame(champion, frame),
-        score_frame(challenger, frame),
+        score_frame(frame, champion),
+        score_frame(frame, challenger),
         task=dataset.task,
         segment_columns=[c for c in dataset.segment_columns if c in frame.columns],
         champion_threshold=champion.threshold,

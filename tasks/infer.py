@@ -59,7 +59,7 @@ class InferredSchema:
 
 
 def _read_text(path: Path, delimiter: str) -> pl.DataFrame:
-    from tasks.data import DataFileError
+    from tasks.ingest.table import DataFileError
 
     if not path.exists():
         raise DataFileError(f"file not found: {path}")
@@ -128,7 +128,7 @@ def infer_schema(
     delimiter: str = ",",
 ) -> InferredSchema:
     """Infer a contract from ``path``. The target and id must be columns of the file."""
-    from tasks.data import DataFileError
+    from tasks.ingest.table import DataFileError
 
     frame = _read_text(path, delimiter)
     for role, col in (("target", target), ("id", id_column), ("event time", event_time)):

@@ -63,6 +63,8 @@ class LoadedModel:
 
 def _store(settings: Settings):
     # An explicit store, not BentoML's process-wide singleton: the home is a setting.
+    # ModelStore and the ``_model_store=`` argument are BentoML 1.4 internals, pinned by
+    # test_bentoml_private_model_store_keeps_models_where_settings_say (tests/tasks).
     from bentoml._internal.models.model import ModelStore
 
     path = settings.bentoml_home / "models"
@@ -327,90 +329,3 @@ def rollback(name: str, *, reason: str = "", settings: Settings | None = None) -
         entry["aliases"][CHAMPION] = previous
         _record(entry, CHAMPION, current, previous, f"rollback: {reason}" if reason else "rollback")
     return previous
-
-
-# --- what training needs from the registry -----------------------------------------------
-
-AUTO = "auto"
-
-
-@dataclass(frozen=True)
-class PriorModel:
-    """What a new training run inherits: the champion's parameters (warm start) and a booster
-    to continue training from (``init_model``)."""
-
-    champion: str | None
-    warm_params: list[dict[str, Any]]
-    init_tag: str | None
-    init_booster: lgb.Booster | None
-
-
-def prior_model(
-    name: str,
-    *,
-    warm_start: bool,
-    init_model: str | None,
-    features: FeatureSpec,
-    default_params: dict[str, Any] | None = None,
-    settings: Settings | None = None,
-) -> PriorModel:
-    """The champion's parameters first (when ``warm_start``), then ``default_params``."""
-    settings = settings or get_settings()
-    champion = get_alias(name, CHAMPION, settings)
-    warm: list[dict[str, Any]] = []
-    if warm_start and champion is not None:
-        warm.append(dict(_get(champion, settings).info.metadata.get("params", {})))
-    if default_params:
-        warm.append(dict(default_params))
-    booster = tag = None
-    if init_model:
-        loaded = load_model(init_model, settings)
-        if loaded.features != features:
-            raise RegistryError(
-                f"init_model {loaded.tag} was trained on other features "
-                f"({list(loaded.features.columns)}); cannot continue training from it"
-            )
-        booster, tag = loaded.booster, loaded.tag
-    return PriorModel(champion, warm, tag, booster)
-
-
-@dataclass(frozen=True)
-class RegisteredModel:
-    tag: str
-    alias: str
-    path: Path
-
-
-def choose_alias(name: str, alias: str, settings: Settings | None = None) -> str:
-    """``auto`` -> ``champion`` when ``name`` has no champion yet, else ``challenger``."""
-    if alias != AUTO:
-        return alias
-    return CHAMPION if get_alias(name, CHAMPION, settings) is None else CHALLENGER
-
-
-def register_model(
-    booster: lgb.Booster,
-    *,
-    name: str,
-    features: FeatureSpec,
-    metadata: dict[str, Any],
-    labels: dict[str, str],
-    card: str,
-    alias: str,
-    reason: str = "",
-    settings: Settings | None = None,
-) -> RegisteredModel:
-    """Save the model completely, then point the alias at it (two steps: a crash in between
-    leaves the index on the previous, complete model)."""
-    settings = settings or get_settings()
-    alias = choose_alias(name, alias, settings)
-    metadata = {**metadata, "registered_as": alias}
-    tag = save_model(
-        booster, name=name, features=features, metadata=metadata, labels=labels,
-        card=card, settings=settings,
-    )  # fmt: skip
-    if alias == CHAMPION:
-        promote(name, tag, reason=reason or "train", settings=settings)
-    else:
-        set_alias(name, alias, tag, reason=reason or "train", settings=settings)
-    return RegisteredModel(tag, alias, model_path(tag, settings))

@@ -19,7 +19,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from schemas.base import DatasetSpec
 from schemas.requests import RequestModels, frame_errors, records_to_frame, request_models
-from tasks.features import build_features, to_matrix
+from tasks.ingest.parse import parse_text
+from tasks.predict import score_frame
 from tasks.predlog import ScoredBatch, prediction_frame
 from tasks.registry import LoadedModel
 from tasks.settings import Settings, get_settings
@@ -27,19 +28,11 @@ from tasks.settings import Settings, get_settings
 READ_CHUNK = 50_000  # rows validated at once in batch scoring (bounds memory)
 
 
-@dataclass(frozen=True)
-class Scores:
-    scores: np.ndarray
-    decisions: np.ndarray | None
-
-
-def score_frame(frame: pl.DataFrame, model: LoadedModel) -> Scores:
-    """Scores (and decisions at the model's threshold) for contract-typed rows."""
-    matrix = to_matrix(build_features(frame, model.features))
-    scores = np.asarray(model.predict(matrix), dtype=np.float64).reshape(-1)
+def decide(scores: np.ndarray, model: LoadedModel) -> np.ndarray | None:
+    """Scores at or above the model's threshold (None for a regression model)."""
     if model.metadata.get("task", "binary") == "regression":
-        return Scores(scores, None)
-    return Scores(scores, scores >= model.threshold)
+        return None
+    return scores >= model.threshold
 
 
 def score_inputs(
@@ -50,7 +43,7 @@ def score_inputs(
 ) -> ScoredBatch:
     """Score validated inputs; the result is both the response and the log entry."""
     started = time.perf_counter() if started is None else started
-    out = score_frame(inputs, model)
+    scores = score_frame(inputs, model)
     base = uuid.uuid4().hex
     n = inputs.height
     entity = inputs[id_column].cast(pl.String).to_list() if id_column in inputs.columns else None
@@ -60,8 +53,8 @@ def score_inputs(
         entity_ids=entity,
         ts=datetime.now(UTC),
         model_tag=model.tag,
-        scores=out.scores,
-        decisions=out.decisions,
+        scores=scores,
+        decisions=decide(scores, model),
         latency_ms=(time.perf_counter() - started) * 1e3,
     )
 
@@ -71,9 +64,7 @@ def with_shadow(batch: ScoredBatch, challenger: LoadedModel | None) -> ScoredBat
     if challenger is None:
         return batch
     shadow = score_frame(batch.inputs, challenger)
-    return ScoredBatch(
-        **{**batch.__dict__, "shadow_tag": challenger.tag, "shadow_scores": shadow.scores}
-    )
+    return ScoredBatch(**{**batch.__dict__, "shadow_tag": challenger.tag, "shadow_scores": shadow})
 
 
 # --- batch scoring of files ---------------------------------------------------------------
@@ -85,45 +76,23 @@ class ValidatedRows:
     errors: pl.DataFrame  # row, column, check, message of the rows that did not
 
 
-def _parse(col: str, dtype: pl.DataType) -> pl.Expr:
-    text = pl.col(col)
-    if dtype == pl.String:
-        return text
-    if dtype.is_integer():  # "3.0" is an integer written as a float: accept it when exact
-        as_float = text.cast(pl.Float64, strict=False)
-        exact = as_float.is_finite() & (as_float == as_float.round(0))
-        return pl.when(exact).then(as_float).cast(dtype, strict=False)
-    if dtype.is_float():  # NaN / inf are left for validation to refuse by name
-        return text.cast(dtype, strict=False)
-    return text.cast(dtype, strict=False)
-
-
 def _typed(
     raw: pl.DataFrame, dataset: DatasetSpec, models: RequestModels
 ) -> tuple[pl.DataFrame, list[dict]]:
-    """Text cells -> contract types (null markers -> null); unparsable cells are errors."""
+    """Text cells -> contract types with ingest's parser (null markers -> null); typed cells
+    (Parquet) are cast; unparsable cells are errors."""
     missing = [c for c in models.input_columns if c not in raw.columns]
     present = raw.with_columns([pl.lit(None, pl.String).alias(c) for c in missing])
-    cleaned = present.select(
-        pl.when(pl.col(c).cast(pl.String).str.strip_chars().is_in(list(dataset.null_markers)))
-        .then(None)
-        .otherwise(pl.col(c).cast(pl.String).str.strip_chars())
-        .alias(c)
-        if raw.schema.get(c, pl.String) == pl.String
-        else pl.col(c)
-        for c in models.input_columns
-    )
-    typed = cleaned.select(
-        (_parse(c, dtype) if cleaned.schema[c] == pl.String else pl.col(c).cast(dtype)).alias(c)
+    text = {c: t for c, t in models.polars_schema.items() if present.schema[c] == pl.String}
+    parsed, failures = parse_text(present, text, dataset.null_markers)
+    typed = present.select(
+        parsed[c] if c in text else pl.col(c).cast(dtype)
         for c, dtype in models.polars_schema.items()
     )
-    errors = []
-    for c, dtype in models.polars_schema.items():
-        bad = (cleaned[c].is_not_null() & typed[c].is_null()).arg_true().to_list()
-        for i in bad:
-            errors.append(
-                {"row": i, "column": c, "check": "type", "message": f"not a valid {dtype}"}
-            )
+    errors = [
+        {"row": row, "column": c, "check": "type", "message": f"not a valid {text[c]}"}
+        for row, c in failures.select("row", "column").iter_rows()
+    ]
     return typed, errors
 
 

@@ -144,7 +144,7 @@ def test_schema_infer_on_unseen_data(tmp_path: Path, home: Path) -> None:
     assert module.exists()
 
     from schemas import load_dataset
-    from tasks.data import ingest_file
+    from tasks.ingest.compose import ingest_file
 
     spec = load_dataset(str(module))
     assert spec.columns["plan"].categories == ("basic", "plus", "pro")
@@ -187,7 +187,7 @@ def _infer(src: Path, target: str, id_col: str, name: str):
 
 
 def test_schema_infer_with_an_integer_id(tmp_path: Path, home: Path) -> None:
-    from tasks.data import ingest_file
+    from tasks.ingest.compose import ingest_file
 
     data = _unseen_dataset(80).with_columns(pl.int_range(pl.len()).cast(pl.String).alias("account"))
     src = tmp_path / "ints.csv"
@@ -217,7 +217,7 @@ def test_an_inferred_module_accepts_every_row_of_its_file(tmp_path: Path, home: 
     )
     src = tmp_path / "synthetic.csv"
     data.write_csv(src)
-    from tasks.data import ingest_file
+    from tasks.ingest.compose import ingest_file
 
     ingested = ingest_file(src, _infer(src, "target", "row_id", "roundtrip"))
     assert ingested.rows_quarantined == 0, ingested.quarantined.head(3)

@@ -7,38 +7,44 @@ from pathlib import Path
 import typer
 
 from driftloop.output import EXIT_GATE, CLIError, emit, errors_as_exit
+from tasks.ingest.config import IngestOptions
 
 JSON = typer.Option(False, "--json", help="Print exactly one JSON object on stdout.")
+DEFAULT = IngestOptions()  # the option defaults are the config's
 schema_app = typer.Typer(help="Dataset contracts (schema modules).", no_args_is_help=True)
 
 
 def ingest(
     path: Path = typer.Argument(..., help="CSV or Parquet file."),
     dataset: str = typer.Option("telco", "--dataset", "-d", help="Schema module name."),
-    delimiter: str = typer.Option(",", help="CSV field delimiter."),
-    encoding: str = typer.Option("utf-8", help="CSV text encoding."),
+    delimiter: str = typer.Option(DEFAULT.delimiter, help="CSV field delimiter."),
+    encoding: str = typer.Option(DEFAULT.encoding, help="CSV text encoding."),
     extra_columns: str = typer.Option(
-        None, help="Columns the contract does not name: 'reject' or 'drop' (default: schema's)."
+        DEFAULT.extra_columns,
+        help="Columns the contract does not name: 'reject' or 'drop' (default: schema's).",
     ),
-    max_quarantine_share: float = typer.Option(0.05, help="Fail if more rows are quarantined."),
-    max_missing_share: float = typer.Option(0.2, help="Fail if a column is more missing."),
+    max_quarantine_share: float = typer.Option(
+        DEFAULT.max_quarantine_share, help="Fail if more rows are quarantined."
+    ),
+    max_missing_share: float = typer.Option(
+        DEFAULT.max_missing_share, help="Fail if a column is more missing."
+    ),
     as_json: bool = JSON,
 ) -> None:
     """Validate a file against its contract; write a versioned snapshot, quarantine and report."""
     with errors_as_exit(as_json):
         from flows.ingest import IngestConfig, QualityGateError, ingest
         from schemas import load_dataset
-        from tasks.data import check_file
+        from tasks.ingest.read import check_file
 
         if extra_columns not in (None, "reject", "drop"):
             raise CLIError(f"--extra-columns must be 'reject' or 'drop', not {extra_columns!r}")
-        spec = load_dataset(dataset)
-        check_file(path, spec, delimiter, encoding, extra_columns)  # clean one-line errors first
         config = IngestConfig(
             path=str(path), dataset=dataset, delimiter=delimiter, encoding=encoding,
             extra_columns=extra_columns, max_quarantine_share=max_quarantine_share,
             max_missing_share=max_missing_share,
         )  # fmt: skip
+        check_file(path, load_dataset(dataset), config)  # clean one-line errors first
         try:
             result = ingest(config)
         except QualityGateError as exc:

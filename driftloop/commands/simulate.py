@@ -24,7 +24,8 @@ def simulate(
     """Write a drifted copy of a dataset file (rows that fail the contract are left out)."""
     with errors_as_exit(as_json):
         from schemas import load_dataset
-        from tasks.data import read_valid_rows, write_table
+        from tasks.ingest.compose import read_valid_rows
+        from tasks.ingest.snapshot import write_table
         from tasks.simulate import DriftSpec, inject_drift
 
         spec = load_dataset(dataset)

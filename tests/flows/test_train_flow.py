@@ -18,10 +18,12 @@ from driftloop.cli import build_app
 from flows.train import TrainConfig, train
 from schemas import load_dataset
 from tasks import registry, tracking
-from tasks import train as T
-from tasks.data import load_snapshot
-from tasks.evaluate import compute_metrics, label_vector, score_frame
+from tasks.evaluate import compute_metrics, label_vector
+from tasks.ingest.snapshot import load_snapshot
+from tasks.predict import score_frame
 from tasks.settings import get_settings
+from tasks.training.split import split_data
+from tasks.training.storage import open_storage
 
 DS = load_dataset("telco")
 AUC_FLOOR = 0.845
@@ -77,8 +79,8 @@ def test_registered_model_reloads_and_reproduces_its_test_metrics(in_home) -> No
     assert meta["data_version"] == out["data_version"] and meta["schema_hash"] == DS.schema_hash
     assert meta["wandb_run_path"] and meta["git_sha"] and meta["params"]["num_threads"] == 1
     assert meta["train_wall_s"] > 0 and meta["peak_rss_mb"] > 0
-    splits = T.split_data(load_snapshot(out["data_version"]), DS, seed=0)
-    scores = score_frame(model, splits.test)
+    splits = split_data(load_snapshot(out["data_version"]), DS, seed=0)
+    scores = score_frame(splits.test, model)
     again = compute_metrics(label_vector(splits.test, DS), scores, model.threshold, "binary")
     assert again["roc_auc"] == pytest.approx(out["metrics"]["roc_auc"], abs=1e-12)
     assert again["confusion"] == out["metrics"]["confusion"]
@@ -104,14 +106,14 @@ def test_customer_id_alone_never_changes_a_prediction(in_home) -> None:
     model = registry.load_model("telco:champion")
     frame = load_snapshot(in_home["data_version"]).head(500)
     renamed = frame.with_columns(pl.format("X-{}", pl.int_range(pl.len())).alias("customerID"))
-    assert np.array_equal(score_frame(model, frame), score_frame(model, renamed))
+    assert np.array_equal(score_frame(frame, model), score_frame(renamed, model))
 
 
 def test_month_to_month_churns_more_than_two_year_all_else_equal(in_home) -> None:
     model = registry.load_model("telco:champion")
     frame = load_snapshot(in_home["data_version"])
-    monthly = score_frame(model, frame.with_columns(Contract=pl.lit("Month-to-month")))
-    two_year = score_frame(model, frame.with_columns(Contract=pl.lit("Two year")))
+    monthly = score_frame(frame.with_columns(Contract=pl.lit("Month-to-month")), model)
+    two_year = score_frame(frame.with_columns(Contract=pl.lit("Two year")), model)
     assert monthly.mean() > two_year.mean() + 0.05
 
 
@@ -122,7 +124,7 @@ def test_second_training_is_a_warm_started_challenger_then_promote_and_rollback(
     out = _cli("train", "--dataset", "telco", "--trials", "3", "--seed", "1", "--json")
     assert out["alias"] == "challenger" and out["warm_start_from"] == first
     champion_params = registry.load_model(first).metadata["params"]
-    storage = T.open_storage(get_settings().optuna_url)
+    storage = open_storage(get_settings().optuna_url)
     study = optuna.load_study(study_name=out["tuning"]["study_name"], storage=storage)
     trial0 = study.trials[0].params
     for key, value in trial0.items():
@@ -141,8 +143,8 @@ def test_same_data_seed_and_budget_give_the_same_model(home, prefect_harness, te
     a, b = train(config=cfg), train(config=cfg)
     assert a["model_tag"] != b["model_tag"] and a["params"] == b["params"]
     rows = load_snapshot(a["data_version"])
-    pa = score_frame(registry.load_model(a["model_tag"]), rows)
-    pb = score_frame(registry.load_model(b["model_tag"]), rows)
+    pa = score_frame(rows, registry.load_model(a["model_tag"]))
+    pb = score_frame(rows, registry.load_model(b["model_tag"]))
     assert np.array_equal(pa, pb)
 
 

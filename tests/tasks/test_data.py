@@ -9,7 +9,10 @@ import polars as pl
 import pytest
 
 from schemas import load_dataset
-from tasks.data import DataFileError, QualityThresholds, ingest_file, load_snapshot
+from tasks.ingest.compose import ingest_file
+from tasks.ingest.config import IngestOptions
+from tasks.ingest.snapshot import load_snapshot
+from tasks.ingest.table import DataFileError
 
 TELCO = load_dataset("telco")
 
@@ -130,12 +133,27 @@ def test_quality_thresholds_are_reported(telco_csv: Path, home: Path, tmp_path: 
         _corrupt(lines, i, lines[0].split(",").index("Contract"), "Weekly")
     path = tmp_path / "many_bad.csv"
     path.write_text("\n".join(lines) + "\n")
-    result = ingest_file(path, TELCO, thresholds=QualityThresholds(max_quarantine_share=0.001))
+    result = ingest_file(path, TELCO, options=IngestOptions(max_quarantine_share=0.001))
     assert not result.quality_passed
     assert any("quarantined" in f for f in result.quality_failures)
     report = json.loads(result.report.with_suffix(".json").read_text())
     assert report["consistency"]["domain_violations"] == 38
     assert report["completeness"]["missing_share"]["TotalCharges"] == pytest.approx(11 / 7043)
+    assert report["thresholds"] == {
+        "max_missing_share": 0.2, "max_quarantine_share": 0.001,
+        "max_duplicate_share": 0.01, "max_staleness_hours": None,
+    }  # fmt: skip
+
+
+def test_ingest_file_reads_with_the_options_given(telco_csv: Path, home: Path, tmp_path: Path):
+    """Training and the flow call the same ingest_file: a delimiter reaches the reader."""
+    path = tmp_path / "semicolons.csv"
+    pl.read_csv(telco_csv, infer_schema=False).write_csv(path, separator=";")
+    with pytest.raises(DataFileError, match="wrong delimiter"):
+        ingest_file(path, TELCO)
+    result = ingest_file(path, TELCO, options=IngestOptions(delimiter=";"))
+    assert result.rows_accepted == 7043
+    assert result.data_version == ingest_file(telco_csv, TELCO).data_version
 
 
 def test_unknown_extra_columns_can_be_dropped(telco_csv: Path, home: Path, tmp_path: Path):
@@ -144,12 +162,12 @@ def test_unknown_extra_columns_can_be_dropped(telco_csv: Path, home: Path, tmp_p
     frame.write_csv(path)
     with pytest.raises(DataFileError, match="unexpected extra columns: note"):
         ingest_file(path, TELCO)
-    result = ingest_file(path, TELCO, extra_columns="drop")
+    result = ingest_file(path, TELCO, options=IngestOptions(extra_columns="drop"))
     assert result.rows_accepted == 7043 and "note" not in result.accepted.columns
 
 
 def test_field_counts_see_blank_short_long_and_quoted_lines(tmp_path: Path) -> None:
-    from tasks.data import _field_counts
+    from tasks.ingest.read import _field_counts
 
     plain = b"a,b,c\r\n1,2,3\r\n4,5\r\n\r\n6,7,8,9\r\n10,11,12"
     assert _field_counts(plain, ",", "utf-8").to_list() == [3, 2, 0, 4, 3]

@@ -14,10 +14,12 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
+from tasks import io as tio
 from tasks import registry
 from tasks.features import FeatureSpec
 from tasks.io import atomic_write
-from tasks.settings import get_settings
+from tasks.settings import Settings, get_settings
+from tasks.training import register
 
 REPO = Path(__file__).resolve().parents[2]
 FEATURES = FeatureSpec(columns=("a", "b"), categories={})
@@ -81,12 +83,12 @@ def test_rollback_walks_back_through_champions(home) -> None:
 
 def test_rollback_restores_previous_champion_after_a_challenger_is_promoted(home) -> None:
     a, b = _save(1), _save(2)
-    r = registry.register_model(
+    r = register.register_model(
         _booster(1), name="toy", features=FEATURES, metadata={}, labels={}, card="", alias="auto"
     )
     assert r.alias == registry.CHAMPION
     registry.set_alias("toy", registry.CHALLENGER, b)
-    assert registry.choose_alias("toy", "auto") == registry.CHALLENGER
+    assert register.choose_alias("toy", "auto") == registry.CHALLENGER
     registry.promote("toy")  # the challenger
     assert registry.get_alias("toy", registry.CHALLENGER) is None
     assert registry.rollback("toy") == r.tag
@@ -126,7 +128,7 @@ def test_failed_index_write_leaves_the_old_index_whole(home, monkeypatch) -> Non
             raise OSError(28, "No space left on device")
 
     with monkeypatch.context() as patch, pytest.raises(OSError, match="No space"):
-        patch.setattr(registry.os, "fdopen", lambda fd, mode: DiskFull(real_fdopen(fd, mode)))
+        patch.setattr(tio.os, "fdopen", lambda fd, mode: DiskFull(real_fdopen(fd, mode)))
         registry.promote("toy", b)
     index_path = get_settings().alias_index
     assert index_path.read_bytes() == before
@@ -152,7 +154,7 @@ CRASH_SCRIPT = textwrap.dedent(
         os.kill(os.getpid(), signal.SIGKILL)
 
     registry.promote = die
-    registry.register_model(
+    register.register_model(
         booster, name="toy", features=FeatureSpec(("a", "b"), {{}}), metadata={{}}, labels={{}},
         card="",
         alias="champion",
@@ -181,7 +183,7 @@ def test_kill_between_save_and_index_update_keeps_a_loadable_champion(home) -> N
 
 
 def test_prior_model_warm_params_and_init_model_checks(home) -> None:
-    none_yet = registry.prior_model(
+    none_yet = register.prior_model(
         "toy", warm_start=True, init_model=None, features=FEATURES, default_params={"d": 1}
     )
     assert none_yet.champion is None and none_yet.warm_params == [{"d": 1}]
@@ -189,15 +191,33 @@ def test_prior_model_warm_params_and_init_model_checks(home) -> None:
         _booster(1), name="toy", features=FEATURES, metadata={"params": {"num_leaves": 7}}
     )
     registry.promote("toy", tag)
-    prior = registry.prior_model(
+    prior = register.prior_model(
         "toy", warm_start=True, init_model="toy:champion", features=FEATURES,
         default_params={"d": 1},
     )  # fmt: skip
     assert prior.warm_params == [{"num_leaves": 7}, {"d": 1}]  # champion first, then defaults
     assert prior.init_tag == tag and prior.init_booster is not None
-    cold = registry.prior_model("toy", warm_start=False, init_model=None, features=FEATURES)
+    cold = register.prior_model("toy", warm_start=False, init_model=None, features=FEATURES)
     assert cold.warm_params == []
     with pytest.raises(registry.RegistryError, match="other features"):
-        registry.prior_model(
+        register.prior_model(
             "toy", warm_start=True, init_model=tag, features=FeatureSpec(("x",), {})
         )
+
+
+def test_bentoml_private_model_store_keeps_models_where_settings_say(home, tmp_path) -> None:
+    """``registry._store`` builds ``bentoml._internal.models.model.ModelStore`` and passes it as
+    ``_model_store=`` (private in BentoML 1.4): models must land under Settings.bentoml_home,
+    not in BentoML's process-wide store, and come back through ``get`` and ``list``."""
+    from bentoml._internal.models.model import ModelStore
+
+    elsewhere = Settings(home=tmp_path / "elsewhere")
+    tag = registry.save_model(_booster(1), name="toy", features=FEATURES, metadata={},
+                              settings=elsewhere)  # fmt: skip
+    store = registry._store(elsewhere)
+    assert isinstance(store, ModelStore)
+    stored = store.get(tag)
+    assert Path(stored.path).is_relative_to(elsewhere.bentoml_home / "models")
+    assert [str(m.tag) for m in store.list("toy")] == [tag]
+    assert registry.list_models("toy", elsewhere)[0]["tag"] == tag
+    assert not list(get_settings().bentoml_home.glob("**/model.txt"))  # not the default store

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from driftloop.cli import build_app
 from schemas import load_dataset
-from tasks.data import DataFileError, ingest_file, read_valid_rows
+from tasks.ingest.compose import ingest_file, read_valid_rows
+from tasks.ingest.table import DataFileError
 from tasks.simulate import KINDS, SCENARIOS, DriftSpec, inject_drift, scenario_windows
 
 TELCO = load_dataset("telco")

@@ -21,6 +21,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -266,11 +267,114 @@ def _nannyml_rows(name, label, ref, cur, flip, real, ours, n) -> list[dict[str, 
     return rows
 
 
+# --- the monitor with everything: speed at 100k rows, memory at 1M ----------------------------
+
+
+def _prepare_with_labels(rows: int) -> str:
+    """``bench_profiling``'s monitored home plus labels for half of the window's predictions
+    (arrived just before the run): every step of the monitor has work to do."""
+    import numpy as np
+    import polars as pl
+
+    from bench.bench_profiling import UNTIL, prepare_monitored_home
+    from schemas.records import TS
+    from tasks.predlog import load_predictions
+    from tasks.settings import get_settings
+
+    dataset = prepare_monitored_home(rows)
+    preds = load_predictions().select("request_id", "score")[::2]
+    rng = np.random.default_rng(5)
+    labels = (rng.random(preds.height) < preds["score"].to_numpy()).astype(float)
+    pl.DataFrame({
+        "request_id": preds["request_id"], "entity_id": pl.Series([None] * preds.height,
+                                                                 dtype=pl.String),
+        "label": labels, "ts": pl.Series([UNTIL - timedelta(seconds=30)] * preds.height, dtype=TS),
+    }).write_parquet(get_settings().feedback_dir / "labels.parquet")  # fmt: skip
+    return dataset
+
+
+def _monitor_speed(rows: int, n: int, quick: bool) -> list[dict[str, Any]]:
+    from bench.bench_profiling import _drop_events, _monitor_config
+    from bench.harness import Stats, temporary_prefect_server
+    from flows.monitor import monitor, run_monitor
+
+    config = _monitor_config(_prepare_with_labels(rows))
+    _drop_events()
+    t0 = time.perf_counter()
+    first = run_monitor(config)  # fits and caches the champion's estimators
+    fit_s = time.perf_counter() - t0
+    assert first["evidence"]["estimate"] is not None and first["evidence"]["windows"]
+    plain = [_timed(lambda: run_monitor(config)) for _ in range(n)]
+    name = f"monitor with late labels, estimate, trust, domain classifier: {rows:,}-row window"
+    out = [metric(AREA, f"{name}, first run (fits the estimators)", fit_s, "s",
+                  note="once per champion; cached beside its reference"),
+           metric(AREA, f"{name}, without the Prefect engine", None, "s",
+                  stats=Stats.of(plain), note="flows.monitor.run_monitor")]  # fmt: skip
+    if quick:
+        return [*out, quick_skip(AREA, f"{name}, Prefect flow wall time", "s", target="≤ 3 s")]
+    with temporary_prefect_server():
+        timed = [_timed(lambda: monitor(config=config)) for _ in range(n)]
+    labelled = sum(w["labels"] for w in first["evidence"]["windows"])
+    return [*out, metric(AREA, f"{name}, Prefect flow wall time", None, "s", target="≤ 3 s",
+                         stats=Stats.of(timed),
+                         note=f"real @flow with its task runs on a temporary Prefect server; "
+                              f"{labelled:,} labels")]  # fmt: skip
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _monitor_memory(rows: int) -> dict[str, Any]:
+    """Peak RSS of one monitor run (estimators cached) on a ``rows``-row window with labels,
+    measured from outside; the preparation runs in its own process."""
+    import sys
+
+    from bench.harness import MiB, bench_env, make_temp_base, remove_temp, run_measured
+
+    base = make_temp_base()
+    try:
+        env = bench_env(base)
+        me = [sys.executable, "-m", "bench.bench_replay"]
+        prep = run_measured([*me, "--prepare", str(rows)], env, timeout=1_800).check()
+        dataset = prep.stdout.strip().splitlines()[-1]
+        run = run_measured([*me, "--monitor-child", dataset], env, timeout=1_800).check()
+        done = json.loads(run.stdout.strip().splitlines()[-1])
+    finally:
+        remove_temp(base)
+    return metric(AREA, f"monitor with everything: peak memory, {rows:,}-row window",
+                  run.peak_rss / MiB, "MiB", target="≤ 1024 MiB",
+                  note=f"peak RSS from outside; {done['rows']:,} rows, {done['labels']:,} "
+                       f"labels, {run.wall_s:.1f} s")  # fmt: skip
+
+
+def _child(argv: list[str]) -> None:
+    from bench.bench_profiling import _drop_events, _monitor_config
+    from flows.monitor import run_monitor
+
+    if argv[0] == "--prepare":
+        dataset = _prepare_with_labels(int(argv[1]))
+        run_monitor(_monitor_config(dataset))  # fit the estimators here, not in the measured run
+        print(dataset)
+        return
+    _drop_events()
+    report = run_monitor(_monitor_config(argv[1]))
+    labels = sum(w["labels"] for w in report["evidence"]["windows"])
+    print(json.dumps({"rows": report["window"]["rows"], "labels": labels}))
+
+
 def run(quick: bool) -> list[dict[str, Any]]:
     from tasks.replay.report import temporary_home
     from tasks.replay.run import replay_dataset
 
-    rows: list[dict[str, Any]] = []
+    rows = _monitor_speed(5_000 if quick else 100_000, n=1 if quick else 3, quick=quick)
+    if quick:
+        rows.append(quick_skip(AREA, "monitor with everything: peak memory, 1,000,000-row window",
+                               "MiB", target="≤ 1024 MiB"))  # fmt: skip
+    else:
+        rows.append(_monitor_memory(1_000_000))
     for label, dataset, frame in _datasets(quick):
         with temporary_home():
             started = time.perf_counter()
@@ -289,4 +393,10 @@ def run(quick: bool) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    main(AREA, run)
+    import sys
+
+    if {"--prepare", "--monitor-child"} & set(sys.argv):
+        os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")
+        _child(sys.argv[1:])
+    else:
+        main(AREA, run)

@@ -35,20 +35,30 @@ PEER_WINDOWS = 40  # covariate-shift windows for the estimate comparison
 FLIP_WINDOWS = 10
 
 
-def _datasets(quick: bool) -> list[tuple[str, Any, Any]]:
-    """(label, DatasetSpec, frame): Telco and a generated binary table with a contract."""
+def _datasets(quick: bool) -> list[tuple[str, Any, Any, str]]:
+    """(label, DatasetSpec, frame, how to load it): Telco and a generated binary table with a
+    contract."""
     from bench.harness import write_synthetic
     from schemas import load_dataset
     from tasks.ingest.compose import read_valid_rows
 
     telco = load_dataset("telco")
-    out = [("telco", telco, read_valid_rows(REPO / "data" / "telco_churn.csv", telco).accepted)]
+    out = [
+        (
+            "telco",
+            telco,
+            read_valid_rows(REPO / "data" / "telco_churn.csv", telco).accepted,
+            "telco",
+        )
+    ]
     if quick:  # the smoke run's budget is seconds: one dataset
         return out
     csv, module = write_synthetic(scratch_dir() / "replay_synth", rows=40_000, cols=12, seed=3,
                                   name="replay_synth")  # fmt: skip
     synth = load_dataset(str(module))
-    out.append(("generated (replay_synth)", synth, read_valid_rows(csv, synth).accepted))
+    out.append(
+        ("generated (replay_synth)", synth, read_valid_rows(csv, synth).accepted, str(module))
+    )
     return out
 
 
@@ -369,19 +379,15 @@ def run(quick: bool) -> list[dict[str, Any]]:
     from tasks.replay.report import temporary_home
     from tasks.replay.run import replay_dataset
 
-    rows = _monitor_speed(5_000 if quick else 100_000, n=1 if quick else 3, quick=quick)
-    if quick:
-        rows.append(quick_skip(AREA, "monitor with everything: peak memory, 1,000,000-row window",
-                               "MiB", target="≤ 1024 MiB"))  # fmt: skip
-    else:
-        rows.append(_monitor_memory(1_000_000))
-    for label, dataset, frame in _datasets(quick):
+    rows: list[dict[str, Any]] = []
+    for label, dataset, frame, ref in _datasets(quick):
         with temporary_home():
             started = time.perf_counter()
             seeds = 1 if quick else int(os.environ.get("BENCH_REPLAY_SEEDS", SEEDS))
             replay = replay_dataset(frame, dataset, seeds=seeds,
                                     windows=3 if quick else 6, rows=300 if quick else 2_000,
-                                    scenarios=["no_change"] if quick else None)  # fmt: skip
+                                    scenarios=["no_change"] if quick else None,
+                                    dataset_ref=ref)  # fmt: skip
         rows += _scenario_rows(label, replay)
         rows.append(metric(AREA, f"{label}: replay wall time", time.perf_counter() - started, "s",
                            note=f"reference AUC {replay.reference_auc:.3f}"))  # fmt: skip
@@ -389,6 +395,12 @@ def run(quick: bool) -> list[dict[str, Any]]:
             rows.append(quick_skip(AREA, f"{label}: estimate vs NannyML CBPE", "AUC"))
         else:
             rows += _peer_rows(label, dataset, frame)
+    rows += _monitor_speed(5_000 if quick else 100_000, n=1 if quick else 3, quick=quick)
+    if quick:
+        rows.append(quick_skip(AREA, "monitor with everything: peak memory, 1,000,000-row window",
+                               "MiB", target="≤ 1024 MiB"))  # fmt: skip
+    else:
+        rows.append(_monitor_memory(1_000_000))
     return rows
 
 

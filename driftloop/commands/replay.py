@@ -32,7 +32,7 @@ def replay(
         frame = read_valid_rows(data, spec).accepted
         with temporary_home():
             result = replay_dataset(frame, spec, seeds=seeds, windows=windows, rows=rows,
-                                    scenarios=scenario or None)  # fmt: skip
+                                    scenarios=scenario or None, dataset_ref=dataset)  # fmt: skip
         document = to_json(result)
         if out is not None:
             write_json(out, document)

@@ -265,15 +265,18 @@ def replay_dataset(
     rows: int = 2_000,
     scenarios: list[str] | None = None,
     settings: Settings | None = None,
+    dataset_ref: str | None = None,
 ) -> DatasetReplay:
-    """Train the champion on part of ``frame``, then replay every scenario ``seeds`` times."""
+    """Train the champion on part of ``frame``, then replay every scenario ``seeds`` times.
+    ``dataset_ref``: how the monitor loads the contract (a name or a module path; default
+    the dataset's name)."""
     from flows.monitor import MonitorConfig
     from tasks.replay.champion import ChampionParams, prepare_champion
     from tasks.replay.summary import summarize
 
     started = time.perf_counter()
     settings = (settings or get_settings()).ensure_dirs()
-    config = MonitorConfig(dataset=dataset.name, window_minutes=24 * 60)
+    config = MonitorConfig(dataset=dataset_ref or dataset.name, window_minutes=24 * 60)
     outcomes: dict[str, list[WindowOutcome]] = {}
     specs: dict[str, ReplaySpec] = {}
     aucs, least = [], []

@@ -26,6 +26,7 @@ class Emitter(Protocol):
     """What the monitor needs of ``tasks.events`` (a test passes a fake with the same API)."""
 
     def emit_drift_detected(self, model_name: str, evidence: dict[str, Any]) -> str | None: ...
+    def emit_drift_reported(self, model_name: str, evidence: dict[str, Any]) -> str | None: ...
     def emit_performance_degraded(
         self, model_name: str, evidence: dict[str, Any]
     ) -> str | None: ...
@@ -175,9 +176,11 @@ def emit_events(report: MonitorReport, due: Due, emitter: Emitter | None = None)
         sent.append(("data_quality_failed", emitter.emit_data_quality_failed, why, False))
     if due.drift_fire and report.drift is not None:
         why = f"drift score {report.drift.score:.3f} >= {report.drift.threshold}"
-        if not due.drift_retrains:
-            why += " (reported; no retrain: no evidence of loss)"
-        sent.append(("drift_detected", emitter.emit_drift_detected, why, due.drift_retrains))
+        if due.drift_retrains:
+            sent.append(("drift_detected", emitter.emit_drift_detected, why, True))
+        else:  # a separate event: the retrain deployment's trigger does not listen to it
+            why += " (reported: no evidence of loss, the policy does not retrain on it)"
+            sent.append(("drift_reported", emitter.emit_drift_reported, why, False))
     if due.performance_fire:
         why = "; ".join([*due.retrain_reasons] + (
             [report.performance.reason] if report.performance.degraded else []))  # fmt: skip

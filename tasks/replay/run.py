@@ -62,7 +62,7 @@ class WindowOutcome:
     drifted: bool
     events: tuple[str, ...]
     retrain: bool
-    drift_alert: bool  # any drift event (drift_detected), retraining or not
+    drift_alert: bool  # any drift event (detected or reported), retraining or not
     univariate_drifting: bool
     feature_drifted: bool  # some feature drifted in the report (weighted score or not)
     multivariate_drifted: bool | None
@@ -181,7 +181,8 @@ def _outcome(doc: dict[str, Any], sent, *, seed, i, spec, matured, truth, second
     retrain = any(p.get("retrain", True) for k, p in sent if k != "data_quality_failed")
     return WindowOutcome(
         seed, i, i >= spec.drift_from, tuple(k for k, _ in sent), retrain,
-        any(k == "drift_detected" for k, _ in sent), bool((doc.get("drift") or {}).get("drifting")),
+        any(k in ("drift_detected", "drift_reported") for k, _ in sent),
+        bool((doc.get("drift") or {}).get("drifting")),
         bool((doc.get("drift") or {}).get("drifted_features")),
         None if domain is None else bool(domain["drifted"]), bool(ev.get("concept_drift")),
         not doc["quality"]["ok"], matured, truth, est.get("value"), est.get("lower"),

@@ -138,6 +138,9 @@ def multivariate_drift(
     """Domain-classifier drift of the window (None on a schema break or too few rows)."""
     if estimators.domain is None or quality.schema_break or rows.height < 50:
         return None
+    cap = estimators.domain.config.max_rows  # the classifier sees at most this many: encode no more
+    if rows.height > cap:
+        rows = rows.sample(cap, seed=estimators.domain.config.seed)
     return domain_drift(estimators.domain, encode(rows, dataset))
 
 

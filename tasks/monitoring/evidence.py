@@ -44,6 +44,12 @@ class EvidenceConfig(BaseModel):
     estimate: bool = Field(True, description="label-free performance estimate (CBPE / DLE)")
     multivariate: bool = Field(True, description="domain-classifier drift")
     trust_min_labels: int = Field(MIN_LABELS, ge=1, description="matured labels to judge")
+    trust_confidence: float = Field(
+        0.99,
+        gt=0,
+        lt=1,
+        description="estimate vs realized: a window is looked at again as labels mature",
+    )
     label_drift_alpha: float = Field(0.01, gt=0, lt=1, description="label-rate z test level")
 
 
@@ -163,7 +169,8 @@ def _window_evidence(
         # like for like: the estimate on the labelled rows' scores
         on_labelled = estimate_performance(estimators.cbpe, part["score"].to_numpy())
         trust = check_estimate(on_labelled.metrics, realized.metrics, labels=part.height,
-                               min_labels=config.trust_min_labels)  # fmt: skip
+                               min_labels=config.trust_min_labels,
+                               confidence=config.trust_confidence)  # fmt: skip
         estimated = on_labelled.metrics if stored is None else None
     estimated = stored if stored is not None else estimated
     source = "stored" if stored is not None else ("recomputed" if estimated else None)

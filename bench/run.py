@@ -40,6 +40,7 @@ EXPECTED_AREAS = (
     "memory",
     "rollout",
     "replay",
+    "streaming",
 )
 QUICK_TIMEOUT_S = 45.0  # per area
 QUICK_BUDGET_S = 45.0  # the whole smoke run: `make test` runs it, so it must stay short

@@ -7,11 +7,15 @@ Every 4xx is counted per field and rule from the error body the service already 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from typing import Any
 
 _DRAIN_LIMIT = 256 * 1024 * 1024  # read and drop a too-large body up to this, so the client
 # gets the 413 instead of a reset connection; beyond it the connection is simply closed
+_DRAIN_SECONDS = 2.0  # ... for at most this long: a body announced but never sent is not
+# waited for (a refusal is answered within seconds, whatever the client does)
 _JSON = (b"application/json", b"")
 
 
@@ -79,11 +83,20 @@ class GuardMiddleware:
         length = headers.get(b"content-length")
         if length is not None:
             try:
-                too_big = int(length) > self.max_body_bytes
+                declared = int(length)
             except ValueError:
-                return await _reply(send, 400, "invalid Content-Length header", [])
-            if too_big:
-                return await self._too_large(receive, send)
+                declared = -1
+            if declared < 0 or len(length) > 20:
+                _count("content_length", "content-length")
+                return await _reply(
+                    send, 400, "invalid Content-Length header: expected a byte count",
+                    [{"type": "content_length", "loc": ["header", "content-length"],
+                      "msg": "a non-negative integer of at most 20 digits"}],
+                )  # fmt: skip
+            if declared > self.max_body_bytes:
+                # drain a body the client will really send (it then reads the 413); one
+                # announced beyond the drain limit is refused at once, never waited for
+                return await self._too_large(receive, send, drain=declared <= _DRAIN_LIMIT)
         else:  # chunked: read up to the limit here, then replay to the app
             body, over = await _read(receive, self.max_body_bytes)
             if over:
@@ -91,9 +104,10 @@ class GuardMiddleware:
             receive = _replay(body, receive)
         await self.app(scope, receive, _counting(send))
 
-    async def _too_large(self, receive: Any, send: Any) -> None:
+    async def _too_large(self, receive: Any, send: Any, drain: bool = True) -> None:
         _count("body_too_large", "body")
-        await _drain(receive, _DRAIN_LIMIT)
+        if drain:
+            await _drain(receive, _DRAIN_LIMIT)
         limit = self.max_body_bytes
         await _reply(
             send,
@@ -134,6 +148,11 @@ async def _read(receive: Any, limit: int) -> tuple[bytes, bool]:
 
 
 async def _drain(receive: Any, limit: int) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(_drain_all(receive, limit), _DRAIN_SECONDS)
+
+
+async def _drain_all(receive: Any, limit: int) -> None:
     size = 0
     while size <= limit:
         message = await receive()

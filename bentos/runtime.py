@@ -10,13 +10,18 @@ the old model and is counted.
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
 import itertools
 import json
 import logging
+import os
+import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,9 +31,12 @@ import polars as pl
 
 from bentos.metrics import ServingMetrics, observe_scores
 from tasks import registry
+from tasks.buffered_log import BufferedLog
+from tasks.io import disk_full
 from tasks.predict import score_frame
-from tasks.predlog import BufferedLog, ScoredBatch, prediction_frame
+from tasks.predlog import ScoredBatch, log_sink, prediction_frame
 from tasks.registry import CHALLENGER, CHAMPION, LoadedModel
+from tasks.rollout.routing import Router, Split, split_of
 from tasks.settings import Settings
 
 log = logging.getLogger("driftloop.serving")
@@ -49,8 +57,21 @@ print(json.dumps([float(v) for v in np.ravel(b.predict(x, num_threads=1))]))
 
 @dataclass(frozen=True)
 class Models:
+    """What a worker serves: the models, the rollout split (only once the worker has loaded
+    the split's challenger) and its router (a canary with a share above 0)."""
+
     champion: LoadedModel | None
     challenger: LoadedModel | None
+    split: Split | None = None
+    router: Router | None = None
+
+
+def _active(split: Split | None, challenger: LoadedModel | None) -> Models:
+    """The split this worker can serve: none until its challenger is the one loaded."""
+    if split is None or challenger is None or challenger.tag != split.challenger:
+        return Models(None, None)
+    canary = split.mode == "canary" and split.share > 0
+    return Models(None, None, split, split.router() if canary else None)
 
 
 def probe_model(path: Path, timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
@@ -115,21 +136,15 @@ class ModelWatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _index_signature(self) -> tuple | None:
-        try:
-            st = self.settings.alias_index.stat()
-        except FileNotFoundError:
-            return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
-
     def check(self, force: bool = False) -> Models:
         """Reload whichever alias moved since the last check; return the models in use."""
         with self._lock:
-            signature = self._index_signature()
+            signature = registry.index_signature(self.settings)
             if signature == self._signature and not force:
                 return self.models
             self._signature = signature
-            aliases = registry.read_index(self.settings).get(self.name, {}).get("aliases", {})
+            entry = registry.read_index(self.settings).get(self.name, {})
+            aliases = entry.get("aliases", {})
             current = self.models
             # a promotion moves the challenger's tag to champion: reuse the loaded model
             loaded = {m.tag: m for m in (current.champion, current.challenger) if m is not None}
@@ -139,12 +154,15 @@ class ModelWatcher:
             )
             if champion is not None and challenger is not None and challenger.tag == champion.tag:
                 challenger = None
+            routing = _active(split_of(entry), challenger)
             now = datetime.now(UTC)
             for alias, before, after in ((CHAMPION, current.champion, champion),
                                          (CHALLENGER, current.challenger, challenger)):  # fmt: skip
                 if _tag(before) != _tag(after):
                     self.since[alias] = now
-            self.models = Models(champion, challenger)
+            if current.split != routing.split:
+                self.since["split"] = now
+            self.models = Models(champion, challenger, routing.split, routing.router)
             return self.models
 
     def _maybe_load(
@@ -212,22 +230,26 @@ def prediction_log(settings: Settings, metrics: ServingMetrics, **kwargs) -> Buf
         for (tag,), part in frame.group_by(["model_tag"]):
             observe_scores(metrics.scores, str(tag), part["score"].to_numpy())
 
+    sink = log_sink("predictions", settings)  # Parquet files, or PostgreSQL when configured
     return BufferedLog(
-        settings.predictions_dir, to_frame, prefix="predictions", on_flush=on_flush, **kwargs
-    ).start()
+        settings.predictions_dir, to_frame, prefix="predictions", sink=sink,
+        on_flush=on_flush, **kwargs,
+    ).start()  # fmt: skip
 
 
 def _with_shadow(batches: list[ScoredBatch], challenger: LoadedModel | None) -> list[ScoredBatch]:
-    """Score many requests' inputs with the challenger at once, then split the scores back."""
-    if challenger is None or not batches:
+    """Score the champion arm's requests with the challenger at once, then split the scores
+    back (a canary's challenger-arm requests are its own answers: no shadow)."""
+    todo = [i for i, b in enumerate(batches) if b.arm == "champion"] if challenger else []
+    if challenger is None or not todo:
         return batches
-    inputs = pl.concat([b.inputs for b in batches], how="vertical_relaxed")
+    inputs = pl.concat([batches[i].inputs for i in todo], how="vertical_relaxed")
     shadow = score_frame(inputs, challenger)
-    bounds = np.cumsum([0] + [len(b) for b in batches])
-    return [
-        replace(b, shadow_tag=challenger.tag, shadow_scores=shadow[lo:hi])
-        for b, lo, hi in zip(batches, bounds[:-1], bounds[1:], strict=True)
-    ]
+    bounds = np.cumsum([0] + [len(batches[i]) for i in todo])
+    out = list(batches)
+    for i, lo, hi in zip(todo, bounds[:-1], bounds[1:], strict=True):
+        out[i] = replace(batches[i], shadow_tag=challenger.tag, shadow_scores=shadow[lo:hi])
+    return out
 
 
 def feedback_log(settings: Settings, **kwargs) -> BufferedLog:
@@ -236,5 +258,38 @@ def feedback_log(settings: Settings, **kwargs) -> BufferedLog:
         settings.feedback_dir,
         lambda frames: pl.concat(frames, how="vertical_relaxed"),
         prefix="feedback",
+        sink=log_sink("feedback", settings),
         **kwargs,
     ).start()
+
+
+async def logged(done: Future) -> str | None:
+    """Wait until a log entry is on disk; return why it is not (None once it is).
+
+    A request is answered only after its row is durable: a SIGKILL never loses a row whose
+    request was answered 200 (the journal's group commit keeps this to one fsync per batch).
+    """
+    try:
+        await asyncio.wrap_future(done)
+    except Exception as exc:  # noqa: BLE001 - reported to the client as a 503
+        log.error("log write failed: %s", exc)
+        return "the disk is full" if disk_full(exc) else f"{type(exc).__name__}: {exc}"
+    return None
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Have Linux send ``sig`` to this worker when the process that started it dies.
+
+    ``bentoml serve`` starts each worker in a session of its own, holding the listening
+    socket: without this, a SIGKILLed ``driftloop serve`` leaves its workers behind and the
+    port stays taken ("Address already in use" on restart).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
+    if parent == 1 or os.getppid() != parent:  # the parent died before the call
+        os.kill(os.getpid(), sig)

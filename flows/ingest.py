@@ -11,6 +11,7 @@ from pydantic import Field
 from schemas import load_dataset
 from tasks.ingest import compose, read, snapshot
 from tasks.ingest.config import IngestOptions
+from tasks.ingest.quality import DataQualityFailed
 from tasks.settings import get_settings
 
 
@@ -23,7 +24,7 @@ class IngestConfig(IngestOptions):
     fail_on_quality: bool = Field(True, description="Fail the run when a threshold is broken.")
 
 
-class QualityGateError(RuntimeError):
+class QualityGateError(DataQualityFailed, RuntimeError):
     """The data passed parsing but broke a data-quality threshold (the report is written)."""
 
     def __init__(self, failures: list[str], result: dict[str, Any]):

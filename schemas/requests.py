@@ -254,21 +254,40 @@ def raise_errors(errors: list[dict], title: str = "Input") -> None:
 
 
 class Prediction(BaseModel):
-    """One scored record: the champion's output, never the shadow challenger's."""
+    """One scored record, by the model of its arm: the champion, or the challenger for the
+    entities a canary routes to it (a shadow challenger's score is never returned)."""
 
     request_id: str
     id: str | None = Field(None, description="The record's entity id (the dataset's id column).")
     score: float
     decision: bool | None = Field(None, description="score >= the model's threshold.")
-    model_tag: str
+    model_tag: str = Field(description="The model that answered.")
+    arm: Literal["champion", "challenger"] = Field(
+        "champion", description="The rollout arm the record was routed to."
+    )
 
 
 class PredictResponse(BaseModel):
-    model_tag: str
+    model_tag: str = Field(description="The model that answered the first record.")
     predictions: list[Prediction]
 
 
 _Key = Annotated[str, StringConstraints(min_length=1, max_length=256, strict=True)]
+
+
+def _as_utc(value: dt.datetime) -> dt.datetime:
+    """A time as UTC (a naive time is taken as UTC); one the calendar cannot hold is refused."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:
+        raise PydanticCustomError(
+            "datetime_range", "time falls outside years 1-9999 once converted to UTC"
+        ) from None
+
+
+UtcTime = Annotated[dt.datetime, AfterValidator(_as_utc)]
 
 
 class FeedbackItem(BaseModel):
@@ -279,7 +298,7 @@ class FeedbackItem(BaseModel):
     request_id: _Key | None = None
     entity_id: _Key | None = None
     label: Annotated[float, Field(allow_inf_nan=False)] | _Key
-    ts: dt.datetime | None = Field(None, description="When the outcome was observed (UTC).")
+    ts: UtcTime | None = Field(None, description="When the outcome was observed (UTC).")
 
     @model_validator(mode="after")
     def _has_key(self) -> FeedbackItem:

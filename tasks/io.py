@@ -86,3 +86,50 @@ def dumps(
 def write_json(path: Path, obj: Any, *, sort_keys: bool = False) -> None:
     """``obj`` as indented JSON at ``path``, atomically."""
     atomic_write(path, dumps(obj, indent=2, sort_keys=sort_keys).encode())
+
+
+# --- a full disk ---------------------------------------------------------------------------
+
+_DISK_FULL_TEXT = ("database or disk is full", "no space left on device", "disk quota exceeded")
+
+
+class DiskFullError(OSError):
+    """The disk holding the state directory has no room for what a command must write."""
+
+
+def disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc``, or anything in its cause/context chain, is a full disk (ENOSPC, EDQUOT,
+    SQLite's "database or disk is full")."""
+    import errno
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, DiskFullError) or (
+            isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        ):
+            return True
+        if any(text in str(exc).lower() for text in _DISK_FULL_TEXT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes free on the file system holding ``path`` (its nearest existing parent)."""
+    import shutil
+
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def require_free_space(path: Path, min_bytes: int) -> None:
+    """Raise :class:`DiskFullError` before any write when ``path``'s disk is (nearly) full."""
+    free = free_bytes(path)
+    if free < min_bytes:
+        raise DiskFullError(
+            f"the disk holding {path} is full ({free // 2**20} MiB free, at least "
+            f"{min_bytes // 2**20} MiB needed)"
+        )

@@ -1,40 +1,31 @@
-"""The prediction and feedback logs: buffered in memory, flushed as one Parquet file per batch.
+"""The prediction and feedback logs: their rows, the sink that holds them, reading them back.
 
-Writers append cheap in-memory entries on the request path; a background thread turns them
-into a frame and writes it with temp file + fsync + rename + fsync of the directory, so a
-crash leaves whole files only (an appended-to Parquet file loses everything on a kill: see
-PITFALLS). ``close()`` flushes what is left: a clean stop loses nothing. A failed write keeps
-its rows in the buffer and retries on the next flush.
+Written by :class:`tasks.buffered_log.BufferedLog` (durable in a group-committed journal before
+a request is answered, then one batch per flush to the sink :func:`log_sink` chooses: Parquet
+files under ``DRIFTLOOP_HOME`` by default, PostgreSQL when ``Settings.database_url`` is set).
 
-Readers: :func:`load_predictions`, :func:`load_feedback` and :func:`join_feedback` (labels
-joined to predictions by ``request_id``, else by ``entity_id``).
+Readers, whichever sink holds the rows: :func:`load_predictions`, :func:`load_feedback` and
+:func:`join_feedback` (labels joined to predictions by ``request_id``, else by ``entity_id``).
 """
 
 from __future__ import annotations
 
-import atexit
-import io
 import logging
-import os
-import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 import numpy as np
 import polars as pl
 
 from schemas.records import PREDICTION_COLUMNS, TS, FeedbackRecord, PredictionRecord
+from tasks.buffered_log import LogSink, ParquetSink, recover_orphans
 from tasks.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
-
-FLUSH_SECONDS = 2.0  # how stale the log on disk may be while serving
-MAX_BUFFER_ROWS = 50_000  # flush early past this many buffered rows
 
 PREDICTION_TYPES: dict[str, pl.DataType] = {
     "request_id": pl.String,
@@ -46,6 +37,7 @@ PREDICTION_TYPES: dict[str, pl.DataType] = {
     "shadow_tag": pl.String,
     "shadow_score": pl.Float64,
     "latency_ms": pl.Float64,
+    "arm": pl.String,
 }
 FEEDBACK_TYPES: dict[str, pl.DataType] = {
     "request_id": pl.String,
@@ -71,6 +63,7 @@ class ScoredBatch:
     latency_ms: float
     shadow_tag: str | None = None
     shadow_scores: np.ndarray | None = None
+    arm: str = "champion"  # the rollout arm routed to (``model_tag`` says who answered)
 
     def __len__(self) -> int:
         return len(self.request_ids)
@@ -120,6 +113,7 @@ def prediction_frame(batch: ScoredBatch | Sequence[ScoredBatch]) -> pl.DataFrame
             "shadow_tag": scalar([b.shadow_tag for b in batches], pl.String),
             "shadow_score": array([b.shadow_scores for b in batches], n),
             "latency_ms": scalar([b.latency_ms for b in batches], pl.Float64),
+            "arm": scalar([b.arm for b in batches], pl.String),
         },
         schema=PREDICTION_TYPES,
     )
@@ -148,119 +142,31 @@ def _utc(t: datetime) -> datetime:
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
-class BufferedLog:
-    """Entries appended in memory, written by a background thread as one Parquet file each flush.
+LogKind = Literal["predictions", "feedback"]
 
-    ``to_frame`` turns a list of entries into the frame to write; it runs on the flush thread,
-    so expensive work (shadow scoring, building columns) stays off the request path.
-    """
 
-    def __init__(
-        self,
-        directory: Path,
-        to_frame: Callable[[list[Any]], pl.DataFrame],
-        *,
-        prefix: str,
-        flush_seconds: float = FLUSH_SECONDS,
-        max_rows: int = MAX_BUFFER_ROWS,
-        on_flush: Callable[[pl.DataFrame], None] | None = None,
-    ) -> None:
-        self.directory = directory
-        self.prefix = prefix
-        self.flush_seconds = flush_seconds
-        self.max_rows = max_rows
-        self._to_frame = to_frame
-        self._on_flush = on_flush
-        self._entries: list[Any] = []
-        self._rows = 0
-        self._lock = threading.Lock()  # guards the buffer
-        self._write_lock = threading.Lock()  # one writer at a time
-        self._wake = threading.Event()
-        self._closed = False
-        self._seq = 0
-        self.rows_written = 0
-        self._thread: threading.Thread | None = None
+def log_sink(kind: LogKind, settings: Settings | None = None) -> LogSink:
+    """The sink ``settings`` choose for a log: PostgreSQL when a database URL is set."""
+    settings = settings or get_settings()
+    if settings.database_url:
+        from tasks.postgres.log import PostgresSink
 
-    def start(self) -> BufferedLog:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._thread = threading.Thread(target=self._run, name=f"{self.prefix}-log", daemon=True)
-        self._thread.start()
-        atexit.register(self.close)
-        return self
-
-    def append(self, entry: Any, rows: int) -> None:
-        """Buffer one entry of ``rows`` rows (O(1); never touches the disk)."""
-        with self._lock:
-            self._entries.append((entry, rows))
-            self._rows += rows
-            full = self._rows >= self.max_rows
-        if full:
-            self._wake.set()
-
-    @property
-    def pending_rows(self) -> int:
-        return self._rows
-
-    def flush(self) -> Path | None:
-        """Write everything buffered as one file now; return its path (None if empty)."""
-        with self._write_lock:
-            with self._lock:
-                entries, self._entries, self._rows = self._entries, [], 0
-            if not entries:
-                return None
-            try:
-                frame = self._to_frame([e for e, _ in entries])
-                path = self._write(frame)
-            except Exception:
-                with self._lock:  # keep the rows: retried on the next flush
-                    self._entries[:0] = entries
-                    self._rows += sum(n for _, n in entries)
-                raise
-            self.rows_written += frame.height
-        if self._on_flush is not None:
-            try:
-                self._on_flush(frame)
-            except Exception:  # metrics must never cost a record
-                log.exception("prediction-log flush hook failed")
-        return path
-
-    def _write(self, frame: pl.DataFrame) -> Path:
-        self._seq += 1
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        path = self.directory / f"{self.prefix}-{stamp}-{os.getpid()}-{self._seq:06d}.parquet"
-        from tasks.io import atomic_write
-
-        buf = io.BytesIO()
-        frame.write_parquet(buf, compression="zstd", statistics=True)
-        atomic_write(path, buf.getvalue())
-        return path
-
-    def _run(self) -> None:
-        while not self._closed:
-            self._wake.wait(self.flush_seconds)
-            self._wake.clear()
-            try:
-                self.flush()
-            except Exception:
-                log.exception("prediction-log flush failed; rows kept for the next try")
-                time.sleep(min(self.flush_seconds, 1.0))
-
-    def close(self) -> None:
-        """Stop the thread and flush what is left (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        self._wake.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=30)
-        self.flush()
-        atexit.unregister(self.close)
+        return PostgresSink(settings.database_url, kind)
+    folder = settings.predictions_dir if kind == "predictions" else settings.feedback_dir
+    return ParquetSink(folder, prefix=kind)
 
 
 # --- readers ------------------------------------------------------------------------------
 
 
-def _files(directory: Path) -> list[Path]:
+def log_files(directory: Path) -> list[Path]:
+    """The whole batch files of a Parquet log, oldest name first (a killed writer's journal
+    is recovered first; temp files skipped)."""
+    if directory.is_dir():
+        try:
+            recover_orphans(directory)  # rows a killed writer had journalled
+        except OSError as exc:  # a read-only reader still reads what is there
+            log.warning("could not recover journals in %s: %s", directory, exc)
     return sorted(p for p in directory.glob("*.parquet") if not p.name.startswith("."))
 
 
@@ -287,8 +193,12 @@ def load_predictions(
 ) -> pl.DataFrame:
     """Every logged prediction with ``since <= ts < until`` (UTC), oldest first."""
     settings = settings or get_settings()
-    frame = _read(_files(settings.predictions_dir), PREDICTION_TYPES)
     lo, hi = _as_ts(since), _as_ts(until)
+    if settings.database_url:
+        from tasks.postgres.log import read_log
+
+        return read_log(settings.database_url, "predictions", lo, hi)
+    frame = _read(log_files(settings.predictions_dir), PREDICTION_TYPES)
     if lo is not None:
         frame = frame.filter(pl.col("ts") >= lo)
     if hi is not None:
@@ -299,7 +209,11 @@ def load_predictions(
 def load_feedback(settings: Settings | None = None) -> pl.DataFrame:
     """Every feedback label received, oldest first."""
     settings = settings or get_settings()
-    return _read(_files(settings.feedback_dir), FEEDBACK_TYPES).sort("ts", maintain_order=True)
+    if settings.database_url:
+        from tasks.postgres.log import read_log
+
+        return read_log(settings.database_url, "feedback")
+    return _read(log_files(settings.feedback_dir), FEEDBACK_TYPES).sort("ts", maintain_order=True)
 
 
 def join_feedback(

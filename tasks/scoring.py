@@ -20,6 +20,7 @@ from pydantic import TypeAdapter, ValidationError
 from schemas.base import DatasetSpec
 from schemas.requests import RequestModels, frame_errors, records_to_frame, request_models
 from tasks.ingest.parse import parse_text
+from tasks.ingest.snapshot import write_table
 from tasks.predict import score_frame
 from tasks.predlog import ScoredBatch, prediction_frame
 from tasks.registry import LoadedModel
@@ -169,22 +170,6 @@ def score_table(
     return prediction_frame(batch), checked.errors
 
 
-def write_frame(frame: pl.DataFrame, out: Path) -> Path:
-    """Write Parquet (or CSV when ``out`` ends in .csv) atomically."""
-    import io
-
-    from tasks.io import atomic_write
-
-    out = Path(out)
-    buf = io.BytesIO()
-    if out.suffix.lower() == ".csv":
-        frame.write_csv(buf)
-    else:
-        frame.write_parquet(buf, compression="zstd")
-    atomic_write(out, buf.getvalue())
-    return out
-
-
 @dataclass(frozen=True)
 class ScoringModels:
     champion: LoadedModel
@@ -215,10 +200,10 @@ def write_outputs(
     started: float,
 ) -> ScoreResult:
     """Write the scores (and the refused rows beside them); say what was done."""
-    write_frame(scored, out)
+    write_table(scored, out)
     rejects = None
     if errors.height:
-        rejects = write_frame(errors, Path(out).with_suffix(".rejects.parquet"))
+        rejects = write_table(errors, Path(out).with_suffix(".rejects.parquet"))
     return ScoreResult(
         model_tag=models.champion.tag,
         rows=rows,

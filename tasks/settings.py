@@ -29,6 +29,9 @@ class Settings(BaseSettings):
         default=None, description="Prefect API URL; default: whatever PREFECT_API_URL says."
     )
     admin_token: str | None = Field(default=None, description="Token for admin endpoints.")
+    min_free_mb: int = Field(
+        default=64, ge=0, description="A writing command refuses to start with less free disk."
+    )
 
     # --- the service's knobs (read by ``bentos/`` when ``bentoml serve`` imports it) ------
     dataset: str = Field(default="telco", description="The dataset (= model name) served.")
@@ -163,6 +166,17 @@ class Settings(BaseSettings):
         return self.root / "retrain"
 
     # --- end of the monitoring helper's block ---------------------------------------------
+
+    # --- shared state on PostgreSQL (issue #16, topology helper) ------------------------
+    database_url: str | None = Field(
+        default=None,
+        description=(
+            "PostgreSQL URL (postgresql://user@host:port/db) for the state several hosts share:"
+            " the prediction and feedback logs. Unset: Parquet files under home."
+        ),
+    )
+
+    # --- end of the topology helper's block -----------------------------------------------
 
     def ensure_dirs(self) -> Settings:
         """Create the state layout (idempotent)."""

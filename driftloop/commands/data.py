@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from driftloop.output import EXIT_GATE, CLIError, emit, errors_as_exit
+from driftloop.output import CLIError, emit, errors_as_exit
 from tasks.ingest.config import IngestOptions
 
 JSON = typer.Option(False, "--json", help="Print exactly one JSON object on stdout.")
@@ -32,8 +32,8 @@ def ingest(
     as_json: bool = JSON,
 ) -> None:
     """Validate a file against its contract; write a versioned snapshot, quarantine and report."""
-    with errors_as_exit(as_json):
-        from flows.ingest import IngestConfig, QualityGateError, ingest
+    with errors_as_exit(as_json, writes=True):
+        from flows.ingest import IngestConfig, ingest
         from schemas import load_dataset
         from tasks.ingest.read import check_file
 
@@ -45,11 +45,7 @@ def ingest(
             max_missing_share=max_missing_share,
         )  # fmt: skip
         check_file(path, load_dataset(dataset), config)  # clean one-line errors first
-        try:
-            result = ingest(config)
-        except QualityGateError as exc:
-            raise CLIError(str(exc), EXIT_GATE, exc.result) from None
-        emit(result, as_json, _render)
+        emit(ingest(config), as_json, _render)
 
 
 def _render(result: dict) -> None:

@@ -25,7 +25,7 @@ def monitor(
 ) -> None:
     """Profile the recent prediction-log window against the champion's reference, write the
     report (reports/monitor/<time>.{html,json}) and emit drift/quality/performance events."""
-    with errors_as_exit(as_json):
+    with errors_as_exit(as_json, writes=True):
         from flows.monitor import MonitorConfig
         from flows.monitor import monitor as monitor_flow
         from tasks.monitoring.report import MonitorReport

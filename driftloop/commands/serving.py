@@ -46,7 +46,7 @@ def serve(
     """Start the prediction service (bentoml serve) for the dataset's champion model."""
     from schemas import load_dataset
 
-    with errors_as_exit(False):
+    with errors_as_exit(False, writes=True):
         load_dataset(dataset)  # a bad name fails here, with the list of known datasets
         cmd, env = serve_command(port, dataset, host, workers)
     typer.echo(f"serving {dataset} on http://{host}:{port} (Ctrl-C stops)", err=True)
@@ -64,7 +64,7 @@ def score(
     """Score a file with the same validation, features and model code as the service."""
     from tasks.scoring import score_file
 
-    with errors_as_exit(as_json):
+    with errors_as_exit(as_json, writes=True):
         result = score_file(path, out, dataset=dataset, model=model, shadow=shadow)
     emit(result.to_dict(), as_json)
 

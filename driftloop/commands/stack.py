@@ -39,13 +39,23 @@ def up(
     deploy: bool = typer.Option(True, "--deploy/--no-deploy", help="Run `prefect deploy`."),
     scheduler: bool = typer.Option(True, "--scheduler/--no-scheduler", help="Run schedules."),
     ui: bool = typer.Option(False, "--ui/--no-ui", help="Serve the Prefect UI."),
+    database: str = typer.Option(
+        None, "--database", help="PostgreSQL URL for the Prefect server (default: SQLite)."
+    ),
+    redis: str = typer.Option(
+        None, "--redis", help="Redis URL (prefect-redis extra): broker, cache, ordering, leases."
+    ),
+    api_servers: int = typer.Option(
+        1, "--api-servers", help="API processes (>1 needs --database and --redis)."
+    ),
     as_json: bool = JSON,
 ) -> None:
     """Start the Prefect server, create the work pool, deploy prefect.yaml, start a worker."""
     with errors_as_exit(as_json):
         stack = _stack(
             port=port, poll_s=poll_s, deployments=deployment or None, worker=worker,
-            deploy=deploy, scheduler=scheduler, ui=ui,
+            deploy=deploy, scheduler=scheduler, ui=ui, database=database, redis=redis,
+            api_servers=api_servers,
         )  # fmt: skip
         result = stack.up()
         result["hint"] = f"export PREFECT_API_URL={stack.api_url}"
@@ -117,6 +127,9 @@ def retrain(
     trials: int = typer.Option(None, help="Optuna trials (default: the flow's)."),
     margin: float = typer.Option(None, help="Gate: win needed on the gate metric."),
     max_slice_regression: float = typer.Option(None, help="Gate: worst slice loss allowed."),
+    rollout: str = typer.Option(
+        None, help="direct | shadow | canary: how a winner reaches traffic (default: the flow's)."
+    ),
     reason: str = typer.Option("manual", help="Recorded with the run and its events."),
     submit: bool = typer.Option(
         False, "--submit", help="Run through the `retrain` deployment (its concurrency limit)."
@@ -134,6 +147,8 @@ def retrain(
         for key, value in (("margin", margin), ("max_slice_regression", max_slice_regression)):
             if value is not None:
                 base["gate"][key] = value
+        if rollout is not None:
+            base["rollout"]["mode"] = rollout
         try:
             config = RetrainConfig.model_validate(base)
         except ValueError as exc:

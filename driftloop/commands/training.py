@@ -58,7 +58,7 @@ def train(
     as_json: bool = JSON,
 ) -> None:
     """Tune, train, evaluate and register a model; the first one becomes champion."""
-    with errors_as_exit(as_json):
+    with errors_as_exit(as_json, writes=True):
         import os
 
         from tasks.settings import get_settings
@@ -157,7 +157,7 @@ def promote(
     as_json: bool = JSON,
 ) -> None:
     """Make a model (default: the challenger) champion."""
-    with errors_as_exit(as_json):
+    with errors_as_exit(as_json, writes=True):
         from tasks import registry
 
         previous = registry.get_alias(name, registry.CHAMPION)
@@ -172,7 +172,7 @@ def rollback(
     as_json: bool = JSON,
 ) -> None:
     """Restore the champion before the current one."""
-    with errors_as_exit(as_json):
+    with errors_as_exit(as_json, writes=True):
         from tasks import registry
 
         previous = registry.get_alias(name, registry.CHAMPION)

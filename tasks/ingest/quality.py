@@ -16,6 +16,11 @@ from tasks.ingest.table import ParsedTable, Split, without_line
 from tasks.io import atomic_write, write_json
 
 
+class DataQualityFailed(Exception):
+    """Data broke a data-quality threshold (its report is written): every command that meets
+    one exits with the README's code for it (see ``driftloop.output``)."""
+
+
 @dataclass
 class QualityReport:
     data: dict[str, Any]

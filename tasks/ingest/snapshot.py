@@ -98,11 +98,33 @@ def load_manifest(version: str, settings: Settings | None = None) -> dict[str, A
     return json.loads(path.read_text())
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection");
+# a plain number such as -3.5 is left as it is.
+_FORMULA_START = r"^[=+\-@\t\r]"
+_PLAIN_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+
+
+def csv_inert(frame: pl.DataFrame) -> pl.DataFrame:
+    """Text cells that a spreadsheet would run as a formula, prefixed with ``'`` (inert)."""
+    text = [c for c, t in frame.schema.items() if t in (pl.String, pl.Categorical) or t == pl.Enum]
+    return frame.with_columns(
+        pl.when(
+            pl.col(c).cast(pl.String).str.contains(_FORMULA_START)
+            & ~pl.col(c).cast(pl.String).str.contains(_PLAIN_NUMBER)
+        )
+        .then(pl.lit("'") + pl.col(c).cast(pl.String))
+        .otherwise(pl.col(c).cast(pl.String))
+        .alias(c)
+        for c in text
+    )
+
+
 def write_table(frame: pl.DataFrame, path: Path | str) -> Path:
-    """Write a frame as CSV or Parquet, by the file's suffix (atomically)."""
+    """Write a frame as CSV (formula-like text made inert) or Parquet, by the file's suffix
+    (atomically). Every CSV driftloop writes goes through here."""
     path = Path(path)
     if path.suffix.lower() in (".parquet", ".pq"):
         atomic_write(path, lambda fh: frame.write_parquet(fh, compression="zstd"))
     else:
-        atomic_write(path, frame.write_csv)
+        atomic_write(path, csv_inert(frame).write_csv)
     return path

@@ -11,6 +11,7 @@ import polars as pl
 from schemas.base import DatasetSpec
 from tasks.evaluate import label_vector
 from tasks.features import FeatureSpec, build_features, to_matrix, validate_features
+from tasks.ingest.quality import DataQualityFailed
 
 if TYPE_CHECKING:
     from tasks.ingest.compose import IngestResult
@@ -18,6 +19,10 @@ if TYPE_CHECKING:
 
 class TrainingDataError(ValueError):
     """The training data cannot make a model (no target, one class, too few rows...)."""
+
+
+class TrainingQualityError(TrainingDataError, DataQualityFailed):
+    """The training data broke a data-quality threshold (strict runs refuse it)."""
 
 
 class Splits(NamedTuple):
@@ -70,7 +75,7 @@ def check_ingested(
     """Refuse an ingest that failed its quality thresholds (when ``strict``) or accepted data
     that cannot train (see :func:`check_training_data`)."""
     if strict and not ingested.quality_passed:
-        raise TrainingDataError(
+        raise TrainingQualityError(
             "training data failed data-quality checks: " + "; ".join(ingested.quality_failures)
         )
     check_training_data(ingested.accepted, dataset, min_rows)

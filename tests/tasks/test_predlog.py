@@ -15,8 +15,8 @@ import numpy as np
 import polars as pl
 import pytest
 
+from tasks.buffered_log import BufferedLog
 from tasks.predlog import (
-    BufferedLog,
     ScoredBatch,
     feedback_frame,
     join_feedback,
@@ -51,12 +51,13 @@ def _log(settings: Settings, **kw) -> BufferedLog:
 def test_prediction_frame_follows_the_record_contract():
     frame = prediction_frame(_batch(["r1", "r2"], ["c1", "c2"], T0))
     validate_predictions(frame)
-    assert frame.columns[:9] == [
+    assert frame.columns[:10] == [
         "request_id", "entity_id", "ts", "model_tag", "score", "decision",
-        "shadow_tag", "shadow_score", "latency_ms",
+        "shadow_tag", "shadow_score", "latency_ms", "arm",
     ]  # fmt: skip
-    assert frame.columns[9:] == ["customerID", "tenure"]
+    assert frame.columns[10:] == ["customerID", "tenure"]
     assert frame["shadow_score"].null_count() == 2
+    assert frame["arm"].to_list() == ["champion", "champion"]  # no rollout: the champion's
 
 
 def test_one_file_per_flush_and_close_flushes_the_rest(home_settings: Settings):
@@ -111,7 +112,8 @@ def test_killed_writer_leaves_only_whole_files(home: Path):
         import itertools, time, numpy as np, polars as pl
         from datetime import UTC, datetime
         from pathlib import Path
-        from tasks.predlog import BufferedLog, ScoredBatch, prediction_frame
+        from tasks.buffered_log import BufferedLog
+        from tasks.predlog import ScoredBatch, prediction_frame
         log = BufferedLog(Path({str(home / "p")!r}), prediction_frame,
                           prefix="p", flush_seconds=0.01).start()
         for i in itertools.count():

@@ -234,8 +234,15 @@ def emit_outcome(
     return {**evidence, "event_id": emit(name, evidence)}
 
 
+class HoldoutRule(Protocol):
+    """How many labeled rows the gate holds out (``flows.retrain.RetrainConfig`` is one)."""
+
+    holdout_fraction: float
+    min_holdout_rows: int
+
+
 def skip_reason(
-    *, evidence: dict[str, Any], labeled: pl.DataFrame, fraction: float, min_rows: int
+    *, evidence: dict[str, Any], labeled: pl.DataFrame, holdout: HoldoutRule
 ) -> str | None:
     """Why this retrain should not train (None: go on). A retrain completes with the reason
     recorded instead of failing: the monitor reported input drift it judged harmless
@@ -245,8 +252,8 @@ def skip_reason(
         return "the monitor reported this event without asking for a retrain: " + str(
             evidence.get("reason") or "no evidence of loss"
         )
-    needed = max(min_rows, round(labeled.height * fraction))
-    if labeled.height < needed:
+    min_rows = holdout.min_holdout_rows
+    if labeled.height < max(min_rows, round(labeled.height * holdout.holdout_fraction)):
         return (f"only {labeled.height} labeled feedback rows: the gate needs at least "
                 f"{min_rows} held out; skipped (the champion stays)")  # fmt: skip
     return None

@@ -182,14 +182,12 @@ def test_gate_config_is_the_flow_config_and_outcome_goes_to_the_given_emitter():
 def test_too_few_labels_or_a_report_only_event_completes_without_training():
     """A scheduled retrain in a quiet week, or an event the monitor sent without asking for a
     retrain, is a completed run with its reason, never a failure (tasks.retrain.skip_reason)."""
-    few = pl.DataFrame({"x": range(40)})
-    why = rt.skip_reason(evidence={}, labeled=few, fraction=HOLDOUT, min_rows=50)
+    few, enough, rule = pl.DataFrame({"x": range(40)}), pl.DataFrame({"x": range(400)}), _config()
+    why = rt.skip_reason(evidence={}, labeled=few, holdout=rule)
     assert why is not None and "only 40 labeled feedback rows" in why
-    assert rt.skip_reason(evidence={}, labeled=pl.DataFrame({"x": range(400)}),
-                          fraction=HOLDOUT, min_rows=50) is None  # fmt: skip
+    assert rt.skip_reason(evidence={}, labeled=enough, holdout=rule) is None
     quiet = rt.skip_reason(evidence={"retrain": False, "reason": "drift score 0.4 (reported)"},
-                           labeled=pl.DataFrame({"x": range(400)}), fraction=HOLDOUT,
-                           min_rows=50)  # fmt: skip
+                           labeled=enough, holdout=rule)  # fmt: skip
     assert quiet is not None and "without asking for a retrain" in quiet
 
 

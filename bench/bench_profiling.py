@@ -188,14 +188,14 @@ def bench_profiling_speed(rows: int, n: int, kind: str) -> list[dict[str, Any]]:
 
 
 def bench_monitor_flow(rows: int, n: int, quick: bool) -> list[dict[str, Any]]:
-    from flows.monitor import monitor
+    from flows.monitor import monitor, run_monitor
 
     dataset = prepare_monitored_home(rows)
     config = _monitor_config(dataset)
     _drop_events()
     if quick:
-        times = [_timed(lambda: monitor.fn(config=config)) for _ in range(n)]
-        report = monitor.fn(config=config)
+        times = [_timed(lambda: run_monitor(config)) for _ in range(n)]
+        report = run_monitor(config)
         assert report["window"]["rows"] == rows, report["window"]
         return [
             metric(AREA, f"monitor run (flow function, no Prefect engine), {rows:,}-row window",
@@ -206,7 +206,7 @@ def bench_monitor_flow(rows: int, n: int, quick: bool) -> list[dict[str, Any]]:
 
     with temporary_prefect_server():
         times = [_timed(lambda: monitor(config=config)) for _ in range(n)]
-    report = monitor.fn(config=config)
+    report = run_monitor(config)
     assert report["window"]["rows"] == rows, report["window"]
     return [
         metric(AREA, f"monitor flow wall time, {rows:,}-row window", None, "s",
@@ -369,10 +369,10 @@ def _child(argv: list[str]) -> None:
     if args.prepare:
         print(prepare_monitored_home(args.prepare))
         return
-    from flows.monitor import monitor
+    from flows.monitor import run_monitor
 
     _drop_events()
-    report = monitor.fn(config=_monitor_config(args.monitor_child))
+    report = run_monitor(_monitor_config(args.monitor_child))
     print(json.dumps({"rows": report["window"]["rows"],
                       "drifted": report["drift"]["drifted_features"]}))  # fmt: skip
 

@@ -39,6 +39,7 @@ EXPECTED_AREAS = (
     "scaling",
     "memory",
     "rollout",
+    "replay",
     "streaming",
 )
 QUICK_TIMEOUT_S = 45.0  # per area

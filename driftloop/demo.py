@@ -141,7 +141,7 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> dict[str, An
                     report = _monitor(dataset.name, drifted[-1])
                     monitor_runs.append(report)
                     note["detail"] = monitor_note(report)
-                if report.get("events"):
+                if _asks_for_retrain(report):
                     break
             send_labels(client, pending)
             fired = [e for r in monitor_runs for e in r.get("events", [])]
@@ -212,6 +212,12 @@ def _monitor(name: str, phase: Replay) -> dict[str, Any]:
         drift=DriftConfig(min_window_rows=200, hysteresis_windows=2, cooldown_minutes=60),
     )
     return monitor(config)
+
+
+def _asks_for_retrain(report: dict[str, Any]) -> bool:
+    """An event of this run starts the retrain (a drift the policy only reports does not)."""
+    return any(e["event"] in ("drift_detected", "performance_degraded")
+               for e in report.get("events", []))  # fmt: skip
 
 
 def _finished(runs: list[dict[str, Any]]) -> dict[str, Any] | None:

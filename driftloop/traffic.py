@@ -41,13 +41,13 @@ def prepare_data(config: DemoConfig, dataset: DatasetSpec, reference_path: Path)
     reference_path = write_table(reference, reference_path)
     n = live.height
     calm, rest = live[: n // 4], live[n // 4 :]
-    tilt = most_telling_category(reference, dataset)
-    covariate = inject_drift(rest, dataset, DriftSpec("covariate", 1.0, tilt, config.seed))
-    if config.scenario == "concept":
+    if config.scenario == "concept":  # inputs keep their distribution; the late labels tell
         spec = DriftSpec("concept", config.drift_severity, config.drift_column, config.seed)
+        drifted = inject_drift(rest, dataset, spec)
     else:
-        spec = DriftSpec("label_noise", 1.0, seed=config.seed)
-    drifted = inject_drift(covariate, dataset, spec)
+        tilt = most_telling_category(reference, dataset)
+        covariate = inject_drift(rest, dataset, DriftSpec("covariate", 1.0, tilt, config.seed))
+        drifted = inject_drift(covariate, dataset, DriftSpec("label_noise", 1.0, seed=config.seed))
     k = drifted.height // 3
     return DemoData(reference_path, calm, [drifted[:k], drifted[k : 2 * k]], drifted[2 * k :])
 

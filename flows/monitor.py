@@ -1,30 +1,38 @@
 """The monitor flow: profile the recent prediction-log window, judge drift, quality,
-performance and health against the champion, write the report, emit what is due."""
+performance and health against the champion, score the late labels, estimate performance
+without labels, decide by the policy, write the report, emit what is due."""
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import flow
+from prefect import Task, flow, task
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from schemas import load_dataset
 from tasks import profiling
 from tasks.drift import DriftConfig
-from tasks.monitoring import checks, decision, report, state, window
+from tasks.monitoring import checks, decision, estimators, evidence, policy, report, state, window
 from tasks.monitoring.checks import HealthConfig, PerformanceConfig, QualityConfig
+from tasks.monitoring.evidence import EvidenceConfig
+from tasks.monitoring.policy import PolicyConfig
 from tasks.settings import get_settings
 
 
-# No Prefect tasks: every step is a plain function, cheap and local; a task run per step would
-# cost more than the steps (and `monitor.fn` would need an API). Like main before the split.
 class MonitorConfig(BaseModel):
     """Every threshold of a monitoring run, grouped by what it judges."""
 
     dataset: str = "telco"
     window_minutes: float = Field(24 * 60, gt=0, description="the window ends at `until`")
     until: datetime | None = Field(None, description="end of the window; default: now")
+    now: datetime | None = Field(
+        None, description="the run's time (cooldowns, history); default: the clock (replays)"
+    )
     serving_url: str | None = Field(
         None, description="the service's base URL: its /metrics give rejected requests and 5xx"
     )
@@ -32,40 +40,83 @@ class MonitorConfig(BaseModel):
     quality: QualityConfig = Field(default_factory=QualityConfig)
     performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+
+    def run_time(self) -> datetime:
+        """``now`` if set (a replay), else the clock; UTC."""
+        return (self.now or datetime.now(UTC)).astimezone(UTC)
+
+
+_task = dict(cache_policy=NO_CACHE)
+load_window = task(window.load_window, name="load_window", **_task)
+load_reference = task(profiling.load_reference, name="load_reference", **_task)
+load_estimators = task(estimators.load_estimators, name="load_estimators", **_task)
+check_quality = task(checks.check_quality, name="check_quality", **_task)
+profile_window = task(window.profile_window, name="profile_window", **_task)
+check_drift = task(checks.check_drift, name="check_drift", **_task)
+compute_performance = task(checks.compute_performance, name="compute_performance", **_task)
+gather_evidence = task(evidence.gather_evidence, name="gather_evidence", **_task)
+decide_window = task(decision.decide_window, name="decide_window", **_task)
+write_report = task(report.write_report, name="write_report", **_task)
+emit_events = task(decision.emit_events, name="emit_events", **_task)
 
 
 @flow(name="monitor")
 def monitor(config: MonitorConfig | None = None) -> dict[str, Any]:
     """One monitoring run; returns the report's JSON (also reports/monitor/<time>.json)."""
-    config, settings, now = config or MonitorConfig(), get_settings(), datetime.now(UTC)
-    dataset, stamp = load_dataset(config.dataset), window.run_stamp(now)
+    config, settings = config or MonitorConfig(), get_settings()
+    dataset, now = load_dataset(config.dataset), config.run_time()
     champion = window.load_champion(name=dataset.name, settings=settings)
-    reference = profiling.load_reference(model_tag=champion.tag, settings=settings)
+    reference = load_reference(model_tag=champion.tag, settings=settings)
     bounds = window.window_bounds(minutes=config.window_minutes, until=config.until)
-    rows = window.load_window(window=bounds, settings=settings)
+    rows = load_window(window=bounds, settings=settings)
     serving = state.serving_since_last_run(champion.name, config.serving_url, settings)
-    quality = checks.check_quality(
-        window=rows, dataset=dataset, config=config.quality, serving=serving
-    )
-    current = window.monitor_frames(rows, dataset, score_column=profiling.SCORE_COLUMN)
-    current_view = profiling.profile_frame(frame=current)
-    profile = profiling.write_profile(current_view, settings.window_profiles_dir / f"{stamp}.bin")
-    drift = checks.check_drift(reference=reference, current=current, dataset=dataset,
-                               champion=champion, config=config.drift, quality=quality)  # fmt: skip
+    quality = check_quality(window=rows, dataset=dataset, config=config.quality, serving=serving)
+    current = profile_window(window=rows, dataset=dataset, now=now, settings=settings)
+    drift = check_drift(reference=reference, current=current.frame, dataset=dataset,
+                        champion=champion, config=config.drift, quality=quality)  # fmt: skip
     labels = window.load_labels(settings=settings)
-    performance = checks.compute_performance(rows, labels, champion, config=config.performance)
+    performance = compute_performance(window=rows, labels=labels, champion=champion,
+                                      config=config.performance)  # fmt: skip
     health = checks.compute_health(rows, bounds, config=config.health, serving=serving)
-    due = decision.decide_window(drift=drift, quality=quality, performance=performance,
-                                 champion=champion, config=config.drift, now=now,
-                                 settings=settings)  # fmt: skip
+    est = load_estimators(reference=reference, dataset=dataset, champion=champion)
+    found = gather_evidence(rows=rows, labels=labels, bounds=bounds, estimators=est,
+        dataset=dataset, quality=quality, state=state.load_state(champion.name, settings),
+        config=config.evidence, settings=settings)  # fmt: skip
+    verdict = policy.judge(evidence=found, champion=champion, policy=config.policy)
+    due = decide_window(drift=drift, quality=quality, performance=performance,
+        champion=champion, config=config.drift, now=now, settings=settings, verdict=verdict,
+        evidence=found)  # fmt: skip
     built = report.build_report(
         run_at=now, champion=champion, config=config.model_dump(mode="json"), bounds=bounds,
         rows=rows.height, drift=drift, decision=due.decision, quality=quality,
-        performance=performance, health=health, reference=reference,
-        current_profile=profile, current_view=current_view,
+        performance=performance, health=health, reference=reference, current_profile=current.path,
+        current_view=current.view, evidence=found, verdict=verdict,
     )  # fmt: skip
-    written = report.write_report(report=built, stamp=stamp, settings=settings)
-    announced = decision.emit_events(report=written, due=due)  # rewritten with the event ids
-    final = report.write_report(report=announced, stamp=stamp, settings=settings)
+    written = write_report(report=built, stamp=window.run_stamp(now), settings=settings)
+    announced = emit_events(report=written, due=due)  # rewritten with the event ids
+    final = write_report(report=announced, stamp=window.run_stamp(now), settings=settings)
     report.publish_artifacts(final)
     return final.to_json()
+
+
+@contextlib.contextmanager
+def _plain_steps() -> Iterator[None]:
+    """This module's tasks as the plain functions they wrap, for the block."""
+    module = sys.modules[__name__]
+    tasks = {k: v for k, v in vars(module).items() if isinstance(v, Task)}
+    try:
+        for name, t in tasks.items():
+            setattr(module, name, t.fn)
+        yield
+    finally:
+        for name, t in tasks.items():
+            setattr(module, name, t)
+
+
+def run_monitor(config: MonitorConfig | None = None) -> dict[str, Any]:
+    """The same run without the Prefect engine (no flow or task runs, no API): the replay
+    benchmark and the memory benchmark call the real monitor code this way, many times."""
+    with _plain_steps():
+        return monitor.fn(config=config)

@@ -74,12 +74,13 @@ def retrain(config: RetrainConfig | None = None, trigger: RetrainTrigger | None 
     champion = registry.load_model(f"{dataset.name}:champion", settings)
     joined = load_labeled_feedback(settings=settings)
     labeled = rt.labeled_feedback(joined, dataset, since=config.feedback_since)
+    if why := rt.skip_reason(evidence=trigger.evidence, labeled=labeled, holdout=config):
+        return rt.skipped(dataset.name, reason=why, trigger=trigger.model_dump())
     recent = rt.split_holdout(
         labeled, fraction=config.holdout_fraction, min_rows=config.min_holdout_rows
     )
-    reference = rt.reference_rows(
-        load_snapshot(champion.metadata["data_version"], settings), dataset
-    )
+    reference = rt.reference_rows(load_snapshot(champion.metadata["data_version"], settings),
+                                  dataset)  # fmt: skip
     data = rt.assemble(
         reference, recent.train, recent.holdout, dataset,
         strategy=config.strategy, window_rows=config.window_rows,

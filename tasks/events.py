@@ -25,6 +25,7 @@ from tasks.io import dumps, locked, write_json
 from tasks.settings import Settings, get_settings
 
 DRIFT_DETECTED = "driftloop.drift.detected"
+DRIFT_REPORTED = "driftloop.drift.reported"  # input drift the estimate calls harmless (#14)
 PERFORMANCE_DEGRADED = "driftloop.performance.degraded"
 DATA_QUALITY_FAILED = "driftloop.data_quality.failed"
 MODEL_PROMOTED = "driftloop.model.promoted"
@@ -45,6 +46,7 @@ ALL_EVENTS = (
     DATA_QUALITY_FAILED,
     MODEL_PROMOTED,
     MODEL_REJECTED,
+    DRIFT_REPORTED,
     *ROLLOUT_EVENTS.values(),
 )
 RETRAIN_TRIGGERS = (DRIFT_DETECTED, PERFORMANCE_DEGRADED)  # a data-quality event never retrains
@@ -55,6 +57,7 @@ DEFAULT_REASON = {
     DATA_QUALITY_FAILED: "data_quality",
     MODEL_PROMOTED: "promoted",
     MODEL_REJECTED: "rejected",
+    DRIFT_REPORTED: "drift_reported",
     **{event: kind for kind, event in ROLLOUT_EVENTS.items()},
 }
 
@@ -313,6 +316,11 @@ def emit(
 def emit_drift_detected(model_name: str, evidence: dict[str, Any], **kw: Any) -> str | None:
     """Drift beyond the configured bounds: triggers a retrain."""
     return emit(DRIFT_DETECTED, model_name, evidence, **kw)
+
+
+def emit_drift_reported(model_name: str, evidence: dict[str, Any], **kw: Any) -> str | None:
+    """Input drift with no evidence of loss (the decision policy): reported, never retrains."""
+    return emit(DRIFT_REPORTED, model_name, evidence, **kw)
 
 
 def emit_performance_degraded(model_name: str, evidence: dict[str, Any], **kw: Any) -> str | None:

@@ -9,7 +9,9 @@ The reference of a model is three files under ``settings.reference_profiles_dir`
 
 * ``<tag>.bin`` - the whylogs profile of the training features and the model's scores
   (column :data:`SCORE_COLUMN`): counts, nulls, types, KLL quantiles, frequent items.
-* ``<tag>.sample.parquet`` - a bounded, seeded random sample of the same rows. KS and
+* ``<tag>.sample.parquet`` - a bounded, seeded random sample of the same rows (with their
+  label as :data:`LABEL_COLUMN` when the frame has the target: label-free performance
+  estimators are fitted on it, ``tasks.monitoring.evidence``). KS and
   chi-square need samples: a KLL sketch only gives quantiles up to its rank error (~1-2%),
   which is as large as the KS critical value for a 1,000-row window, and frequent-items
   sketches drop rare categories. A bounded sample (:data:`REFERENCE_SAMPLE_ROWS`) keeps the
@@ -37,6 +39,7 @@ from tasks.io import atomic_write
 from tasks.settings import Settings, get_settings
 
 SCORE_COLUMN = "__score__"
+LABEL_COLUMN = "__label__"  # the held-out label in the sample (1/0 or the target value)
 REFERENCE_SAMPLE_ROWS = 20_000
 PROFILE_CHUNK_ROWS = 250_000  # profile big frames in chunks and merge: bounds pandas memory
 _SEED = 20_241
@@ -229,6 +232,8 @@ def save_reference_profile(
     )
     profile_path, sample_path, meta_path = reference_paths(model_tag, settings)
     write_profile(profile_frame(rows), profile_path)
+    if dataset.target in frame.columns:
+        rows = rows.with_columns(_label(frame[dataset.target], dataset))
     sample = rows.sample(min(sample_rows, rows.height), seed=_SEED) if rows.height else rows
     tmp = sample_path.with_name(f".{sample_path.name}.tmp")
     sample.write_parquet(tmp)
@@ -249,6 +254,14 @@ def save_reference_profile(
     }
     atomic_write(meta_path, json.dumps(meta, indent=2).encode())
     return profile_path
+
+
+def _label(target: pl.Series, dataset: DatasetSpec) -> pl.Series:
+    """The target as a number: 1/0 (positive class or not) for binary tasks."""
+    if dataset.task == "binary":
+        label = (target.cast(pl.String) == str(dataset.positive_class)).cast(pl.Float64)
+        return label.alias(LABEL_COLUMN)
+    return target.cast(pl.Float64).alias(LABEL_COLUMN)
 
 
 def load_reference(model_tag: str, settings: Settings | None = None) -> Reference:

@@ -242,3 +242,38 @@ def emit_outcome(
         return {**evidence, "rollout": payload["experiment"], "event_id": payload["event_id"]}
     emit = emitter.emit_model_promoted if decision.promote else emitter.emit_model_rejected
     return {**evidence, "event_id": emit(name, evidence)}
+
+
+class HoldoutRule(Protocol):
+    """How many labeled rows the gate holds out (``flows.retrain.RetrainConfig`` is one)."""
+
+    holdout_fraction: float
+    min_holdout_rows: int
+
+
+def skip_reason(
+    *, evidence: dict[str, Any], labeled: pl.DataFrame, holdout: HoldoutRule
+) -> str | None:
+    """Why this retrain should not train (None: go on). A retrain completes with the reason
+    recorded instead of failing: the monitor reported input drift it judged harmless
+    (``retrain: false`` in the event's evidence), or there are too few labeled rows to hold out
+    for an honest gate (e.g. a scheduled run in a quiet week)."""
+    if evidence.get("retrain") is False:
+        return "the monitor reported this event without asking for a retrain: " + str(
+            evidence.get("reason") or "no evidence of loss"
+        )
+    min_rows = holdout.min_holdout_rows
+    if labeled.height < max(min_rows, round(labeled.height * holdout.holdout_fraction)):
+        return (f"only {labeled.height} labeled feedback rows: the gate needs at least "
+                f"{min_rows} held out; skipped (the champion stays)")  # fmt: skip
+    return None
+
+
+def skipped(name: str, *, reason: str, trigger: dict[str, Any]) -> dict[str, Any]:
+    """The flow's result when it does not train: the reason, the trigger (without its
+    evidence), no event."""
+    from tasks.registry import resolve
+
+    trigger = {k: v for k, v in trigger.items() if k != "evidence"}
+    return {"promote": False, "skipped": True, "reason": reason, "trigger": trigger,
+            "champion_after": resolve(f"{name}:champion")}  # fmt: skip

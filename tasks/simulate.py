@@ -15,7 +15,15 @@ same columns (except ``schema_break``, which breaks the contract on purpose):
 - ``feature_shift``: one feature moved (``column``; numeric by ``severity`` standard deviations,
   categorical towards its first category), e.g. a feature the model barely uses;
 - ``correlation_flip``: ``column``'s values reversed in rank order among a random share
-  ``severity`` of the rows: every marginal exactly unchanged, its correlations flipped.
+  ``severity`` of the rows: every marginal exactly unchanged, its correlations flipped;
+- ``tilt``: rows resampled with weight ``exp(severity * z)``, ``z`` the standardised
+  ``column`` (a categorical one as "its first category or not"; ``column`` may also name a
+  column outside the contract, e.g. the model's score): its mean moves by about ``severity``
+  standard deviations, and P(label | inputs)
+  stays exactly as it was (pure covariate shift, unlike ``covariate``, which moves values);
+- ``narrow``: rows resampled with weight ``exp(-severity * z**2 / 2)``: the population
+  concentrates around ``column``'s mean (pure covariate shift; on a feature the model relies
+  on, its ranking has less to work with).
 
 :func:`scenario_windows` cuts held-out rows into windows and drifts the later ones: the
 scenarios of the replay benchmark (:data:`SCENARIOS`).
@@ -33,7 +41,7 @@ from schemas.base import DatasetSpec
 
 Kind = Literal[
     "covariate", "prior", "concept", "label_noise", "missing", "schema_break",
-    "none", "feature_shift", "correlation_flip",
+    "none", "feature_shift", "correlation_flip", "tilt", "narrow",
 ]  # fmt: skip
 KINDS: tuple[str, ...] = Kind.__args__  # type: ignore[attr-defined]
 
@@ -186,6 +194,29 @@ def correlation_flip(frame: pl.DataFrame, dataset: DatasetSpec, spec: DriftSpec)
     return frame.with_columns(values.gather(source))
 
 
+def _select(frame: pl.DataFrame, dataset: DatasetSpec, spec: DriftSpec, narrow: bool):
+    rng = np.random.default_rng(spec.seed)
+    col = spec.column or _default_numeric(dataset)
+    info = dataset.columns.get(col)
+    if info is not None and info.is_categorical:  # its first category against the rest
+        x = (frame[col].cast(pl.String) == str(info.categories[0])).cast(pl.Float64).to_numpy()
+    else:
+        x = frame[col].cast(pl.Float64).to_numpy()
+    mean, std = np.nanmean(x), np.nanstd(x) or 1.0
+    z = np.nan_to_num((x - mean) / std)
+    logw = -spec.severity * z**2 / 2 if narrow else spec.severity * z
+    w = np.exp(logw - logw.max())
+    return frame[rng.choice(frame.height, frame.height, replace=True, p=w / w.sum())]
+
+
+def tilt(frame: pl.DataFrame, dataset: DatasetSpec, spec: DriftSpec) -> pl.DataFrame:
+    return _select(frame, dataset, spec, narrow=False)
+
+
+def narrow(frame: pl.DataFrame, dataset: DatasetSpec, spec: DriftSpec) -> pl.DataFrame:
+    return _select(frame, dataset, spec, narrow=True)
+
+
 _KINDS = {
     "covariate": covariate_shift,
     "prior": prior_shift,
@@ -196,6 +227,8 @@ _KINDS = {
     "none": reshuffle,
     "feature_shift": feature_shift,
     "correlation_flip": correlation_flip,
+    "tilt": tilt,
+    "narrow": narrow,
 }
 
 
@@ -211,12 +244,14 @@ def inject_drift(frame: pl.DataFrame, dataset: DatasetSpec, spec: DriftSpec) -> 
 
 
 # The replay benchmark's scenarios (issue #14): the drift each applies to the later windows.
-# ``harmless_covariate`` needs ``column`` = a feature the model barely uses (the caller knows
-# the model); ``concept_segment`` flips labels inside one segment of ``column``.
+# Both covariate shifts select rows (P(label | inputs) unchanged) and need a ``column`` from the
+# caller, who knows the model: ``harmful_covariate`` narrows the population around the middle
+# of what the model relies on (e.g. its score, a function of the inputs), ``harmless_covariate``
+# tilts a feature it barely uses. ``concept_segment`` flips labels in one segment of ``column``.
 SCENARIOS: dict[str, DriftSpec] = {
     "no_change": DriftSpec("none"),
-    "harmful_covariate": DriftSpec("covariate", severity=1.0),
-    "harmless_covariate": DriftSpec("feature_shift", severity=1.0),
+    "harmful_covariate": DriftSpec("narrow", severity=2.0),
+    "harmless_covariate": DriftSpec("tilt", severity=0.5),
     "prior_shift": DriftSpec("prior", severity=0.5),
     "concept_segment": DriftSpec("concept", severity=0.8),
     "label_noise": DriftSpec("label_noise"),

@@ -14,7 +14,9 @@ def demo(
     fast: bool = typer.Option(False, "--fast", help="Smaller budgets (for tests): ≤ 2 minutes."),
     keep: bool = typer.Option(False, "--keep", help="Leave the Prefect UI and service running."),
     scenario: str = typer.Option(
-        "concept", help="'concept': drift a retrain can fix; 'noise': labels become pure noise."
+        "concept",
+        help="'concept': inputs unchanged, the relationship changes; late labels reveal it and "
+        "a retrain fixes it. 'noise': inputs drift and labels become pure noise.",
     ),
     home: Path = typer.Option(
         Path(".driftloop") / "demo", help="State directory of the demo (reset at start)."

@@ -29,7 +29,7 @@ REPLICATES = 200  # label draws for the sampling-error interval
 _BLOCK = 25  # replicates drawn at once (bounds memory to _BLOCK x rows)
 BOOTSTRAPS = 20  # calibrations fitted on resampled reference rows (calibration uncertainty)
 _CAL_ROWS = 5_000  # window rows the calibration uncertainty is measured on
-_SIM_ROWS = 20_000  # beyond this, draws run on a sample and the spread scales by sqrt(rows)
+_SIM_ROWS = 10_000  # beyond this, draws run on a sample and the spread scales by sqrt(rows)
 
 
 @dataclass(frozen=True)

@@ -146,6 +146,57 @@ def _score(
     )
 
 
+def window_start(every: timedelta, anchor: datetime | None = None) -> pl.Expr:
+    """The start of each row's window: ``ts`` floored to ``every``, on a grid through
+    ``anchor`` (default: the epoch)."""
+    if anchor is None:
+        return pl.col("ts").dt.truncate(every)
+    step = int(every / timedelta(microseconds=1))
+    offset = (pl.col("ts") - anchor).dt.total_microseconds()
+    return pl.lit(anchor) + pl.duration(microseconds=offset.floordiv(step) * step)
+
+
+def labelled_by_window(
+    predictions: pl.DataFrame,
+    feedback: pl.DataFrame,
+    *,
+    every: timedelta,
+    horizon: timedelta,
+    as_of: datetime,
+    anchor: datetime | None = None,
+    score_column: str = "score",
+) -> list[tuple[datetime, int, pl.DataFrame]]:
+    """Per prediction-time window with predictions in ``[as_of - horizon, as_of)``, oldest
+    first: its start, its prediction count, its labelled rows (as :func:`labelled_predictions`)."""
+    recent = predictions.filter(pl.col("ts") >= as_of - horizon, pl.col("ts") < as_of)
+    labelled = labelled_predictions(recent, feedback, as_of=as_of, score_column=score_column)
+    start = window_start(every, anchor).alias("start")
+    counts = recent.group_by(start).len()
+    by_start = {
+        key[0]: part.drop("start")
+        for key, part in labelled.with_columns(start).partition_by("start", as_dict=True).items()
+    }
+    return [(s, n, by_start.get(s, labelled.clear())) for s, n in counts.sort("start").iter_rows()]
+
+
+def score_window(
+    start: datetime,
+    every: timedelta,
+    predictions: int,
+    part: pl.DataFrame,
+    *,
+    threshold: float | None = None,
+    task: Task = "binary",
+    confidence: float = CONFIDENCE,
+) -> RealizedWindow:
+    """Realized metrics of one window's labelled rows (``part``), with coverage and lag."""
+    metrics, rate = _score(part, task, threshold, confidence)
+    coverage = part.height / predictions if predictions else None
+    return RealizedWindow(
+        start, start + every, predictions, part.height, coverage, rate, metrics, _lag(part)
+    )
+
+
 def realized_windows(
     predictions: pl.DataFrame,
     feedback: pl.DataFrame,
@@ -153,33 +204,21 @@ def realized_windows(
     every: timedelta,
     horizon: timedelta,
     as_of: datetime,
+    anchor: datetime | None = None,
     threshold: float | None = None,
     task: Task = "binary",
     confidence: float = CONFIDENCE,
     score_column: str = "score",
 ) -> list[RealizedWindow]:
-    """One result per prediction-time window (``every`` long, aligned to the epoch) that has
-    predictions in ``[as_of - horizon, as_of)``, oldest first, scored on the labels arrived by
-    ``as_of``."""
-    recent = predictions.filter(pl.col("ts") >= as_of - horizon, pl.col("ts") < as_of)
-    labelled = labelled_predictions(recent, feedback, as_of=as_of, score_column=score_column)
-    counts = recent.group_by(pl.col("ts").dt.truncate(every).alias("start")).len()
-    by_start = {
-        key[0]: part
-        for key, part in labelled.with_columns(start=pl.col("ts").dt.truncate(every))
-        .partition_by("start", as_dict=True)
-        .items()
-    }
-    out = []
-    for start, n in counts.sort("start").iter_rows():
-        part = by_start.get(start, labelled.clear())
-        metrics, rate = _score(part, task, threshold, confidence)
-        out.append(
-            RealizedWindow(
-                start, start + every, n, part.height, part.height / n, rate, metrics, _lag(part)
-            )
-        )
-    return out
+    """One result per prediction-time window (``every`` long, on a grid through ``anchor``,
+    default the epoch) that has predictions in ``[as_of - horizon, as_of)``, oldest first,
+    scored on the labels arrived by ``as_of``."""
+    parts = labelled_by_window(predictions, feedback, every=every, horizon=horizon, as_of=as_of,
+                               anchor=anchor, score_column=score_column)  # fmt: skip
+    return [
+        score_window(start, every, n, part, threshold=threshold, task=task, confidence=confidence)
+        for start, n, part in parts
+    ]
 
 
 def labels_since(

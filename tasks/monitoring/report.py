@@ -20,6 +20,8 @@ from pydantic import BaseModel, Field, field_serializer
 from tasks.drift import DriftDecision, DriftResult
 from tasks.io import atomic_write, write_json
 from tasks.monitoring.checks import Health, Performance, Quality
+from tasks.monitoring.evidence import Evidence
+from tasks.monitoring.policy import Verdict
 from tasks.monitoring.state import IsoTime
 from tasks.settings import Settings, get_settings
 
@@ -66,6 +68,8 @@ class MonitorReport(BaseModel):
     profiles: dict[str, dict[str, dict[str, Any]]]
     report: ReportPaths | None = None
     events: list[SentEvent] = Field(default_factory=list)
+    evidence: Evidence | None = None  # late labels, estimates, trust, multivariate (#14)
+    verdict: Verdict | None = None  # the decision policy on that evidence
 
     @field_serializer("drift")
     def _drift(self, drift: DriftResult | None) -> dict[str, Any] | None:
@@ -97,6 +101,8 @@ def build_report(
     reference: Reference,
     current_profile: Path,
     current_view: Any,
+    evidence: Evidence | None = None,
+    verdict: Verdict | None = None,
 ) -> MonitorReport:
     """The run's report, with per-column summaries of both whylogs profiles."""
     from tasks.profiling import summarize_profile
@@ -109,6 +115,7 @@ def build_report(
         current_profile=current_profile,
         profiles={"reference": summarize_profile(reference.profile()),
                   "current": summarize_profile(current_view)},
+        evidence=evidence, verdict=verdict,
     )  # fmt: skip
 
 
@@ -145,10 +152,49 @@ def summary_markdown(report: MonitorReport) -> str:
             f" ({p.reason})",
             f"- Health: {h.rate_per_min:.1f} req/min, p95 {h.latency_p95_ms} ms, "
             f"error rate {h.error_rate}",
+            *_evidence_lines(report),
             f"- Events: {events}",
             f"- Report: {report.paths.html}",
         ]
     )
+
+
+def _evidence_lines(report: MonitorReport) -> list[str]:
+    e, v = report.evidence, report.verdict
+    if e is None:
+        return []
+    labelled = sum(w.labels for w in e.windows)
+    domain = e.multivariate
+    lines = [
+        f"- Late labels: {labelled} over {len(e.windows)} window(s) of the last "
+        f"{e.horizon_hours:g} h; {e.labels_since_last_run.labels} arrived since the last run",
+        f"- Concept drift (estimate vs realized): {'yes' if e.concept_drift else 'no'}; "
+        f"multivariate drift: "
+        + ("-" if domain is None else f"{'yes' if domain.drifted else 'no'} "
+           f"(AUC {domain.auc:.3f} vs {domain.threshold:.3f})"),
+    ]  # fmt: skip
+    if v is not None:
+        lines.append(f"- Policy: {'retrain: ' + '; '.join(v.reasons) if v.retrain else 'no loss'}"
+                     f" ({v.note})")  # fmt: skip
+    return lines
+
+
+def performance_table(report: MonitorReport) -> list[dict[str, Any]]:
+    """Estimated against realized performance per prediction-time window (Prefect table)."""
+    from tasks.estimation.stats import metric_items
+
+    rows = []
+    for w in report.evidence.windows if report.evidence else []:
+        real, est = metric_items(w.realized), metric_items(w.estimated) if w.estimated else {}
+        row: dict[str, Any] = {"window": w.start.isoformat(), "predictions": w.predictions,
+                               "labels": w.labels, "coverage": w.coverage}  # fmt: skip
+        for name, r in real.items():
+            e = est.get(name)
+            row[f"{name} estimated"] = None if e is None else round(e.value, 4)
+            row[f"{name} realized"] = None if r is None else round(r.value, 4)
+        row["concept drift"] = w.concept_drift
+        rows.append(row)
+    return rows
 
 
 def drift_table(report: MonitorReport) -> list[dict[str, Any]]:
@@ -172,6 +218,12 @@ def publish_artifacts(report: MonitorReport) -> None:
     table = drift_table(report)
     if table:
         create_table_artifact(table, key=f"{key}-drift", description="per-feature drift")
+    performance = performance_table(report)
+    if performance:
+        create_table_artifact(
+            performance, key=f"{key}-performance",
+            description="estimated vs realized performance per window",
+        )  # fmt: skip
 
 
 # --- the HTML page --------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, PlainSerializer
 
+from tasks.estimation.stats import BinaryMetrics, RegressionMetrics
 from tasks.io import locked, write_json
 from tasks.monitoring.serving import ServingCounters, scrape_serving
 from tasks.settings import Settings, get_settings
@@ -29,19 +30,34 @@ class HistoryEntry(BaseModel):
     action: str
 
 
+class StoredEstimate(BaseModel):
+    """A window's label-free estimate, kept to show beside the realized value later."""
+
+    champion_tag: str
+    start: IsoTime
+    end: IsoTime
+    rows: int
+    metrics: BinaryMetrics | RegressionMetrics
+
+
 class MonitorState(BaseModel):
-    """One model's entry: drift hysteresis, cooldown clocks, the last serving scrape."""
+    """One model's entry: drift hysteresis, cooldown clocks, the last serving scrape, the
+    windows' stored estimates."""
 
     champion_tag: str | None = None
     consecutive: int = 0
     last_fired_at: IsoTime | None = None
     last_performance_fired_at: IsoTime | None = None
+    last_retrain_requested_at: IsoTime | None = None  # an event that asked for a retrain
     history: list[HistoryEntry] = Field(default_factory=list)
     serving_counters: ServingCounters | None = None
+    estimates: list[StoredEstimate] = Field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        """The file's form: keys that were never set are left out (as before the model)."""
-        return {k: v for k, v in self.model_dump(mode="json").items() if v is not None}
+        """The file's form: keys that were never set are left out (as before the model), and
+        so are the stored estimates while there are none."""
+        doc = self.model_dump(mode="json")
+        return {k: v for k, v in doc.items() if v is not None and (k != "estimates" or v)}
 
 
 def _read_all(settings: Settings) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -116,6 +117,29 @@ def monitor_frames(window: pl.DataFrame, dataset: DatasetSpec, score_column: str
     score = [pl.col("score").alias(score_column)] if "score" in window.columns else []
     per_class = [c for c in window.columns if c.startswith(PROBA_PREFIX)]  # multiclass
     return window.select([*cols, *score, *per_class])
+
+
+@dataclass(frozen=True)
+class WindowProfile:
+    """The window as the reference profile sees it, its whylogs profile and where it is."""
+
+    frame: pl.DataFrame
+    view: Any
+    path: Path
+
+
+def profile_window(
+    window: pl.DataFrame, dataset: DatasetSpec, now: datetime, settings: Settings | None = None
+) -> WindowProfile:
+    """Profile the window's features and score (whylogs) and write it as
+    ``<run stamp of now>.bin``."""
+    from tasks.profiling import SCORE_COLUMN, profile_frame, write_profile
+
+    frame = monitor_frames(window, dataset, score_column=SCORE_COLUMN)
+    view = profile_frame(frame=frame)
+    folder = (settings or get_settings()).window_profiles_dir
+    path = folder / f"{run_stamp(now)}.bin"
+    return WindowProfile(frame, view, write_profile(view, path))
 
 
 def run_stamp(now: datetime) -> str:

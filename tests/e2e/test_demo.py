@@ -75,22 +75,29 @@ def _aliases(home: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("demo_run", ["concept"], indirect=True)
-def test_drift_is_detected_and_the_automation_retrains_once(demo_run: DemoRun) -> None:
+def test_late_labels_reveal_the_change_and_the_automation_retrains_once(demo_run: DemoRun) -> None:
+    """Inputs keep their distribution; the labels that arrive late for an earlier window show
+    the loss (issue #14): a performance event with the windows, labels and realized metrics."""
     home, summary = demo_run
     api = summary["prefect_ui"] + "/api"
-    drift = _events(api, "driftloop.drift.detected")
-    assert len(drift) >= 1
-    evidence = drift[0]["payload"]
-    assert evidence["champion_tag"] == summary["champion_before"]
-    assert evidence["drifted_features"] and Path(evidence["report_html"]).exists()
-    assert drift[0]["resource"]["prefect.resource.id"] == "driftloop.model.telco"
+    degraded = _events(api, "driftloop.performance.degraded")
+    assert len(degraded) >= 1
+    evidence = degraded[0]["payload"]
+    assert evidence["champion_tag"] == summary["champion_before"] and evidence["retrain"] is True
+    assert "realized roc_auc" in evidence["reason"] or "concept drift" in evidence["reason"]
+    windows = evidence["late_labels"]["windows"]
+    assert windows and sum(w["labels"] for w in windows) >= 200
+    assert all(w["realized"]["roc_auc"]["lower"] <= w["realized"]["roc_auc"]["upper"]
+               for w in windows if w["realized"]["roc_auc"])  # fmt: skip
+    assert Path(evidence["report_html"]).exists()
+    assert degraded[0]["resource"]["prefect.resource.id"] == "driftloop.model.telco"
     runs = _retrain_runs(api)
     started = [r for r in runs if r["start_time"] is not None]
     assert len(started) == 1, [(r["name"], r["state_type"]) for r in runs]
     run = started[0]
     assert run["state_type"] == "COMPLETED"
     trigger = run["parameters"]["trigger"]
-    assert trigger["event"] in ("driftloop.drift.detected", "driftloop.performance.degraded")
+    assert trigger["event"] == "driftloop.performance.degraded"
     assert trigger["evidence"]["champion_tag"] == summary["champion_before"]
 
 

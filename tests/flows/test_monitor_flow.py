@@ -21,6 +21,7 @@ from tasks import registry
 from tasks.drift import DriftConfig
 from tasks.features import FeatureSpec, build_features, to_matrix
 from tasks.monitoring import decision
+from tasks.monitoring.policy import PolicyConfig
 from tasks.profiling import save_reference_profile
 from tasks.settings import get_settings
 
@@ -120,9 +121,14 @@ class FakeEmitter:
         raise AttributeError(name)
 
 
-def config(**drift) -> MonitorConfig:
+# the policy before issue #14: input drift retrains, a label-free estimate does not
+INPUT_DRIFT_ONLY = PolicyConfig(input_drift="retrain", retrain_on_estimated_loss=False)
+
+
+def config(policy: PolicyConfig | None = None, **drift) -> MonitorConfig:
     d = {"hysteresis_windows": 1, "cooldown_minutes": 0, **drift}
-    return MonitorConfig(window_minutes=60, until=UNTIL, drift=DriftConfig(**d))
+    return MonitorConfig(window_minutes=60, until=UNTIL, drift=DriftConfig(**d),
+                         policy=policy or PolicyConfig())  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -220,9 +226,9 @@ def test_hysteresis_then_event_reaches_prefect(champion, prefect_harness):
     from tasks import events
 
     write_log(champion, drifted=True, seed=5)
-    first = monitor(config=config(hysteresis_windows=2))
+    first = monitor(config=config(INPUT_DRIFT_ONLY, hysteresis_windows=2))
     assert first["decision"]["action"] == "drifting" and first["events"] == []
-    second = monitor(config=config(hysteresis_windows=2))
+    second = monitor(config=config(INPUT_DRIFT_ONLY, hysteresis_windows=2))
     assert second["decision"]["action"] == "fire"
     (sent,) = second["events"]
     assert sent["event"] == "drift_detected" and sent["id"]
@@ -266,3 +272,37 @@ def test_cli_monitor_json(champion, prefect_harness, restore_env):
     assert Path(out["report_html"]).exists()
     bad = CliRunner().invoke(build_app(), ["monitor", "--until", "yesterday"])
     assert bad.exit_code == 1 and "ISO 8601" in bad.stderr
+
+
+def test_steps_are_task_runs_and_estimates_are_an_artifact(champion, prefect_harness, fake):
+    """The flow run's timeline shows the monitor's steps; estimated vs realized per window
+    is a table artifact."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    write_log(champion, drifted=False, seed=11)
+    state = monitor(config=config(), return_state=True)
+    report = state.result()
+    assert report["evidence"]["estimate"]["metrics"]["roc_auc"]["value"] > 0.5
+    assert report["evidence"]["windows"][-1]["predictions"] == 600
+    run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+        )
+    names = {r.name.rsplit("-", 1)[0] for r in runs}
+    assert {"load_window", "check_quality", "profile_window", "check_drift", "load_estimators",
+            "gather_evidence", "decide_window", "write_report", "emit_events"} <= names  # fmt: skip
+    assert all(r.state.is_completed() for r in runs)
+    assert "monitor-telco-performance" in _artifact_keys()
+
+
+def test_run_monitor_is_the_same_run_without_the_engine(champion, fake):
+    """The replay's entry point: same report, no Prefect flow or task run (no API needed)."""
+    from flows.monitor import run_monitor
+
+    write_log(champion, drifted=True, seed=12)
+    report = run_monitor(config(INPUT_DRIFT_ONLY))
+    assert report["decision"]["action"] == "fire" and report["verdict"] is not None
+    assert [k for k, _, _ in fake.events] == ["drift_detected"]
+    assert fake.events[0][2]["retrain"] is True

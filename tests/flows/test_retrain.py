@@ -177,3 +177,31 @@ def test_gate_config_is_the_flow_config_and_outcome_goes_to_the_given_emitter():
     out = rt.emit_outcome("telco", lost, {"promote": False}, Fake())
     assert out == {"promote": False, "event_id": "id-r"}
     assert sent == [("rejected", "telco", {"promote": False})]
+
+
+def test_too_few_labels_or_a_report_only_event_completes_without_training():
+    """A scheduled retrain in a quiet week, or an event the monitor sent without asking for a
+    retrain, is a completed run with its reason, never a failure (tasks.retrain.skip_reason)."""
+    few, enough, rule = pl.DataFrame({"x": range(40)}), pl.DataFrame({"x": range(400)}), _config()
+    why = rt.skip_reason(evidence={}, labeled=few, holdout=rule)
+    assert why is not None and "only 40 labeled feedback rows" in why
+    assert rt.skip_reason(evidence={}, labeled=enough, holdout=rule) is None
+    quiet = rt.skip_reason(evidence={"retrain": False, "reason": "drift score 0.4 (reported)"},
+                           labeled=enough, holdout=rule)  # fmt: skip
+    assert quiet is not None and "without asking for a retrain" in quiet
+
+
+def test_retrain_flow_skips_with_its_reason(world, prefect_harness):
+    settings, champion, recent = world
+    for folder in (settings.predictions_dir, settings.feedback_dir):
+        for old in folder.glob("*.parquet"):
+            old.unlink()
+    before = registry.resolve("telco:champion", settings)
+    out = retrain(config=_config(), trigger=RetrainTrigger(reason="scheduled"))
+    assert out["skipped"] is True and out["promote"] is False
+    assert "labeled feedback rows" in out["reason"] and out["champion_after"] == before
+    assert out["trigger"]["reason"] == "scheduled" and "evidence" not in out["trigger"]
+    report_only = RetrainTrigger(reason="drift", evidence={"retrain": False})
+    out = retrain(config=_config(), trigger=report_only)
+    assert out["skipped"] is True and "without asking for a retrain" in out["reason"]
+    assert registry.resolve("telco:champion", settings) == before

@@ -140,8 +140,9 @@ def test_scenario_windows_drift_only_from_the_given_window(telco: pl.DataFrame) 
     spec = SCENARIOS["harmful_covariate"]
     windows = scenario_windows(telco, TELCO, spec, windows=4, rows=500, drift_from=2, seed=3)
     assert [w.height for w in windows] == [500] * 4
-    means = [w["MonthlyCharges"].mean() for w in windows]
-    assert max(means[:2]) + 15 < min(means[2:])
+    # narrowed around MonthlyCharges' mean (its default column) from window 2 on only
+    spreads = [w["MonthlyCharges"].std() for w in windows]
+    assert 0.75 * min(spreads[:2]) > max(spreads[2:])
     again = scenario_windows(telco, TELCO, spec, windows=4, rows=500, drift_from=2, seed=3)
     assert all(a.equals(b) for a, b in zip(windows, again, strict=True))
     big = scenario_windows(telco, TELCO, SCENARIOS["no_change"], windows=1, rows=10_000)
@@ -152,3 +153,23 @@ def test_every_scenario_applies_to_any_contract(telco: pl.DataFrame) -> None:
     for name, spec in SCENARIOS.items():
         (window,) = scenario_windows(telco, TELCO, spec, windows=1, rows=300, seed=4)
         assert window.height == 300, name
+
+
+def test_tilt_and_narrow_select_rows_without_changing_any_row(telco: pl.DataFrame) -> None:
+    """Pure covariate shift: every drifted row is an original row (P(label | inputs) kept)."""
+    tenure = telco["tenure"].cast(pl.Float64)
+    tilted = inject_drift(telco, TELCO, DriftSpec("tilt", severity=1.0, column="tenure"))
+    narrowed = inject_drift(telco, TELCO, DriftSpec("narrow", severity=4.0, column="tenure"))
+    assert tilted["tenure"].mean() > tenure.mean() + 0.5 * tenure.std()
+    assert narrowed["tenure"].std() < 0.6 * tenure.std()
+    assert abs(narrowed["tenure"].mean() - tenure.mean()) < 0.2 * tenure.std()
+    ids = set(telco["customerID"])
+    for drifted in (tilted, narrowed):
+        assert drifted.columns == telco.columns and drifted.height == telco.height
+        assert set(drifted["customerID"]) <= ids
+        assert drifted.join(telco, on="customerID").filter(
+            pl.col("Churn") != pl.col("Churn_right")).height == 0  # fmt: skip
+    # a categorical column tilts towards its first category
+    first = TELCO.columns["gender"].categories[0]
+    toward = inject_drift(telco, TELCO, DriftSpec("tilt", severity=1.0, column="gender"))
+    assert (toward["gender"] == first).mean() > (telco["gender"] == first).mean() + 0.2

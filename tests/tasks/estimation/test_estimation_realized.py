@@ -168,3 +168,16 @@ def test_regression_windows_score_mae_and_rmse() -> None:
 def test_binary_windows_need_the_threshold() -> None:
     with pytest.raises(ValueError, match="threshold"):
         realized_windows(PREDS, FEEDBACK, every=HOUR, horizon=24 * HOUR, as_of=T0 + 3 * HOUR)
+
+
+def test_windows_on_a_grid_through_an_anchor() -> None:
+    """The monitor's windows end at its run's ``until``: the grid runs through that anchor,
+    not the epoch (a quarter-hour offset: a and b in one window, c to f in the next)."""
+    anchor = T0 + 2.25 * HOUR
+    found = realized_windows(
+        PREDS, FEEDBACK, every=HOUR, horizon=24 * HOUR, as_of=T0 + 3 * HOUR, anchor=anchor,
+        threshold=0.5,
+    )  # fmt: skip
+    assert [w.start for w in found] == [T0 - 0.75 * HOUR, T0 + 0.25 * HOUR, T0 + 1.25 * HOUR]
+    assert [w.predictions for w in found] == [2, 4, 2]
+    assert [w.labels for w in found] == [2, 3, 1]

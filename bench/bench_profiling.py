@@ -225,7 +225,7 @@ def _timed(fn) -> float:
 def our_drift_report(reference, current, out: Path) -> dict[str, Any]:
     """Whylogs profiles of both sides, drift statistics, JSON + HTML: the monitor's report."""
     from tasks.drift import DriftConfig, compute_drift
-    from tasks.monitoring.report import render_report_html
+    from tasks.monitoring.html import render_report_html
     from tasks.profiling import profile_frame, summarize_profile
 
     num = [c for c in reference.columns if not c.startswith("cat_")]

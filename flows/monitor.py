@@ -10,7 +10,7 @@ from prefect import flow
 from pydantic import BaseModel, Field
 
 from schemas import load_dataset
-from tasks import profiling
+from tasks import artifacts, profiling
 from tasks.drift import DriftConfig
 from tasks.monitoring import checks, decision, report, state, window
 from tasks.monitoring.checks import HealthConfig, PerformanceConfig, QualityConfig
@@ -67,5 +67,5 @@ def monitor(config: MonitorConfig | None = None) -> dict[str, Any]:
     written = report.write_report(report=built, stamp=stamp, settings=settings)
     announced = decision.emit_events(report=written, due=due)  # rewritten with the event ids
     final = report.write_report(report=announced, stamp=stamp, settings=settings)
-    report.publish_artifacts(final)
+    artifacts.publish_monitor(final, settings)
     return final.to_json()

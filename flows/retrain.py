@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from flows.train import TrainConfig, train
 from schemas import load_dataset
-from tasks import predlog, registry
+from tasks import artifacts, predlog, registry
 from tasks import retrain as rt
 from tasks.gate import GateConfig, run_gate
 from tasks.ingest.snapshot import load_snapshot
@@ -92,4 +92,6 @@ def retrain(config: RetrainConfig | None = None, trigger: RetrainTrigger | None 
         decision, trigger=trigger.model_dump(exclude={"evidence"}), data=data, recent=recent,
         champion_after=champion_after, challenger_data_version=trained.get("data_version"),
     )  # fmt: skip
-    return rt.emit_outcome(dataset.name, decision, evidence)
+    out = rt.emit_outcome(dataset.name, decision, evidence)
+    artifacts.publish_retrain(decision=decision, trigger=trigger, outcome=out, champion=champion)
+    return out

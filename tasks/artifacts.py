@@ -179,17 +179,15 @@ def gate_rows(decision: GateDecision) -> list[dict[str, Any]]:
             for s in decision.slices]  # fmt: skip
 
 
-def _evidence_lines(evidence: Mapping[str, Any]) -> list[str]:
-    keep = ("score", "threshold", "reason", "drifted_features", "auc", "champion_auc",
-            "labelled", "report_html")  # fmt: skip
+def _evidence_lines(evidence: Mapping[str, Any], most: int = 12) -> list[str]:
+    """The trigger's evidence: its plain values and the drifted features' names."""
     out = []
-    for k in keep:
-        v = evidence.get(k)
+    for k, v in evidence.items():
         if k == "drifted_features" and isinstance(v, list):
             v = ", ".join(f.get("feature", "?") if isinstance(f, dict) else str(f) for f in v)
-        if v not in (None, "", []):
+        if isinstance(v, str | int | float | bool) and v != "":
             out.append(f"  - {k}: {_fmt(v)}")
-    return out
+    return out[:most]
 
 
 def retrain_markdown(

@@ -13,6 +13,7 @@ from schemas import load_dataset
 from tasks import artifacts, profiling
 from tasks.drift import DriftConfig
 from tasks.monitoring import checks, decision, report, state, window
+from tasks.monitoring import serving as service
 from tasks.monitoring.checks import HealthConfig, PerformanceConfig, QualityConfig
 from tasks.settings import get_settings
 
@@ -44,6 +45,7 @@ def monitor(config: MonitorConfig | None = None) -> dict[str, Any]:
     bounds = window.window_bounds(minutes=config.window_minutes, until=config.until)
     rows = window.load_window(window=bounds, settings=settings)
     serving = state.serving_since_last_run(champion.name, config.serving_url, settings)
+    process = service.scrape_process(config.serving_url)  # workers' CPU, memory, models
     quality = checks.check_quality(
         window=rows, dataset=dataset, config=config.quality, serving=serving
     )
@@ -62,7 +64,7 @@ def monitor(config: MonitorConfig | None = None) -> dict[str, Any]:
         run_at=now, champion=champion, config=config.model_dump(mode="json"), bounds=bounds,
         rows=rows.height, drift=drift, decision=due.decision, quality=quality,
         performance=performance, health=health, reference=reference,
-        current_profile=profile, current_view=current_view,
+        current_profile=profile, current_view=current_view, process=process,
     )  # fmt: skip
     written = report.write_report(report=built, stamp=stamp, settings=settings)
     announced = decision.emit_events(report=written, due=due)  # rewritten with the event ids

@@ -126,9 +126,23 @@ def monitor_markdown(report: MonitorReport, data_version: str | None = None) -> 
             f"- Health: {h.rate_per_min:.1f} req/min, p95 {h.latency_p95_ms} ms, "
             f"error rate {h.error_rate}",
             f"- Events: {events}",
+            *_process_lines(report),
             f"- Report: [{report.paths.html.name}]({file_link(report.paths.html)})",
         ]
     )
+
+
+def _process_lines(report: MonitorReport) -> list[str]:
+    p = report.process
+    if p is None:
+        return []
+    uptime = "-" if p.uptime_seconds is None else f"{p.uptime_seconds:.0f} s"
+    served = ", ".join(f"{a}: {' '.join(t)}" for a, t in p.served.items()) or "none"
+    flag = "" if p.serves("champion", report.champion_tag) else " (**not the champion**)"
+    return [
+        f"- Service: {p.workers} worker(s), {p.resident_memory_bytes / 2**20:.0f} MiB resident, "
+        f"{p.cpu_seconds:.1f} CPU s, uptime {uptime}; serving {served}{flag}"
+    ]
 
 
 def drift_rows(report: MonitorReport) -> list[dict[str, Any]]:

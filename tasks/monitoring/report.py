@@ -20,6 +20,7 @@ from tasks.drift import DriftDecision, DriftResult
 from tasks.io import atomic_write, write_json
 from tasks.monitoring.checks import Health, Performance, Quality
 from tasks.monitoring.html import recent_windows, render_report_html
+from tasks.monitoring.serving import ServiceProcess
 from tasks.monitoring.state import IsoTime
 from tasks.settings import Settings, get_settings
 
@@ -66,6 +67,7 @@ class MonitorReport(BaseModel):
     profiles: dict[str, dict[str, dict[str, Any]]]
     report: ReportPaths | None = None
     events: list[SentEvent] = Field(default_factory=list)
+    process: ServiceProcess | None = None  # the service's workers (serving_url set)
 
     @field_serializer("drift")
     def _drift(self, drift: DriftResult | None) -> dict[str, Any] | None:
@@ -97,6 +99,7 @@ def build_report(
     reference: Reference,
     current_profile: Path,
     current_view: Any,
+    process: ServiceProcess | None = None,
 ) -> MonitorReport:
     """The run's report, with per-column summaries of both whylogs profiles."""
     from tasks.profiling import summarize_profile
@@ -108,7 +111,7 @@ def build_report(
         health=health, reference_profile=reference.profile_path,
         current_profile=current_profile,
         profiles={"reference": summarize_profile(reference.profile()),
-                  "current": summarize_profile(current_view)},
+                  "current": summarize_profile(current_view)}, process=process,
     )  # fmt: skip
 
 

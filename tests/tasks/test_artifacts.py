@@ -173,3 +173,16 @@ def test_recent_windows_reads_the_newest_reports(tmp_path):
     points = html.recent_windows(tmp_path, limit=4)
     assert [p.run_at for p in points] == ["t1", "t2", "t3"]
     assert points[-1].drift_score == 0.3 and points[0].estimated_auc == 0.79
+
+
+def test_monitor_summary_shows_the_service_processes(tmp_path):
+    from tasks.monitoring.serving import ServiceProcess
+
+    process = ServiceProcess(2, 4.0, 3 * 2**20 * 100, 30.0, 14.0, {"champion": ["telco:v0"]})
+    report = _report(tmp_path).model_copy(update={"process": process})
+    body = artifacts.monitor_markdown(report)
+    assert "2 worker(s), 300 MiB resident, 4.0 CPU s, uptime 30 s" in body
+    assert "serving champion: telco:v0 (**not the champion**)" in body
+    assert report.to_json()["process"]["served"] == {"champion": ["telco:v0"]}
+    page = html.render_report_html(report.to_json())
+    assert "<h2>Process</h2>" in page and "resident_memory_bytes" in page

@@ -29,12 +29,14 @@ PERFORMANCE_DEGRADED = "driftloop.performance.degraded"
 DATA_QUALITY_FAILED = "driftloop.data_quality.failed"
 MODEL_PROMOTED = "driftloop.model.promoted"
 MODEL_REJECTED = "driftloop.model.rejected"
+MODEL_ROLLED_BACK = "driftloop.model.rolled_back"
 ALL_EVENTS = (
     DRIFT_DETECTED,
     PERFORMANCE_DEGRADED,
     DATA_QUALITY_FAILED,
     MODEL_PROMOTED,
     MODEL_REJECTED,
+    MODEL_ROLLED_BACK,
 )
 RETRAIN_TRIGGERS = (DRIFT_DETECTED, PERFORMANCE_DEGRADED)  # a data-quality event never retrains
 RESOURCE_PREFIX = "driftloop.model."
@@ -44,6 +46,7 @@ DEFAULT_REASON = {
     DATA_QUALITY_FAILED: "data_quality",
     MODEL_PROMOTED: "promoted",
     MODEL_REJECTED: "rejected",
+    MODEL_ROLLED_BACK: "rolled_back",
 }
 
 DEFAULT_GRACE_S = 30.0  # how long a sent event may take to show up in the API before a resend
@@ -321,6 +324,11 @@ def emit_model_promoted(model_name: str, evidence: dict[str, Any], **kw: Any) ->
 def emit_model_rejected(model_name: str, evidence: dict[str, Any], **kw: Any) -> str | None:
     """The challenger lost the gate; the champion stays (evidence: both scores)."""
     return emit(MODEL_REJECTED, model_name, evidence, **kw)
+
+
+def emit_model_rolled_back(model_name: str, evidence: dict[str, Any], **kw: Any) -> str | None:
+    """The champion was rolled back to the one before it (evidence: both tags, the reason)."""
+    return emit(MODEL_ROLLED_BACK, model_name, evidence, **kw)
 
 
 def prefect_api_url() -> str | None:

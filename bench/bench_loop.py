@@ -116,12 +116,12 @@ def _via_demo(poll_s: float | None) -> dict[str, Any]:
 
 
 def _event_to_start(api_url: str, home, run_id: str) -> tuple[float | None, str]:
-    """Event occurrence -> retrain start from ``driftloop.stack.retrain_timeline`` (the event's
-    own time in the Prefect events API), when that helper exists."""
-    from driftloop import stack
+    """Event occurrence -> retrain start from ``driftloop.prefect_api.retrain_timeline`` (the
+    event's own time in the Prefect events API), when that helper exists."""
+    from driftloop import prefect_api
     from tasks.settings import Settings
 
-    timeline = getattr(stack, "retrain_timeline", None)
+    timeline = getattr(prefect_api, "retrain_timeline", None)
     if timeline is None:
         return None, ""
     try:
@@ -129,7 +129,7 @@ def _event_to_start(api_url: str, home, run_id: str) -> tuple[float | None, str]
     except Exception:  # noqa: BLE001 - fall back to the demo's own clock
         return None, ""
     value = next((r.get("event_to_start_s") for r in runs if str(r.get("id")) == run_id), None)
-    return value, "event time from the Prefect events API (driftloop.stack.retrain_timeline)"
+    return value, "event time from the Prefect events API (driftloop.prefect_api.retrain_timeline)"
 
 
 def _rows(mode: str, target: str, timings: dict[str, Any], source: str) -> list[dict[str, Any]]:

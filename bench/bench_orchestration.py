@@ -7,7 +7,7 @@ directly, on a real temporary Prefect server (SQLite):
 * the cost of one task call (a flow of ``TASKS_PER_FLOW`` no-op tasks vs. the empty flow);
 * driftloop's own ingest flow (``flows.ingest.ingest``) vs.
   ``tasks.ingest.compose.ingest_file`` (the same steps, no Prefect) on the shipped Telco CSV;
-* a three-task training pipeline (split -> fit -> predict, the functions of ``tasks.train``)
+* a three-task training pipeline (split -> fit -> predict, the functions of ``tasks.training``)
   as a flow vs. the same calls, at two data sizes: the tax shrinks as the work grows.
 
 Issue 7 sets no target for these ratios; they are reported next to the work they wrap.
@@ -38,8 +38,9 @@ def _telco_csv():
 
 def _pipeline(rows: int) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
     """split -> fit (LightGBM defaults, 1 thread) -> predict on a synthetic table."""
-    from tasks import train
     from tasks.features import FeatureSpec
+    from tasks.training import fit as training_fit
+    from tasks.training import split as training_split
 
     module = harness.scratch_dir() / f"orch_{rows}.py"
     module.write_text(harness.synthetic_schema_source(20, f"orch_{rows}"))
@@ -50,15 +51,16 @@ def _pipeline(rows: int) -> tuple[Callable[..., Any], Callable[..., Any], Callab
     features = FeatureSpec.from_dataset(dataset)
 
     def split() -> Any:
-        splits = train.split_data(frame, dataset, seed=SEED)
-        xy = [train.to_xy(s, dataset, features) for s in splits]
+        splits = training_split.split_data(frame, dataset, seed=SEED)
+        xy = [training_split.to_xy(s, dataset, features) for s in splits]
         return xy
 
     def fit(xy: Any) -> Any:
-        return train.fit_default(xy[0], xy[1], features, task="binary", seed=SEED, num_threads=1)
+        data = training_fit.FitData(xy[0], xy[1], features, task="binary", seed=SEED, num_threads=1)
+        return training_fit.fit_default(data)
 
     def predict(booster: Any, xy: Any) -> Any:
-        return train.predict(booster, xy[2].X, num_threads=1)
+        return training_fit.predict(booster, xy[2].X, num_threads=1)
 
     return split, fit, predict
 

@@ -3,7 +3,7 @@
 Each point runs in its own subprocess, so its peak RSS is measured from outside and one
 size's memory never leaks into the next: ``ingest`` is ``tasks.ingest.compose.ingest_file`` on a
 generated CSV (read, parse, validate, quarantine, snapshot, quality report); ``training`` is
-``tasks.train`` split + features + the untuned baseline fit (LightGBM defaults, 100 rounds,
+``tasks.training`` split + features + the untuned baseline fit (LightGBM defaults, 100 rounds,
 1 thread: a fixed budget, so time reflects data size); ``profiling`` is
 ``tasks.profiling.profile_frame`` (our whylogs path). Training and profiling read the
 snapshot that ingest wrote. Sizes: 10k, 100k, 1M rows, and 10M when enough memory is free
@@ -37,7 +37,7 @@ STAGES = ("ingest", "training", "profiling")
 # what each stage calls: module, function names that must exist
 NEEDS = {
     "ingest": ("tasks.ingest.compose", ("ingest_file",)),
-    "training": ("tasks.train", ("split_data", "to_xy", "fit_default")),
+    "training": ("tasks.training.fit", ("FitData", "fit_default")),
     "profiling": ("tasks.profiling", ("profile_frame",)),
 }
 
@@ -76,15 +76,15 @@ def _point(stage: str, csv: Path, module: Path, snapshot: str | None, repeat: in
 
     frame = load_snapshot(snapshot)
     if stage == "training":
-        from tasks import train
         from tasks.features import FeatureSpec
+        from tasks.training import fit, split
 
         features = FeatureSpec.from_dataset(dataset)
 
         def work() -> Any:
-            splits = train.split_data(frame, dataset, seed=SEED)
-            tr, va = (train.to_xy(s, dataset, features) for s in (splits.train, splits.valid))
-            return train.fit_default(tr, va, features, task="binary", seed=SEED, num_threads=1)
+            splits = split.split_data(frame, dataset, seed=SEED)
+            tr, va = (split.to_xy(s, dataset, features) for s in (splits.train, splits.valid))
+            return fit.fit_default(fit.FitData(tr, va, features, "binary", SEED, num_threads=1))
 
     else:
         from tasks.profiling import profile_frame

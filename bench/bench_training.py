@@ -76,34 +76,33 @@ def _pruning_rows(
     processes' load; single-threaded, CPU time is what wall time is on an idle machine."""
     import optuna
 
-    from tasks import train as T
     from tasks.features import FeatureSpec
     from tasks.settings import get_settings
+    from tasks.training import fit, split, storage, tune
+    from tasks.training.space import default_search_params
 
     fs = FeatureSpec.from_dataset(ds)
     url = get_settings().ensure_dirs().optuna_url
-    optuna.get_all_study_names(storage=T.open_storage(url))  # create the schema up front
+    optuna.get_all_study_names(storage=storage.open_storage(url))  # create the schema up front
     res: dict[bool, dict[str, list[float]]] = {
         p: {"trials": [], "valid": [], "test": []} for p in (True, False)
     }
     for seed in seeds:
-        splits = T.split_data(frame, ds, seed=seed)
-        train, valid, test = (T.to_xy(p, ds, fs) for p in splits)
+        splits = split.split_data(frame, ds, seed=seed)
+        train, valid, test = (split.to_xy(p, ds, fs) for p in splits)
+        data = fit.FitData(train, valid, fs, task="binary", seed=seed, num_threads=THREADS)
         for pruning in (True, False):
             start = time.process_time()
-            r = T.tune(
-                train, valid, fs, task="binary", seed=seed, num_threads=THREADS,
-                trials=100_000, timeout_s=None, storage=url, pruning=pruning,
+            r = tune.tune(
+                data, trials=100_000, timeout_s=None, storage=url, pruning=pruning,
                 study_name=f"bench-{seed}-{pruning}-{time.time_ns()}",
-                warm_params=[T.default_search_params()],
+                warm_params=[default_search_params()],
                 should_stop=lambda start=start: time.process_time() - start > budget,
             )  # fmt: skip
-            booster = T.fit_booster(
-                r.best_params, train, valid, fs, task="binary", seed=seed, num_threads=THREADS
-            )
+            booster = fit.fit_booster(r.best_params, data)
             res[pruning]["trials"].append(r.n_trials)
             res[pruning]["valid"].append(r.best_value)
-            res[pruning]["test"].append(_auc(test.y, T.predict(booster, test.X)))
+            res[pruning]["test"].append(_auc(test.y, fit.predict(booster, test.X)))
     on, off = res[True], res[False]
     ratio = Stats.of([a / b for a, b in zip(on["trials"], off["trials"], strict=True)])
     d_valid = Stats.of([a - b for a, b in zip(on["valid"], off["valid"], strict=True)])
@@ -159,11 +158,14 @@ def _time_lightgbm():
         lightgbm.train = real
 
 
-def _timed_steps(times: dict[str, float]):
-    """The flow's steps, each accumulating its wall time into ``times``."""
-    from dataclasses import fields
+@contextmanager
+def _timed_steps(times: dict[str, float], orchestrated: bool):
+    """The train flow's tasks, each accumulating its wall time into ``times`` (keyed by task
+    name): as Prefect tasks when ``orchestrated``, else as the plain functions they wrap."""
+    from prefect import Task, task
+    from prefect.cache_policies import NO_CACHE
 
-    from flows.train import Steps
+    import flows.train as module
 
     def wrap(name, fn):
         def timed(*args, **kwargs):
@@ -176,17 +178,25 @@ def _timed_steps(times: dict[str, float]):
         timed.__name__ = fn.__name__
         return timed
 
-    plain = Steps()
-    return Steps(**{f.name: wrap(f.name, getattr(plain, f.name)) for f in fields(plain)})
+    saved = {k: v for k, v in vars(module).items() if isinstance(v, Task)}
+    for attr, step in saved.items():
+        timed = wrap(step.name, step.fn)
+        setattr(module, attr, task(timed, name=step.name, cache_policy=NO_CACHE) if orchestrated
+                else timed)  # fmt: skip
+    try:
+        yield
+    finally:
+        for attr, step in saved.items():
+            setattr(module, attr, step)
 
 
 @contextmanager
 def _time_helpers(times: dict[str, float]):
     """Also time the plain helpers the flow calls between its steps (scoring, W&B)."""
     from tasks import tracking
-    from tasks import train as T
+    from tasks.training import model, split
 
-    targets = [(T, "score_splits"), (T, "split_data"), (tracking, "start_run"),
+    targets = [(model, "score_splits"), (split, "split_data"), (tracking, "start_run"),
                (tracking.Tracker, "log_model"), (tracking.Tracker, "finish")]  # fmt: skip
     saved = [(owner, name, getattr(owner, name)) for owner, name in targets]
     for owner, name, fn in saved:
@@ -207,9 +217,8 @@ def _time_helpers(times: dict[str, float]):
 
 
 def bench_overhead(quick: bool) -> list[dict[str, Any]]:
-    from prefect import flow
-
-    from flows.train import TrainConfig, run_training
+    from flows.train import TrainConfig
+    from flows.train import train as train_flow
 
     rows = QUICK_ROWS if quick else 1_000_000
     csv, module = write_synthetic(scratch_dir(), rows=rows, cols=20, seed=0, name="synth_train")
@@ -218,17 +227,15 @@ def bench_overhead(quick: bool) -> list[dict[str, Any]]:
         value_retained=100.0, offer_cost=10.0, offer_success_rate=0.3, fail_on_quality=False,
     )  # fmt: skip
     steps: dict[str, float] = {}
-    with _time_lightgbm() as spent, _time_helpers(steps):
+    with _time_lightgbm() as spent, _time_helpers(steps), _timed_steps(steps, not quick):
         if quick:
             t0 = time.perf_counter()
-            out = run_training(config, _timed_steps(steps))
+            out = train_flow.fn(config=config)  # the flow's body, without Prefect
             how = "plain steps (no Prefect), W&B disabled"
         else:
-            tasks = _timed_steps(steps).as_tasks()
-            bench_flow = flow(name="train")(lambda config: run_training(config, tasks))
             with temporary_prefect_server():
                 t0 = time.perf_counter()  # server start-up is infrastructure, not per run
-                out = bench_flow(config=config)
+                out = train_flow(config=config)
             how = "Prefect flow on a real server (start-up excluded), W&B offline"
         wall = time.perf_counter() - t0
     lgb_s = spent["s"]
@@ -242,7 +249,7 @@ def bench_overhead(quick: bool) -> list[dict[str, Any]]:
     tracking = g("start_run", 0.0) + g("log_model", 0.0) + g("finish", 0.0) + g("register", 0.0)
     orchestration = wall - sum(steps.values())
     overhead = validation + profiling + tracking + orchestration
-    model_work = g("split_data", 0.0) + g("train", 0.0) - lgb_s + g("score_splits", 0.0)
+    model_work = g("split_data", 0.0) + g("tune_and_fit", 0.0) - lgb_s + g("score_splits", 0.0)
     model_work += g("evaluate", 0.0)
     common = (f"{how}; wall {wall:.1f} s, inside lightgbm.train {lgb_s:.1f} s over "
               f"{spent['fits']} fits (2 trials + refit + untuned baseline); test AUC "
@@ -266,10 +273,11 @@ def bench_overhead(quick: bool) -> list[dict[str, Any]]:
 
 
 def bench_tuned_vs_default(quick: bool) -> list[dict[str, Any]]:
-    from tasks import train as T
     from tasks.evaluate import label_vector
     from tasks.features import FeatureSpec
     from tasks.settings import get_settings
+    from tasks.training import fit, split, tune
+    from tasks.training.space import default_search_params
 
     ds, frame = _telco()
     fs = FeatureSpec.from_dataset(ds)
@@ -284,20 +292,20 @@ def bench_tuned_vs_default(quick: bool) -> list[dict[str, Any]]:
     tuned, default = [], []
     for k in range(folds):
         test_rows, rest = frame.filter(fold_of == k), frame.filter(fold_of != k)
-        inner = T.split_data(rest, ds, seed=k, valid_fraction=0.25, test_fraction=0.0)
-        train, valid = T.to_xy(inner.train, ds, fs), T.to_xy(inner.valid, ds, fs)
-        test, whole = T.to_xy(test_rows, ds, fs), T.to_xy(rest, ds, fs)
-        r = T.tune(
-            train, valid, fs, task="binary", seed=k, num_threads=THREADS, trials=trials,
-            timeout_s=None, storage=url, study_name=f"bench-cv-{k}-{time.time_ns()}",
-            warm_params=[T.default_search_params()],
+        inner = split.split_data(rest, ds, seed=k, valid_fraction=0.25, test_fraction=0.0)
+        train, valid = split.to_xy(inner.train, ds, fs), split.to_xy(inner.valid, ds, fs)
+        test, whole = split.to_xy(test_rows, ds, fs), split.to_xy(rest, ds, fs)
+        data = fit.FitData(train, valid, fs, task="binary", seed=k, num_threads=THREADS)
+        r = tune.tune(
+            data, trials=trials, timeout_s=None, storage=url,
+            study_name=f"bench-cv-{k}-{time.time_ns()}", warm_params=[default_search_params()],
         )  # fmt: skip
-        best = T.fit_booster(
-            r.best_params, train, valid, fs, task="binary", seed=k, num_threads=THREADS
+        best = fit.fit_booster(r.best_params, data)
+        base = fit.fit_default(
+            fit.FitData(whole, valid, fs, task="binary", seed=k, num_threads=THREADS)
         )
-        base = T.fit_default(whole, valid, fs, task="binary", seed=k, num_threads=THREADS)
-        tuned.append(_auc(test.y, T.predict(best, test.X)))
-        default.append(_auc(test.y, T.predict(base, test.X)))
+        tuned.append(_auc(test.y, fit.predict(best, test.X)))
+        default.append(_auc(test.y, fit.predict(base, test.X)))
     deltas = [a - b for a, b in zip(tuned, default, strict=True)]
     delta, t, d = Stats.of(deltas), Stats.of(tuned), Stats.of(default)
     paired_sd = float(np.std(deltas, ddof=1)) if len(deltas) > 1 else float("nan")

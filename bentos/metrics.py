@@ -62,7 +62,12 @@ def serving_metrics() -> ServingMetrics:
 
 
 def observe_scores(histogram: Any, model_tag: str, scores: np.ndarray) -> None:
-    """Add many observations at once (one bucket increment per bucket, not per score)."""
+    """Add many observations at once (one bucket increment per bucket, not per score).
+
+    Uses prometheus_client's private child internals (``_upper_bounds``, ``_buckets``,
+    ``_sum``; checked against the pinned 0.26 by tests/service/test_metrics_internals.py),
+    and falls back to one ``observe`` per score if the bucket internals are gone.
+    """
     child = histogram.labels(model_tag=model_tag)
     bounds = getattr(child, "_upper_bounds", None)
     buckets = getattr(child, "_buckets", None)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-MAX_BODY_BYTES = 8 * 1024 * 1024
 _DRAIN_LIMIT = 256 * 1024 * 1024  # read and drop a too-large body up to this, so the client
 # gets the 413 instead of a reset connection; beyond it the connection is simply closed
 _JSON = (b"application/json", b"")
@@ -58,7 +57,7 @@ def _count_errors(body: bytes) -> None:
 class GuardMiddleware:
     """Refuse oversized or non-JSON POST bodies; count validation failures by field."""
 
-    def __init__(self, app: Any, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+    def __init__(self, app: Any, max_body_bytes: int) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
 import subprocess
 import sys
 import threading
@@ -239,10 +238,3 @@ def feedback_log(settings: Settings, **kwargs) -> BufferedLog:
         prefix="feedback",
         **kwargs,
     ).start()
-
-
-def env_float(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, default))
-    except ValueError:
-        return default

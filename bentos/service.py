@@ -1,6 +1,7 @@
 """The driftloop service: the champion scores requests, the challenger shadows, both are logged.
 
-The dataset comes from ``DRIFTLOOP_DATASET`` (default ``telco``); state from ``DRIFTLOOP_HOME``.
+The dataset, state directory and every knob come from :class:`tasks.settings.Settings`
+(``DRIFTLOOP_DATASET``, ``DRIFTLOOP_HOME``, ``DRIFTLOOP_MAX_BODY_BYTES``, ...).
 The model is named at class scope (so ``bentoml build`` packs the champion) and the
 alias-resolved champion is loaded in ``__init__``; a watcher thread in every worker swaps it
 when the alias index moves. Requests are validated by models generated from the dataset's
@@ -10,7 +11,6 @@ contract; the prediction log is written off the request path (``tasks.predlog``)
 import gc
 import hmac
 import logging
-import os
 import time
 from typing import Annotated
 
@@ -21,12 +21,11 @@ from pydantic import Field
 from starlette.responses import JSONResponse, Response
 
 from bentos.metrics import serving_metrics
-from bentos.middleware import MAX_BODY_BYTES, GuardMiddleware
+from bentos.middleware import GuardMiddleware
 from bentos.process_metrics import SAMPLE_SECONDS, ProcessMetrics
 from bentos.runtime import (
     Models,
     ModelWatcher,
-    env_float,
     feedback_log,
     load_stored,
     prediction_log,
@@ -52,9 +51,10 @@ from tasks.settings import get_settings
 
 log = logging.getLogger("driftloop.serving")
 
-DATASET = load_dataset(os.environ.get("DRIFTLOOP_DATASET", "telco"))
+SETTINGS = get_settings()  # the environment as `bentoml serve` started this worker
+DATASET = load_dataset(SETTINGS.dataset)
 REQUESTS = request_models(DATASET)
-Records = records_type(REQUESTS, int(os.environ.get("DRIFTLOOP_MAX_RECORDS", MAX_RECORDS)))
+Records = records_type(REQUESTS, SETTINGS.max_records or MAX_RECORDS)
 BatchRecords = records_type(REQUESTS, MAX_BATCH_RECORDS)
 INLINE_MAX_RECORDS = 64
 FeedbackItems = Annotated[list[FeedbackItem], Field(min_length=1, max_length=MAX_FEEDBACK)]
@@ -70,28 +70,28 @@ def _class_scope_tag(name: str) -> str:
 
 @bentoml.service(
     name="driftloop",
-    workers=int(os.environ.get("DRIFTLOOP_SERVE_WORKERS", "1")),
+    workers=SETTINGS.serve_workers,
     http={"host": "127.0.0.1", "port": 3000},
     traffic={"timeout": 60},
-    logging={"access": {"enabled": os.environ.get("DRIFTLOOP_ACCESS_LOG", "0") == "1"}},
+    logging={"access": {"enabled": SETTINGS.access_log}},
     # no trace exporter is configured: spans would be pure per-request cost (~0.2 ms)
-    tracing={"excluded_urls": [] if os.environ.get("DRIFTLOOP_TRACING") == "1" else ["/"]},
+    tracing={"excluded_urls": [] if SETTINGS.tracing else ["/"]},
 )
 class Driftloop:
     model = bentoml.models.BentoModel(_class_scope_tag(DATASET.name))
 
     def __init__(self) -> None:
-        settings = get_settings()
+        settings = SETTINGS
         self.metrics = serving_metrics()
         self.watcher = ModelWatcher(DATASET.name, settings, self.metrics)
         if self.watcher.check(force=True).champion is None:
             self._load_packed_model()
         self.watcher.start()
-        every = env_float("DRIFTLOOP_PROCESS_METRICS_SECONDS", SAMPLE_SECONDS)
+        every = settings.process_metrics_seconds or SAMPLE_SECONDS
         self.observed = ProcessMetrics(
             DATASET.name, settings, lambda: self.watcher.models, interval=every
         ).start()
-        flush = env_float("DRIFTLOOP_PREDLOG_FLUSH_SECONDS", 2.0)
+        flush = settings.predlog_flush_seconds
         self.prediction_log = prediction_log(settings, self.metrics, flush_seconds=flush)
         self.feedback_log = feedback_log(settings, flush_seconds=flush)
         self.admin_token = settings.admin_token
@@ -145,7 +145,7 @@ class Driftloop:
         route="/predict_batch",
         batchable=True,
         max_batch_size=MAX_BATCH_RECORDS,
-        max_latency_ms=int(env_float("DRIFTLOOP_BATCH_MAX_LATENCY_MS", 10_000)),
+        max_latency_ms=SETTINGS.batch_max_latency_ms,
     )
     async def predict_batch(self, records: BatchRecords) -> list[Prediction]:
         """Large batches; concurrent calls are merged by BentoML's adaptive batching."""
@@ -204,7 +204,7 @@ class Driftloop:
 
 Driftloop.add_asgi_middleware(
     GuardMiddleware,
-    max_body_bytes=int(os.environ.get("DRIFTLOOP_MAX_BODY_BYTES", MAX_BODY_BYTES)),
+    max_body_bytes=SETTINGS.max_body_bytes,
 )
 
 

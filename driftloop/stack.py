@@ -2,197 +2,37 @@
 the deployments of ``prefect.yaml``, a worker, and any other long-running service (e.g. a
 ``bentoml serve`` command) on loopback.
 
-Every process starts in its own process group and is recorded (pid, group, start time) in
-``$DRIFTLOOP_HOME/stack/state.json``, so ``driftloop stack down`` from another shell can stop it.
-Stopping sends SIGTERM to the group, waits, then SIGKILLs the group and any stray descendant:
-``prefect worker start`` does not always exit promptly on SIGTERM, and nothing may be left running.
+Every process starts in its own process group (:mod:`driftloop.supervise`) and is recorded
+(pid, group, start time) in ``Settings.stack_state``, so ``driftloop stack down`` from another
+shell can stop it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
-from datetime import datetime
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import httpx
-import psutil
 from pydantic import BaseModel, Field
 
+from driftloop import prefect_api
+from driftloop.supervise import (
+    ManagedProcess,
+    ProcessRecord,
+    StackError,
+    free_port,
+    run_logged,
+    wait_http,
+)
 from tasks.settings import Settings, get_settings
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_POOL = "driftloop-process"
 SERVER, WORKER = "prefect-server", "prefect-worker"
-
-
-class StackError(RuntimeError):
-    """A stack process failed to start or become healthy (the message carries its log tail)."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on ``host`` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-@dataclass(frozen=True)
-class ProcessRecord:
-    """What is needed to find (and safely stop) a process started by an earlier invocation."""
-
-    name: str
-    pid: int
-    pgid: int
-    create_time: float
-    argv: list[str]
-    log: str
-
-
-class ManagedProcess:
-    """One long-running command in its own process group, logging to a file."""
-
-    def __init__(self, record: ProcessRecord, popen: subprocess.Popen | None = None):
-        self.record = record
-        self._popen = popen
-
-    @classmethod
-    def start(
-        cls, name: str, argv: list[str], *, env: dict[str, str], cwd: Path, log_path: Path
-    ) -> ManagedProcess:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as log:
-            popen = subprocess.Popen(
-                argv,
-                cwd=cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # own session and process group
-            )
-        created = psutil.Process(popen.pid).create_time()
-        record = ProcessRecord(name, popen.pid, popen.pid, created, list(argv), str(log_path))
-        return cls(record, popen)
-
-    def _process(self) -> psutil.Process | None:
-        """The recorded process if it still runs (and is not a recycled pid)."""
-        if self._popen is not None:
-            self._popen.poll()  # reap our own child so it does not linger as a zombie
-        try:
-            proc = psutil.Process(self.record.pid)
-            if abs(proc.create_time() - self.record.create_time) > 1.0:
-                return None
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                return None
-            return proc
-        except psutil.Error:
-            return None
-
-    def alive(self) -> bool:
-        return self._process() is not None
-
-    def _members(self) -> list[psutil.Process]:
-        """Live processes of our group plus descendants that moved to another group."""
-        found: dict[int, psutil.Process] = {}
-        root = self._process()
-        if root is not None:
-            with contextlib.suppress(psutil.Error):
-                for child in [root, *root.children(recursive=True)]:
-                    found[child.pid] = child
-        for proc in psutil.process_iter():
-            with contextlib.suppress(psutil.Error, OSError):
-                if os.getpgid(proc.pid) == self.record.pgid and proc.pid not in found:
-                    found[proc.pid] = proc
-        live = []
-        for proc in found.values():
-            with contextlib.suppress(psutil.Error):
-                if proc.status() != psutil.STATUS_ZOMBIE:
-                    live.append(proc)
-        return live
-
-    def stop(self, timeout_s: float = 10.0, kill_timeout_s: float = 5.0) -> str:
-        """SIGTERM the group, wait ``timeout_s``, then SIGKILL whatever is left.
-
-        Returns ``not-running``, ``terminated`` or ``killed``.
-        """
-        members = self._members()
-        if not members:
-            return "not-running"
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.record.pgid, signal.SIGTERM)
-        for proc in members:  # descendants that left the group get the signal directly
-            with contextlib.suppress(psutil.Error, OSError):
-                if os.getpgid(proc.pid) != self.record.pgid:
-                    proc.terminate()
-        _, alive = psutil.wait_procs(members, timeout=timeout_s)
-        if self._popen is not None:
-            self._popen.poll()
-        alive = [p for p in alive if p.is_running()] + [
-            p for p in self._members() if p not in alive
-        ]
-        if not alive:
-            return "terminated"
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.record.pgid, signal.SIGKILL)
-        for proc in alive:
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
-        psutil.wait_procs(alive, timeout=kill_timeout_s)
-        if self._popen is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._popen.wait(timeout=kill_timeout_s)
-        return "killed"
-
-
-def api_call(method: str, url: str, timeout_s: float = 60.0, **kwargs: Any) -> httpx.Response:
-    """One Prefect API call, retried while the server is briefly unavailable (its SQLite
-    database answers 503 under load) or not answering yet."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            resp = httpx.request(method, url, timeout=15, **kwargs)
-        except (httpx.TransportError, httpx.TimeoutException):
-            if time.monotonic() > deadline:
-                raise
-        else:
-            if resp.status_code not in (502, 503, 504) or time.monotonic() > deadline:
-                resp.raise_for_status()
-                return resp
-        time.sleep(0.5)
-
-
-def wait_http(
-    url: str, *, timeout_s: float, proc: ManagedProcess | None = None, ok=lambda r: r.is_success
-) -> None:
-    """Poll ``url`` until it answers ``ok`` (raise StackError on timeout or if ``proc`` dies)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc is not None and not proc.alive():
-            raise StackError(
-                f"{proc.record.name} exited during startup:\n{_tail(Path(proc.record.log))}"
-            )
-        with contextlib.suppress(httpx.HTTPError):
-            if ok(httpx.get(url, timeout=2.0)):
-                return
-        time.sleep(0.25)
-    tail = _tail(Path(proc.record.log)) if proc else ""
-    raise StackError(f"{url} not healthy after {timeout_s:.0f}s\n{tail}")
 
 
 class StackConfig(BaseModel):
@@ -230,11 +70,11 @@ class LocalStack:
     # --- state ------------------------------------------------------------------------
     @property
     def state_path(self) -> Path:
-        return self.settings.root / "stack" / "state.json"
+        return self.settings.stack_state
 
     @property
     def logs_dir(self) -> Path:
-        return self.settings.root / "stack" / "logs"
+        return self.settings.stack_logs_dir
 
     def _load_state(self) -> None:
         try:
@@ -262,8 +102,7 @@ class LocalStack:
         env = {**os.environ, **s.library_env()}
         env["PREFECT_HOME"] = str(s.prefect_home)
         env.setdefault(
-            "PREFECT_SERVER_DATABASE_CONNECTION_URL",
-            f"sqlite+aiosqlite:///{s.prefect_home / 'prefect.db'}",
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL", f"sqlite+aiosqlite:///{s.prefect_db}"
         )
         env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
         env["PREFECT_SERVER_UI_ENABLED"] = str(self.config.ui).lower()
@@ -284,35 +123,12 @@ class LocalStack:
     def _prefect(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "prefect", *args]
 
-    def _run(self, name: str, argv: list[str], timeout_s: float) -> None:
-        log = self.logs_dir / f"{name}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "ab") as out:
-            try:
-                rc = subprocess.run(
-                    argv,
-                    cwd=self.config.repo,
-                    env=self.env(),
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    timeout=timeout_s,
-                    start_new_session=True,
-                ).returncode
-            except subprocess.TimeoutExpired:
-                raise StackError(
-                    f"{name} timed out after {timeout_s:.0f}s:\n{_tail(log)}"
-                ) from None
-        if rc != 0:
-            raise StackError(f"{name} failed (exit {rc}):\n{_tail(log)}")
+    def _log(self, name: str) -> Path:
+        return self.logs_dir / f"{name}.log"
 
     def _start(self, name: str, argv: list[str], cwd: Path | None = None) -> ManagedProcess:
         proc = ManagedProcess.start(
-            name,
-            argv,
-            env=self.env(),
-            cwd=cwd or self.config.repo,
-            log_path=self.logs_dir / f"{name}.log",
+            name, argv, env=self.env(), cwd=cwd or self.config.repo, log_path=self._log(name)
         )
         self.processes[name] = proc
         self._save_state()
@@ -358,25 +174,15 @@ class LocalStack:
 
     def create_pool(self) -> None:
         """Create the process work pool through the API (idempotent)."""
-        from prefect.workers.process import ProcessWorker
-
-        body = {
-            "name": self.config.work_pool,
-            "type": "process",
-            "base_job_template": ProcessWorker.get_default_base_job_template(),
-        }
-        try:
-            api_call("POST", f"{self.api_url}/work_pools/", json=body)
-        except httpx.HTTPStatusError as exc:
-            if exc.response.status_code != 409:  # 409: it exists already
-                raise StackError(
-                    f"creating work pool {self.config.work_pool!r}: {exc.response.text}"
-                ) from None
+        prefect_api.create_process_pool(self.api_url, self.config.work_pool)
 
     def deploy(self) -> None:
         names = self.config.deployments
         selection = ["--all"] if not names else [a for n in names for a in ("--name", n)]
-        self._run("deploy", self._prefect("--no-prompt", "deploy", *selection), timeout_s=300)
+        run_logged(
+            "deploy", self._prefect("--no-prompt", "deploy", *selection), env=self.env(),
+            cwd=self.config.repo, log_path=self._log("deploy"), timeout_s=300,
+        )  # fmt: skip
 
     def start_worker(self) -> ManagedProcess:
         """Start a process worker for the pool and wait until the pool reports it READY."""
@@ -392,14 +198,12 @@ class LocalStack:
         return self._start(WORKER, argv)
 
     def _wait_worker_ready(self, proc: ManagedProcess) -> None:
-        url = f"{self.api_url}/work_pools/{self.config.work_pool}"
         deadline = time.monotonic() + self.config.startup_timeout_s
         while time.monotonic() < deadline:  # READY once a worker has sent its heartbeat
             if not proc.alive():
-                raise StackError(f"worker exited during startup:\n{_tail(Path(proc.record.log))}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url, timeout=2.0).json().get("status") == "READY":
-                    return
+                raise StackError(f"worker exited during startup:\n{proc.log_tail()}")
+            if prefect_api.pool_ready(self.api_url, self.config.work_pool):
+                return
             time.sleep(0.25)
         raise StackError(f"worker not ready after {self.config.startup_timeout_s:.0f}s")
 
@@ -443,13 +247,9 @@ class LocalStack:
         return outcomes
 
     def status(self) -> dict[str, Any]:
-        healthy = False
-        if self.api_url:
-            with contextlib.suppress(httpx.HTTPError):
-                healthy = httpx.get(f"{self.api_url}/health", timeout=2.0).is_success
         return {
             "api_url": self.api_url,
-            "api_healthy": healthy,
+            "api_healthy": prefect_api.api_healthy(self.api_url),
             "home": str(self.settings.root),
             "processes": {
                 n: {"pid": p.record.pid, "alive": p.alive(), "log": p.record.log}
@@ -462,83 +262,3 @@ class LocalStack:
 
     def __exit__(self, *exc: object) -> None:
         self.down()
-
-
-# --- what the benchmark and the tests read back from the API ---------------------------
-
-
-def _ts(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
-
-
-def deployment_runs(
-    api_url: str, deployment: str = "retrain/retrain", since: datetime | None = None
-) -> list[dict[str, Any]]:
-    """Flow runs of ``flow/deployment`` created at or after ``since``, oldest first, with
-    their state, parameters and the timestamps a latency measurement needs."""
-    dep = httpx.get(f"{api_url}/deployments/name/{deployment}", timeout=10.0)
-    dep.raise_for_status()
-    body = {"flow_runs": {"deployment_id": {"any_": [dep.json()["id"]]}}, "limit": 200}
-    resp = httpx.post(f"{api_url}/flow_runs/filter", json=body, timeout=10.0)
-    resp.raise_for_status()
-    runs = []
-    for run in resp.json():
-        created = _ts(run["created"])
-        if since is not None and created is not None and created < since:
-            continue
-        state = run.get("state") or {}
-        runs.append(
-            {
-                "id": run["id"],
-                "name": run["name"],
-                "state_type": state.get("type"),
-                "state_name": state.get("name"),
-                "created": created,
-                "expected_start_time": _ts(run.get("expected_start_time")),
-                "start_time": _ts(run.get("start_time")),
-                "end_time": _ts(run.get("end_time")),
-                "parameters": run.get("parameters") or {},
-            }
-        )
-    return sorted(runs, key=lambda r: r["created"])
-
-
-def retrain_timeline(
-    api_url: str,
-    settings: Settings | None = None,
-    name: str = "telco",
-    since: datetime | None = None,
-) -> list[dict[str, Any]]:
-    """For each retrain run since ``since``: the triggering event's time (from the API), the
-    run's created/start/end times and state, and when the champion alias moved during the run
-    (alias-index history, 1 s resolution). Seconds ``event_to_start_s`` / ``start_to_champion_s``
-    are the loop latencies the system benchmark reports."""
-    from tasks.registry import read_index
-
-    history = read_index(settings or get_settings()).get(name, {}).get("history", [])
-    moves = [_ts(h["time"]) for h in history if h["alias"] == "champion"]
-    out = []
-    for run in deployment_runs(api_url, since=since):
-        event_id = (run["parameters"].get("trigger") or {}).get("event_id")
-        occurred = None
-        if event_id:
-            body = {"filter": {"id": {"id": [event_id]}}, "limit": 1}
-            found = httpx.post(f"{api_url}/events/filter", json=body, timeout=10.0).json()
-            occurred = _ts(found["events"][0]["occurred"]) if found.get("events") else None
-        start, end = run["start_time"], run["end_time"]
-        moved = next((m for m in moves if start and m and start.replace(microsecond=0) <= m
-                      and (end is None or m <= end)), None)  # fmt: skip
-        out.append(
-            {
-                **{k: run[k] for k in ("id", "name", "state_type", "created", "start_time")},
-                "end_time": end,
-                "event_id": event_id,
-                "event_occurred": occurred,
-                "champion_moved_at": moved,
-                "event_to_start_s": (start - occurred).total_seconds()
-                if start and occurred
-                else None,
-                "start_to_champion_s": (moved - start).total_seconds() if moved and start else None,
-            }
-        )
-    return out

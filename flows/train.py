@@ -7,20 +7,23 @@ ingest (validated snapshot + data version) -> check -> split -> tune + fit -> ev
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, fields
-from typing import Any, Literal
+from dataclasses import fields
+from typing import Any, Literal, TypeVar
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from schemas import load_dataset
+from schemas.base import DatasetSpec
 from tasks import card, evaluate, profiling, registry, tracking
-from tasks import train as training
 from tasks.features import FeatureSpec
 from tasks.ingest import compose
 from tasks.settings import get_settings
+from tasks.training import model, run, split
+from tasks.training.tune import TuneOptions
+
+_Options = TypeVar("_Options")
 
 
 class TrainConfig(BaseModel):
@@ -30,7 +33,7 @@ class TrainConfig(BaseModel):
     no champion yet, else challenger (promotion is then the gate's job); ``champion`` promotes
     it at once; ``challenger`` never touches the champion (what the retrain flow uses).
     ``warm_start`` enqueues the champion's parameters as the first Optuna trial (LightGBM's
-    defaults come next, so the search starts from the untuned model); ``init_model`` (a tag or
+    defaults always come next: see ``tasks.training.model.train_model``); ``init_model`` (a tag or
     ``name:champion``) continues training from that model's trees. The study is fresh per run
     unless ``study_name`` names an existing one. Business knobs default to the dataset's
     ``extras``. Same data + seed + trials (n_jobs=1, timeout not reached) = same model.
@@ -58,97 +61,68 @@ class TrainConfig(BaseModel):
     offer_success_rate: float | None = Field(None, ge=0, le=1)
     reason: str = "train"
 
-    def tune_options(self, storage: str, study_name: str) -> training.TuneOptions:
-        keys = ("trials", "timeout_s", "seed", "num_threads", "n_jobs", "pruning")
-        return training.TuneOptions(
-            **self.model_dump(include=set(keys)), storage=storage, study_name=study_name
-        )
+    def tune_options(self, storage: str, study_name: str) -> TuneOptions:
+        """The tuning budget from these fields, and where the study lives."""
+        return _derive(TuneOptions, self, storage=storage, study_name=study_name)
 
-    def business_knobs(self) -> dict[str, float | None]:
-        return self.model_dump(include={"value_retained", "offer_cost", "offer_success_rate"})
+    def split_options(self) -> split.SplitOptions:
+        return _derive(split.SplitOptions, self)
 
-
-@dataclass(frozen=True)
-class Steps:
-    """The steps worth a Prefect task run (visible, retryable); plain functions otherwise."""
-
-    ingest: Callable[..., Any] = compose.ingest_file
-    train: Callable[..., Any] = training.train_model
-    evaluate: Callable[..., Any] = evaluate.evaluate_model
-    register: Callable[..., Any] = registry.register_model
-    profile: Callable[..., Any] = profiling.save_reference_profile
-
-    def as_tasks(self) -> Steps:
-        names = {f.name: f.name for f in fields(self)} | {"train": "tune_and_fit"}
-        wrapped = {
-            f.name: task(getattr(self, f.name), name=names[f.name], cache_policy=NO_CACHE)
-            for f in fields(self)
-        }  # fmt: skip
-        return Steps(**wrapped)
+    def business_value(self, dataset: DatasetSpec) -> evaluate.BusinessValue:
+        """The business knobs set here, the dataset's ``extras`` for the rest."""
+        knobs = self.model_dump(include={"value_retained", "offer_cost", "offer_success_rate"})
+        return evaluate.BusinessValue.from_dataset(dataset, **knobs)
 
 
-TASKS = Steps().as_tasks()
+def _derive(options: type[_Options], config: BaseModel, **rest: Any) -> _Options:
+    """A task-level options dataclass from the config fields of the same names."""
+    names = {f.name for f in fields(options)} - rest.keys()  # type: ignore[arg-type]
+    return options(**config.model_dump(include=names), **rest)
+
+
+ingest_file = task(compose.ingest_file, name="ingest", cache_policy=NO_CACHE)
+tune_and_fit = task(model.train_model, name="tune_and_fit", cache_policy=NO_CACHE)
+evaluate_model = task(evaluate.evaluate_model, name="evaluate", cache_policy=NO_CACHE)
+register_model = task(registry.register_model, name="register", cache_policy=NO_CACHE)
+save_reference_profile = task(
+    profiling.save_reference_profile, name="profile", cache_policy=NO_CACHE
+)
 
 
 @flow(name="train")
 def train(config: TrainConfig) -> dict[str, Any]:
     """Train, evaluate and register one model; return what was made (JSON-ready)."""
-    return run_training(config, TASKS)
-
-
-def run_training(config: TrainConfig, steps: Steps) -> dict[str, Any]:
-    """The flow's body; ``Steps()`` runs it without orchestration (benchmarks measure both)."""
     settings, clock = get_settings().ensure_dirs(), card.Clock()
     dataset = load_dataset(config.dataset)
-    source = training.resolve_data_path(data=config.data, dataset=dataset)
-    ingested = steps.ingest(path=source, dataset=dataset, settings=settings)
-    training.check_ingested(
-        ingested=ingested, dataset=dataset, min_rows=config.min_rows, strict=config.fail_on_quality
-    )
-    splits = training.split_data(
-        frame=ingested.accepted, dataset=dataset, seed=config.seed,
-        valid_fraction=config.valid_fraction, test_fraction=config.test_fraction,
-    )  # fmt: skip
     features = FeatureSpec.from_dataset(dataset)
-    prior = registry.prior_model(
-        name=dataset.name, warm_start=config.warm_start, init_model=config.init_model,
-        features=features, default_params=training.default_search_params(), settings=settings,
-    )  # fmt: skip
-    study = config.study_name or training.new_study_name(dataset.name, ingested.data_version)
-    lineage = training.lineage(config=config.model_dump(), data_version=ingested.data_version,
-                               source=source, prior=prior, storage=settings.optuna_url)  # fmt: skip
-    with tracking.start_run(settings, name=study, config=lineage, group=dataset.name) as run:
-        model = steps.train(
-            splits=splits, dataset=dataset, features=features,
+    source = run.resolve_data_path(data=config.data, dataset=dataset)
+    ingested = ingest_file(path=source, dataset=dataset, settings=settings)
+    splits = split.training_splits(ingested=ingested, dataset=dataset,
+                                   options=config.split_options())  # fmt: skip
+    prior = registry.prior_model(name=dataset.name, features=features, settings=settings,
+        warm_start=config.warm_start, init_model=config.init_model)  # fmt: skip
+    study = config.study_name or run.new_study_name(dataset.name, ingested.data_version)
+    lineage = run.lineage(config=config.model_dump(), data_version=ingested.data_version,
+                          source=source, prior=prior, storage=settings.optuna_url)  # fmt: skip
+    with tracking.start_run(settings, name=study, config=lineage, group=dataset.name) as tracker:
+        trained = tune_and_fit(splits=splits, dataset=dataset, features=features,
             options=config.tune_options(storage=settings.optuna_url, study_name=study),
-            warm_params=prior.warm_params, init_model=prior.init_booster, on_trial=run.log_trial,
-        )  # fmt: skip
-        scored = training.score_splits(
-            model=model, splits=splits, dataset=dataset, features=features, seed=config.seed
-        )
-        business = evaluate.BusinessValue.from_dataset(dataset, **config.business_knobs())
-        result = steps.evaluate(
-            dataset=dataset, scored=scored, test_frame=splits.test, business=business
-        )
-        meta = card.model_metadata(
-            dataset=dataset, data_version=ingested.data_version, splits=splits, model=model,
-            evaluation=result, clock=clock,
-            lineage={**lineage, "wandb_run_path": run.run_path, "wandb_run_dir": run.run_dir},
-        )  # fmt: skip
-        registered = steps.register(
-            booster=model.booster, name=dataset.name, features=features, metadata=meta,
-            labels=card.model_labels(meta), card=card.from_metadata(dataset, meta, result.slices),
-            alias=config.alias, reason=config.reason, settings=settings,
-        )  # fmt: skip
-        profile = steps.profile(
-            frame=scored.reference, scores=scored.reference_scores, model_tag=registered.tag,
-            dataset=dataset, settings=settings,
+            warm_params=prior.warm_params, init_model=prior.init_booster,
+            on_trial=tracker.log_trial)  # fmt: skip
+        scored = model.score_splits(model=trained, splits=splits, dataset=dataset,
+                                    features=features, seed=config.seed)  # fmt: skip
+        result = evaluate_model(dataset=dataset, scored=scored,
+                                business=config.business_value(dataset))  # fmt: skip
+        record = card.model_record(dataset=dataset, data_version=ingested.data_version,
+            splits=splits, model=trained, evaluation=result, clock=clock,
+            lineage={**lineage, **tracker.references()})  # fmt: skip
+        registered = register_model(booster=trained.booster, name=dataset.name, features=features,
+            metadata=record.metadata, labels=record.labels, card=record.card,
+            alias=config.alias, reason=config.reason, settings=settings)  # fmt: skip
+        profile = save_reference_profile(frame=scored.reference, scores=scored.reference_scores,
+            model_tag=registered.tag, dataset=dataset, settings=settings,
         ) if config.profile else None  # fmt: skip
-        run.log_model(
-            tag=registered.tag, evals=model.evals, summary=card.summary(meta), y=scored.test_y,
-            scores=scored.test_scores, threshold=result.threshold,
-            importance=meta["feature_importance"], task=dataset.task,
-        )  # fmt: skip
-    return training.train_result(
-        registered=registered, metadata=meta, slices=result.slices, profile=profile
-    )
+        tracker.log_model(tag=registered.tag, model=trained, scored=scored, task=dataset.task,
+            threshold=result.threshold, summary=card.summary(record.metadata))  # fmt: skip
+    return run.train_result(registered=registered, metadata=record.metadata,
+                            slices=result.slices, profile=profile)  # fmt: skip

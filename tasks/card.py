@@ -10,9 +10,14 @@ from __future__ import annotations
 import resource
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from schemas.base import DatasetSpec
+
+if TYPE_CHECKING:
+    from tasks.evaluate import Evaluation
+    from tasks.training.model import TrainedModel
+    from tasks.training.split import Splits
 
 TAG_PLACEHOLDER = "{{MODEL_TAG}}"  # replaced by tasks.registry.save_model
 _HEADLINE = {
@@ -137,20 +142,29 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if k != "reliability"}
 
 
-def model_metadata(
+@dataclass(frozen=True)
+class ModelRecord:
+    """What the registry stores with a model: its metadata, short labels and the card."""
+
+    metadata: dict[str, Any]
+    labels: dict[str, str]
+    card: str
+
+
+def model_record(
     *,
     dataset: DatasetSpec,
     data_version: str,
-    splits: Any,
-    model: Any,
-    evaluation: Any,
+    splits: Splits,
+    model: TrainedModel,
+    evaluation: Evaluation,
     lineage: dict[str, Any],
     clock: Clock,
-) -> dict[str, Any]:
-    """Everything the registry keeps about a model (``model``: ``tasks.train.TrainedModel``,
-    ``evaluation``: ``tasks.evaluate.Evaluation``)."""
+) -> ModelRecord:
+    """Everything the registry keeps about a model: its metadata, and the labels and model
+    card made from that metadata."""
     tuning = model.tuning
-    return {
+    metadata = {
         "dataset": dataset.name,
         "task": dataset.task,
         "target": dataset.target,
@@ -179,6 +193,8 @@ def model_metadata(
         "train_wall_s": round(clock.wall_s(), 3),
         "peak_rss_mb": round(clock.peak_rss_mb(), 1),
     }
+    card = from_metadata(dataset, metadata, evaluation.slices)
+    return ModelRecord(metadata=metadata, labels=model_labels(metadata), card=card)
 
 
 def model_labels(metadata: dict[str, Any]) -> dict[str, str]:

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import polars as pl
 
 from schemas.base import DatasetSpec
 from tasks import metrics as mt
+
+if TYPE_CHECKING:
+    from tasks.training.model import Scored
 
 Task = Literal["binary", "regression"]
 RELIABILITY_BINS = 10
@@ -243,11 +246,9 @@ class Evaluation:
     business: dict[str, Any]
 
 
-def evaluate_model(
-    dataset: DatasetSpec, scored: Any, test_frame: pl.DataFrame, business: BusinessValue
-) -> Evaluation:
-    """Evaluate ``scored`` (a ``tasks.train.Scored``): the threshold is chosen on the valid
-    split (never on test); metrics, baseline, slices and business value are measured on test."""
+def evaluate_model(dataset: DatasetSpec, scored: Scored, business: BusinessValue) -> Evaluation:
+    """Evaluate ``scored``: the threshold is chosen on the valid split (never on test);
+    metrics, baseline, slices and business value are measured on test."""
     task = dataset.task
     threshold = None
     value: dict[str, Any] = {}
@@ -268,7 +269,7 @@ def evaluate_model(
     return Evaluation(
         metrics=compute_metrics(y, scores, threshold, task),
         baseline=compute_metrics(y, scored.baseline_scores, threshold, task),
-        slices=slice_metrics(test_frame, y, scores, threshold, segments, task),
+        slices=slice_metrics(scored.test_frame, y, scores, threshold, segments, task),
         threshold=threshold,
         business=value,
     )

@@ -63,6 +63,8 @@ class LoadedModel:
 
 def _store(settings: Settings):
     # An explicit store, not BentoML's process-wide singleton: the home is a setting.
+    # ModelStore and the ``_model_store=`` argument are BentoML 1.4 internals, pinned by
+    # test_bentoml_private_model_store_keeps_models_where_settings_say (tests/tasks).
     from bentoml._internal.models.model import ModelStore
 
     path = settings.bentoml_home / "models"

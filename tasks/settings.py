@@ -30,6 +30,25 @@ class Settings(BaseSettings):
     )
     admin_token: str | None = Field(default=None, description="Token for admin endpoints.")
 
+    # --- the service's knobs (read by ``bentos/`` when ``bentoml serve`` imports it) ------
+    dataset: str = Field(default="telco", description="The dataset (= model name) served.")
+    serve_workers: int = Field(default=1, ge=1, description="Service worker processes.")
+    max_records: int | None = Field(
+        default=None, ge=1, description="Records per /predict; default: the request contract's."
+    )
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1, description="Request body cap.")
+    predlog_flush_seconds: float = Field(
+        default=2.0, gt=0, description="How often the prediction and feedback logs flush."
+    )
+    batch_max_latency_ms: int = Field(
+        default=10_000, ge=1, description="Adaptive batching's latency bound (/predict_batch)."
+    )
+    access_log: bool = Field(default=False, description="BentoML's per-request access log.")
+    tracing: bool = Field(default=False, description="Request tracing spans (no exporter set).")
+    process_metrics_seconds: float | None = Field(
+        default=None, gt=0, description="Process/model gauge sampling; default: the sampler's."
+    )
+
     @cached_property
     def root(self) -> Path:
         return self.home.expanduser().resolve()
@@ -61,6 +80,10 @@ class Settings(BaseSettings):
         return self.root / "bentoml"
 
     @property
+    def bento_exports_dir(self) -> Path:
+        return self.bentoml_home / "exports"
+
+    @property
     def wandb_dir(self) -> Path:
         return self.root / "wandb"
 
@@ -72,6 +95,29 @@ class Settings(BaseSettings):
     @property
     def prefect_home(self) -> Path:
         return self.root / "prefect"
+
+    @property
+    def prefect_db(self) -> Path:
+        return self.prefect_home / "prefect.db"
+
+    @property
+    def stack_state(self) -> Path:
+        """Pids, process groups and the API URL of the running local stack."""
+        return self.root / "stack" / "state.json"
+
+    @property
+    def stack_logs_dir(self) -> Path:
+        return self.root / "stack" / "logs"
+
+    @property
+    def demo_marker(self) -> Path:
+        """Marks a home made by ``driftloop demo`` (the only kind the demo may reset)."""
+        return self.root / ".driftloop-demo"
+
+    @property
+    def demo_reference(self) -> Path:
+        """The rows ``driftloop demo`` trains its first champion on."""
+        return self.root / "reference.csv"
 
     # --- serving and monitoring ---------------------------------------------------------
     @property

@@ -20,11 +20,17 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tasks.settings import Settings
+
+if TYPE_CHECKING:
+    import wandb
+
+    from tasks.training.model import Scored, TrainedModel
 
 PROJECT = "driftloop"
 CURVE_POINTS = 200  # ROC/PR curves are downsampled to keep the run small
@@ -57,7 +63,7 @@ def git_sha() -> str | None:
 class Tracker:
     """A live W&B run, or a no-op when tracking is disabled (``run is None``)."""
 
-    run: Any = None
+    run: wandb.Run | None = None
     mode: str = "disabled"
     run_dir: str | None = None  # ``.../offline-run-<time>-<id>``, holding ``run-*.wandb``
     run_path: str | None = None  # entity/project/id
@@ -117,18 +123,20 @@ class Tracker:
         self,
         *,
         tag: str,
-        evals: dict[str, Any],
-        summary: dict[str, Any],
-        y: np.ndarray,
-        scores: np.ndarray,
+        model: TrainedModel,
+        scored: Scored,
         threshold: float | None,
-        importance: dict[str, float],
+        summary: dict[str, Any],
         task: str,
     ) -> None:
-        """The final model: per-iteration metrics, charts, final metrics and registry tag."""
-        self.log_iterations(evals)
-        self.log_evaluation(y, scores, threshold, importance, task)
+        """The final model: per-iteration metrics, test charts, final metrics, registry tag."""
+        self.log_iterations(model.evals)
+        self.log_evaluation(scored.test_y, scored.test_scores, threshold, model.importance(), task)
         self.log_summary({**summary, "model_tag": tag})
+
+    def references(self) -> dict[str, str | None]:
+        """Where the run is, for a model's lineage."""
+        return {"wandb_run_path": self.run_path, "wandb_run_dir": self.run_dir}
 
     def finish(self, exit_code: int = 0) -> None:
         if self.run is not None:
@@ -142,7 +150,7 @@ class Tracker:
         self.finish(exit_code=0 if exc_type is None else 1)
 
 
-def _confusion(wandb: Any, actual: np.ndarray, predicted: np.ndarray) -> Any:
+def _confusion(wandb: ModuleType, actual: np.ndarray, predicted: np.ndarray) -> Any:
     """W&B's confusion-matrix chart from counts made with numpy (``wandb.plot.confusion_matrix``
     counts in a Python loop: 6 s for 200k rows)."""
     names = {False: "negative", True: "positive"}
@@ -158,7 +166,7 @@ def _confusion(wandb: Any, actual: np.ndarray, predicted: np.ndarray) -> Any:
     )
 
 
-def _curve(wandb: Any, x: np.ndarray, y: np.ndarray, xn: str, yn: str, title: str) -> Any:
+def _curve(wandb: ModuleType, x: np.ndarray, y: np.ndarray, xn: str, yn: str, title: str) -> Any:
     keep = np.unique(np.linspace(0, len(x) - 1, min(len(x), CURVE_POINTS)).astype(int))
     table = wandb.Table(columns=[xn, yn], data=[[float(x[i]), float(y[i])] for i in keep])
     return wandb.plot.line(table, xn, yn, title=title)
@@ -217,6 +225,8 @@ def start_run(
 
 
 # --- reading offline runs back ------------------------------------------------------------
+# wandb's private on-disk format (no public reader in 0.31): tests/tasks/test_tracking.py
+# `test_pinned_wandb_writes_the_offline_format_the_reader_assumes` fails if it changes.
 
 
 @dataclass
@@ -259,26 +269,29 @@ def _key(item: Any) -> str:
 def read_offline_run(run_dir: str | Path, wait_s: float = 30.0) -> OfflineRun:
     """Parse ``<run_dir>/run-*.wandb`` (offline runs write no ``wandb-summary.json``).
 
-    ``run.finish()`` can return before W&B's service process has flushed the file (seen on a
-    loaded machine: the summary records were missing); wait up to ``wait_s`` for the run's
-    closing ``exit`` record."""
+    A finished run's file ends with its ``exit`` record, but wandb-core (0.31) may still be
+    writing the file's last block for a moment after ``finish()`` returns (seen: the file cut
+    at 64 KiB, the summary missing, complete 0.25 s later). So wait up to ``wait_s`` for the
+    exit record; a run that never finished is read as far as it goes."""
     from wandb.proto import wandb_internal_pb2 as pb
 
+    files = sorted(Path(run_dir).glob("run-*.wandb"))
+    if not files:
+        raise FileNotFoundError(f"no run-*.wandb file in {run_dir}")
     deadline = time.monotonic() + wait_s
     while True:
-        files = sorted(Path(run_dir).glob("run-*.wandb"))
         records = []
-        for payload in _log_records(files[0].read_bytes()) if files else ():
+        for payload in _log_records(files[0].read_bytes()):
             rec = pb.Record()
             rec.ParseFromString(payload)
             records.append(rec)
-        if any(r.WhichOneof("record_type") == "exit" for r in records):
-            break
-        if time.monotonic() > deadline:
-            if not files:
-                raise FileNotFoundError(f"no run-*.wandb file in {run_dir}")
-            break  # read what is there
-        time.sleep(0.2)
+        finished = any(r.WhichOneof("record_type") == "exit" for r in records)
+        if finished or time.monotonic() >= deadline:
+            return _offline_run(records)
+        time.sleep(0.1)
+
+
+def _offline_run(records: list[Any]) -> OfflineRun:
     out = OfflineRun()
     for rec in records:
         kind = rec.WhichOneof("record_type")

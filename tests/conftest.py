@@ -2,7 +2,8 @@
 
 The session gets its own temporary ``DRIFTLOOP_HOME`` (nothing is written outside it), W&B is
 disabled unless a test turns offline mode on, and Prefect points at a throwaway home. Fixtures
-that start servers live next to the tests that need them.
+that start servers live next to the tests that need them; shared ones (homes, Telco frames,
+tiny models, homes with a champion) come from :mod:`tests.support.fixtures`.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-TELCO_CSV = REPO / "data" / "telco_churn.csv"
+pytest_plugins = ["tests.support.fixtures"]
+
 _SESSION_HOME: Path | None = None
 
 
@@ -44,30 +45,3 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         and not os.environ.get("DRIFTLOOP_TEST_KEEP")
     ):
         shutil.rmtree(home, ignore_errors=True)
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh, empty DRIFTLOOP_HOME for one test (library env vars follow it, and are restored)."""
-    from tasks.settings import Settings
-
-    path = tmp_path / "home"
-    for key, value in Settings(home=path).library_env().items():
-        if key != "PREFECT_HOME":  # the session's Prefect server keeps its own home
-            monkeypatch.setenv(key, value)
-    monkeypatch.setenv("PREFECT_HOME", os.environ["PREFECT_HOME"])
-    return path
-
-
-@pytest.fixture(scope="session")
-def telco_csv() -> Path:
-    return TELCO_CSV
-
-
-@pytest.fixture(scope="session")
-def prefect_harness():
-    """A real, temporary Prefect server (SQLite) for the session; opt-in per test."""
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield

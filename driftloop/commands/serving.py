@@ -99,7 +99,7 @@ def build_bento(dataset: str) -> dict:
     name, _, version = tag.partition(":")
     # BentoML 1.4 keeps models in its store and copies them into the bento on export:
     # the archive is the self-contained artefact (service, schemas, feature code, model).
-    archive = settings.bentoml_home / "exports" / f"{name}-{version}.bento"
+    archive = settings.bento_exports_dir / f"{name}-{version}.bento"
     archive.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "bentoml", "export", tag, str(archive)]
     done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)

@@ -93,8 +93,7 @@ def stop_service(name: str = typer.Argument(...), as_json: bool = JSON) -> None:
 @contextmanager
 def _prefect_api():
     """Use PREFECT_API_URL, else DRIFTLOOP_PREFECT_API_URL, else this home's running stack."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
+    from driftloop.prefect_api import use_api
     from driftloop.stack import LocalStack
     from tasks.settings import get_settings
 
@@ -105,7 +104,7 @@ def _prefect_api():
     if url is None:
         yield None
         return
-    with temporary_settings(updates={PREFECT_API_URL: url}):
+    with use_api(url):
         yield url
 
 

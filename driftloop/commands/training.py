@@ -14,23 +14,46 @@ models_app = typer.Typer(
 )  # noqa: E501
 
 
+# The options default to None, "not given": TrainConfig's defaults apply, stated there only.
+# Reading them here would import flows.train, and Prefect with it, on every CLI start (16 s on
+# a loaded 2-core machine) and before `train` sets Prefect's start-up timeout, which Prefect
+# reads once, at import.
+DEFAULT = "TrainConfig's default"
+
+
 def train(
-    dataset: str = typer.Option("telco", "--dataset", "-d", help="Schema module name."),
+    dataset: str = typer.Option(
+        None, "--dataset", "-d", help="Schema module name.", show_default=DEFAULT
+    ),
     data: str = typer.Option(None, "--data", help="CSV/Parquet file (default: the dataset's)."),
-    trials: int = typer.Option(50, "--trials", min=1, help="Optuna trial budget."),
-    timeout: float = typer.Option(900.0, "--timeout", min=1, help="Tuning wall-time budget, s."),
-    seed: int = typer.Option(0, "--seed", help="Seed for splits, sampler and LightGBM."),
-    threads: int = typer.Option(1, "--threads", min=1, help="LightGBM threads per fit."),
+    trials: int = typer.Option(
+        None, "--trials", min=1, help="Optuna trial budget.", show_default=DEFAULT
+    ),
+    timeout: float = typer.Option(
+        None, "--timeout", min=1, help="Tuning wall-time budget, s.", show_default=DEFAULT
+    ),
+    seed: int = typer.Option(
+        None, "--seed", help="Seed for splits, sampler and LightGBM.", show_default=DEFAULT
+    ),
+    threads: int = typer.Option(
+        None, "--threads", min=1, help="LightGBM threads per fit.", show_default=DEFAULT
+    ),
     alias: str = typer.Option(
-        "auto",
+        None,
         "--alias",
         help="auto (champion if none yet, else challenger) | champion | challenger.",
+        show_default=DEFAULT,
     ),
     warm_start: bool = typer.Option(
-        True, "--warm-start/--no-warm-start", help="Enqueue the champion's params first."
+        None,
+        "--warm-start/--no-warm-start",
+        help="Enqueue the champion's params first.",
+        show_default=DEFAULT,
     ),
     init_model: str = typer.Option(None, "--init-model", help="Continue from this model's trees."),
-    min_rows: int = typer.Option(200, "--min-rows", min=1, help="Refuse smaller training data."),
+    min_rows: int = typer.Option(
+        None, "--min-rows", min=1, help="Refuse smaller training data.", show_default=DEFAULT
+    ),
     study_name: str = typer.Option(None, "--study-name", help="Optuna study (default: fresh)."),
     as_json: bool = JSON,
 ) -> None:
@@ -47,11 +70,12 @@ def train(
         from flows.train import TrainConfig
         from flows.train import train as train_flow
 
-        config = TrainConfig(
+        given = dict(
             dataset=dataset, data=data, trials=trials, timeout_s=timeout, seed=seed,
             num_threads=threads, alias=alias, warm_start=warm_start, init_model=init_model,
             min_rows=min_rows, study_name=study_name,
         )  # fmt: skip
+        config = TrainConfig(**{k: v for k, v in given.items() if v is not None})
         emit(train_flow(config=config), as_json, _render_train)
 
 

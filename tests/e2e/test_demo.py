@@ -11,11 +11,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 import pytest
 
-from driftloop.stack import api_call
+from driftloop.prefect_api import api_call
+from tasks.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
@@ -51,16 +53,30 @@ def _retrain_runs(api: str) -> list[dict]:
     return api_call("POST", f"{api}/flow_runs/filter", json=body).json()
 
 
+class DemoRun(NamedTuple):
+    """The home of one `driftloop demo --fast --keep` run (its stack still up) and its summary."""
+
+    home: Path
+    summary: dict
+
+
 @pytest.fixture(scope="module")
-def concept(tmp_path_factory):
-    home = tmp_path_factory.mktemp("e2e") / "demo"
-    summary = _run_demo(home, "concept")
-    yield home, summary
+def demo_run(request, tmp_path_factory):
+    """A finished demo of the scenario given by indirect parametrisation, stopped afterwards."""
+    scenario = request.param
+    home = tmp_path_factory.mktemp(f"e2e-{scenario}") / "demo"
+    summary = _run_demo(home, scenario)
+    yield DemoRun(home, summary)
     _stop(home)
 
 
-def test_drift_is_detected_and_the_automation_retrains_once(concept) -> None:
-    home, summary = concept
+def _aliases(home: Path) -> dict[str, str]:
+    return json.loads(Settings(home=home).alias_index.read_text())["telco"]["aliases"]
+
+
+@pytest.mark.parametrize("demo_run", ["concept"], indirect=True)
+def test_drift_is_detected_and_the_automation_retrains_once(demo_run: DemoRun) -> None:
+    home, summary = demo_run
     api = summary["prefect_ui"] + "/api"
     drift = _events(api, "driftloop.drift.detected")
     assert len(drift) >= 1
@@ -78,16 +94,16 @@ def test_drift_is_detected_and_the_automation_retrains_once(concept) -> None:
     assert trigger["evidence"]["champion_tag"] == summary["champion_before"]
 
 
-def test_the_challenger_is_evaluated_promoted_and_served(concept) -> None:
-    home, summary = concept
+@pytest.mark.parametrize("demo_run", ["concept"], indirect=True)
+def test_the_challenger_is_evaluated_promoted_and_served(demo_run: DemoRun) -> None:
+    home, summary = demo_run
     api = summary["prefect_ui"] + "/api"
     promoted = _events(api, "driftloop.model.promoted")
     assert len(promoted) == 1
     payload = promoted[0]["payload"]
     assert payload["challenger_score"] > payload["champion_score"]
     assert payload["champion_tag"] == summary["champion_before"]
-    index = json.loads((home / "models" / "index.json").read_text())
-    champion = index["telco"]["aliases"]["champion"]
+    champion = _aliases(home)["champion"]
     assert champion == summary["champion_after"] == payload["challenger_tag"]
     assert champion != summary["champion_before"]
     answer = httpx.post(summary["service"] + "/models", json={}, timeout=10).json()
@@ -97,22 +113,14 @@ def test_the_challenger_is_evaluated_promoted_and_served(concept) -> None:
     assert summary["auc_drifted_after_swap"] > summary["auc_drifted_before_swap"]
 
 
-@pytest.fixture(scope="module")
-def noise(tmp_path_factory):
-    home = tmp_path_factory.mktemp("e2e-noise") / "demo"
-    summary = _run_demo(home, "noise")
-    yield home, summary
-    _stop(home)
-
-
-def test_unfixable_drift_is_rejected_and_the_champion_keeps_serving(noise) -> None:
-    home, summary = noise
+@pytest.mark.parametrize("demo_run", ["noise"], indirect=True)
+def test_unfixable_drift_is_rejected_and_the_champion_keeps_serving(demo_run: DemoRun) -> None:
+    home, summary = demo_run
     api = summary["prefect_ui"] + "/api"
     assert _events(api, "driftloop.model.promoted") == []
     rejected = _events(api, "driftloop.model.rejected")
     assert len(rejected) == 1
-    index = json.loads((home / "models" / "index.json").read_text())
-    assert index["telco"]["aliases"]["champion"] == summary["champion_before"]
+    assert _aliases(home)["champion"] == summary["champion_before"]
     answer = httpx.post(summary["service"] + "/models", json={}, timeout=10).json()
     assert answer["champion"] == summary["champion_before"]
     assert summary["after_swap_model_tags"] == [summary["champion_before"]]

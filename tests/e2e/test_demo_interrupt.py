@@ -14,6 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tasks.settings import Settings
+
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
 
@@ -27,7 +29,7 @@ def test_interrupted_demo_leaves_nothing_running(tmp_path: Path, sig: int) -> No
         [sys.executable, "-m", "driftloop", "demo", "--fast", "--home", str(home)],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    state = home / "stack" / "state.json"
+    state = Settings(home=home).stack_state
     pids: list[int] = []
     deadline = time.monotonic() + 240
     try:

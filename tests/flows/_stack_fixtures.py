@@ -1,54 +1,48 @@
-"""Helpers for the retrain and automation tests: a champion with a real reference snapshot,
-prediction-log + feedback traffic with chosen labels, and Prefect API queries."""
+"""Helpers for the retrain and automation tests: a home with a champion that has a real
+reference snapshot, prediction-log + feedback traffic with chosen labels."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import lightgbm as lgb
 import numpy as np
 import polars as pl
+import pytest
 
 from schemas import load_dataset
 from schemas.records import TS
 from tasks import registry
-from tasks.evaluate import label_vector
-from tasks.features import FeatureSpec, build_features, to_matrix
-from tasks.ingest import compose, parse, read
+from tasks.features import build_features, to_matrix
 from tasks.settings import Settings
+from tests.support.homes import settings_at, snapshot_champion
+from tests.support.telco import telco_rows
 
-REPO = Path(__file__).resolve().parents[2]
 DS = load_dataset("telco")
-N_REFERENCE = 2500
 START = datetime(2026, 6, 1, tzinfo=UTC)
 
 
-def telco_rows() -> pl.DataFrame:
-    """The shipped Telco file, parsed and typed per the contract."""
-    parsed = parse.parse_table(read.read_table(REPO / "data" / "telco_churn.csv", DS), DS)
-    return parsed.frame.select(DS.column_names)
+@dataclass(frozen=True)
+class ChampionWorld:
+    """A home (DRIFTLOOP_HOME points at it) whose champion trained on the first
+    ``N_REFERENCE`` Telco rows, and every Telco row (the later ones are unseen traffic)."""
+
+    settings: Settings
+    champion: registry.LoadedModel
+    rows: pl.DataFrame
 
 
-def make_champion(settings: Settings, rows: pl.DataFrame) -> registry.LoadedModel:
-    """Ingest the first N_REFERENCE rows (a real snapshot + data version), fit a small
-    LightGBM model on them and make it champion (fast: no tuning, no tracking)."""
-    path = settings.root / "reference.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rows.head(N_REFERENCE).write_parquet(path)
-    ingested = compose.ingest_file(path, DS, settings=settings)
-    frame = ingested.accepted
-    fspec = FeatureSpec.from_dataset(DS)
-    X, y = to_matrix(build_features(frame, fspec)), label_vector(frame, DS)
-    params = {"objective": "binary", "num_threads": 1, "verbose": -1, "seed": 1}
-    booster = lgb.train(params, lgb.Dataset(X, y, feature_name=list(fspec.columns)), 60)
-    meta = {"data_version": ingested.data_version, "threshold": 0.5, "metrics": {},
-            "params": params}  # fmt: skip
-    tag = registry.save_model(
-        booster, name=DS.name, features=fspec, metadata=meta, settings=settings
-    )
-    registry.set_alias(DS.name, registry.CHAMPION, tag, reason="test", settings=settings)
-    return registry.load_model(tag, settings)
+@contextlib.contextmanager
+def champion_world(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[ChampionWorld]:
+    """The shared part of the module-scoped retrain and automation fixtures."""
+    home = tmp_path_factory.mktemp(name)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DRIFTLOOP_HOME", str(home))
+        settings = settings_at(home)
+        rows = telco_rows()
+        yield ChampionWorld(settings, snapshot_champion(settings, rows), rows)
 
 
 def flipped_labels(rows: pl.DataFrame, seed: int = 0) -> np.ndarray:

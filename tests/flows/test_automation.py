@@ -18,11 +18,11 @@ from datetime import UTC, datetime
 import httpx
 import psutil
 import pytest
-from _stack_fixtures import make_champion, noise_labels, telco_rows, write_traffic
+from _stack_fixtures import champion_world, noise_labels, write_traffic
 
-from driftloop.stack import LocalStack, StackConfig, deployment_runs, retrain_timeline
+from driftloop.prefect_api import deployment_runs, retrain_timeline
+from driftloop.stack import LocalStack, StackConfig
 from tasks import events, registry
-from tasks.settings import Settings
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
 CHEAP = {"dataset": "telco", "strategy": "full_refit", "trials": 1, "timeout_s": 60,
@@ -33,16 +33,11 @@ CHEAP = {"dataset": "telco", "strategy": "full_refit", "trials": 1, "timeout_s":
 def stack(tmp_path_factory):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    home = tmp_path_factory.mktemp("automation-home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DRIFTLOOP_HOME", str(home))
-        settings = Settings(home=home).ensure_dirs()
-        rows = telco_rows()
-        champion = make_champion(settings, rows)
-        recent = rows.slice(2500, 600)
-        write_traffic(settings, champion, recent, noise_labels(recent))
+    with champion_world(tmp_path_factory, "automation-home") as w:
+        recent = w.rows.slice(2500, 600)
+        write_traffic(w.settings, w.champion, recent, noise_labels(recent))
         config = StackConfig(deployments=["retrain"], poll_s=1, scheduler=False, event_flush_s=0.5)
-        local = LocalStack(settings, config)
+        local = LocalStack(w.settings, config)
         local.up()
         try:
             dep = httpx.get(f"{local.api_url}/deployments/name/retrain/retrain").json()

@@ -10,21 +10,14 @@ from datetime import UTC, datetime
 import polars as pl
 import pytest
 from _artifacts import latest_artifacts, table_rows
-from _stack_fixtures import (
-    DS,
-    N_REFERENCE,
-    flipped_labels,
-    make_champion,
-    noise_labels,
-    telco_rows,
-    write_traffic,
-)
+from _stack_fixtures import DS, champion_world, flipped_labels, noise_labels, write_traffic
 
 from flows.retrain import RetrainConfig, RetrainTrigger, retrain
 from tasks import events, registry
 from tasks import retrain as rt
 from tasks.gate import GateConfig
-from tasks.settings import Settings
+from tests.support.homes import N_REFERENCE
+from tests.support.telco import telco_rows
 
 N_RECENT = 1500
 HOLDOUT = 0.3
@@ -33,14 +26,8 @@ HOLDOUT = 0.3
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A home with a champion (real snapshot) and the telco rows after its training data."""
-    home = tmp_path_factory.mktemp("retrain-home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DRIFTLOOP_HOME", str(home))
-        settings = Settings(home=home).ensure_dirs()
-        rows = telco_rows()
-        champion = make_champion(settings, rows)
-        recent = rows.slice(N_REFERENCE, N_RECENT)
-        yield settings, champion, recent
+    with champion_world(tmp_path_factory, "retrain-home") as w:
+        yield w.settings, w.champion, w.rows.slice(N_REFERENCE, N_RECENT)
 
 
 def _config(**kw) -> RetrainConfig:

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "service"))
-from servekit import TELCO_CSV, save, tiny_models  # noqa: E402
-
-from flows.score import ScoreConfig, score  # noqa: E402
-from tasks import registry  # noqa: E402
-from tasks.features import build_features, to_matrix  # noqa: E402
-from tasks.scoring import validate_rows  # noqa: E402
-from tasks.settings import Settings  # noqa: E402
+from flows.score import ScoreConfig, score
+from tasks import registry
+from tasks.features import build_features, to_matrix
+from tasks.scoring import validate_rows
+from tasks.settings import Settings
+from tests.support.models import save_tiny as save
+from tests.support.models import tiny_models
+from tests.support.telco import TELCO_CSV
 
 
 @pytest.fixture

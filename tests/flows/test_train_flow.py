@@ -18,11 +18,12 @@ from driftloop.cli import build_app
 from flows.train import TrainConfig, train
 from schemas import load_dataset
 from tasks import registry, tracking
-from tasks import train as T
 from tasks.evaluate import compute_metrics, label_vector
 from tasks.ingest.snapshot import load_snapshot
 from tasks.predict import score_frame
 from tasks.settings import get_settings
+from tasks.training.split import split_data
+from tasks.training.storage import open_storage
 
 DS = load_dataset("telco")
 AUC_FLOOR = 0.845
@@ -78,7 +79,7 @@ def test_registered_model_reloads_and_reproduces_its_test_metrics(in_home) -> No
     assert meta["data_version"] == out["data_version"] and meta["schema_hash"] == DS.schema_hash
     assert meta["wandb_run_path"] and meta["git_sha"] and meta["params"]["num_threads"] == 1
     assert meta["train_wall_s"] > 0 and meta["peak_rss_mb"] > 0
-    splits = T.split_data(load_snapshot(out["data_version"]), DS, seed=0)
+    splits = split_data(load_snapshot(out["data_version"]), DS, seed=0)
     scores = score_frame(splits.test, model)
     again = compute_metrics(label_vector(splits.test, DS), scores, model.threshold, "binary")
     assert again["roc_auc"] == pytest.approx(out["metrics"]["roc_auc"], abs=1e-12)
@@ -123,7 +124,7 @@ def test_second_training_is_a_warm_started_challenger_then_promote_and_rollback(
     out = _cli("train", "--dataset", "telco", "--trials", "3", "--seed", "1", "--json")
     assert out["alias"] == "challenger" and out["warm_start_from"] == first
     champion_params = registry.load_model(first).metadata["params"]
-    storage = T.open_storage(get_settings().optuna_url)
+    storage = open_storage(get_settings().optuna_url)
     study = optuna.load_study(study_name=out["tuning"]["study_name"], storage=storage)
     trial0 = study.trials[0].params
     for key, value in trial0.items():

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -22,13 +21,13 @@ import promkit
 import pytest
 from promkit import Prometheus, as_bool, binary, substitute, values
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "service"))
-import servekit  # noqa: E402
-from servekit import Server, free_port, make_home, save  # noqa: E402
-
-from tasks import registry  # noqa: E402
-from tasks.io import atomic_write  # noqa: E402
-from tasks.settings import Settings  # noqa: E402
+from driftloop.supervise import free_port
+from tasks import registry
+from tasks.io import atomic_write
+from tasks.settings import Settings
+from tests.support.models import save_tiny as save
+from tests.support.models import tiny_models
+from tests.support.server import Server, make_home, predict
 
 pytestmark = pytest.mark.e2e
 
@@ -43,7 +42,7 @@ class Stack:
 
 def _traffic(server: Server, records: list[dict]) -> None:
     for i in range(20):
-        assert servekit.predict(server, records[i * 5 : i * 5 + 5]).status_code == 200
+        assert predict(server, records[i * 5 : i * 5 + 5]).status_code == 200
     for bad in ({"records": [{"tenure": "many"}]}, {"records": []}, {"rows": 1}):
         assert server.client.post("/predict", json=bad).status_code == 400
 
@@ -51,7 +50,7 @@ def _traffic(server: Server, records: list[dict]) -> None:
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     binary("prometheus")
-    models = servekit.tiny_models()
+    models = tiny_models()
     home = make_home("observe")
     settings = Settings(home=home)
     settings.ensure_dirs()

@@ -1,4 +1,4 @@
-"""Serving fixtures: tiny Telco boosters trained once per session, a server per module.
+"""Serving fixtures: a server per module on a home whose champion is tiny model A.
 
 ``served`` runs ``driftloop serve`` (bentoml serve) on a free loopback port, in its own process
 group, with its own DRIFTLOOP_HOME, and always tears it down.
@@ -9,30 +9,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-import servekit
-from servekit import Server, TinyModels, free_port, make_home, save
 
-from tasks import registry
+from driftloop.supervise import free_port
 from tasks.settings import Settings
-
-
-@pytest.fixture(scope="session")
-def tiny_models() -> TinyModels:
-    return servekit.tiny_models()
+from tests.support.homes import tiny_champion_home
+from tests.support.models import TinyModels
+from tests.support.server import Server, make_home
 
 
 @pytest.fixture(scope="module")
 def served(tiny_models: TinyModels) -> Iterator[tuple[Server, dict[str, str]]]:
     """A home with champion A (challenger unset) and model B stored; a server on it."""
-    home = make_home("serve")
-    settings = Settings(home=home)
-    settings.ensure_dirs()
-    tags = {
-        "a": save(tiny_models.a, tiny_models.features, settings, "a"),
-        "b": save(tiny_models.b, tiny_models.features, settings, "b"),
-    }
-    registry.set_alias("telco", registry.CHAMPION, tags["a"], settings=settings)
-    server = Server(home, free_port())
+    champion = tiny_champion_home(Settings(home=make_home("serve")), tiny_models)
+    tags = {"a": champion.champion, "b": champion.other}
+    server = Server(champion.root, free_port())
     try:
         server.wait_ready()
         yield server, tags

@@ -9,10 +9,10 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from servekit import REPO, save
 
 from tasks import registry
-from tasks.settings import Settings
+from tests.support.homes import ChampionHome
+from tests.support.telco import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -26,11 +26,8 @@ OFFLINE = {
 }
 
 
-def test_bentoml_build_succeeds_offline(tmp_path: Path, tiny_models):
-    settings = Settings(home=tmp_path / "home")
-    settings.ensure_dirs()
-    tag = save(tiny_models.a, tiny_models.features, settings, "a")
-    registry.set_alias("telco", registry.CHAMPION, tag, settings=settings)
+def test_bentoml_build_succeeds_offline(champion_home: ChampionHome):
+    settings, tag = champion_home.settings, champion_home.champion
     env = {**os.environ, "DRIFTLOOP_HOME": str(settings.root), **OFFLINE}
     done = subprocess.run(
         ["uv", "run", "--frozen", "--offline", "driftloop", "build", "--json"],

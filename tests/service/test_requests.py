@@ -14,11 +14,11 @@ import pandera.errors
 import polars as pl
 import pytest
 from pydantic import BaseModel, ValidationError, create_model
-from servekit import telco_frame
 
 from schemas import load_dataset
 from schemas.base import DatasetSpec
 from schemas.requests import frame_errors, records_to_frame, records_type, request_models
+from tests.support.telco import telco_frame
 
 
 def _request(ds: DatasetSpec) -> type[BaseModel]:

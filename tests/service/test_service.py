@@ -13,11 +13,11 @@ import httpx
 import numpy as np
 import polars as pl
 import pytest
-from servekit import ADMIN_TOKEN, Server, predict, scores_in_process
 
 from tasks import registry
 from tasks.predlog import join_feedback, load_feedback, load_predictions
-from tasks.settings import Settings
+from tests.support.models import scores_in_process
+from tests.support.server import ADMIN_TOKEN, Server, predict
 
 pytestmark = pytest.mark.e2e
 
@@ -182,7 +182,7 @@ def _remember(body: dict, records: list[dict]) -> None:
 
 def test_shadow_challenger_is_logged_but_never_returned(served, tiny_models):
     server, tags = served
-    settings = Settings(home=server.home)
+    settings = server.settings
     registry.set_alias("telco", registry.CHALLENGER, tags["b"], settings=settings)
     _wait_models(server, champion=tags["a"], challenger=tags["b"])
     expected = scores_in_process(tiny_models.a, tiny_models.features, tiny_models.rows)
@@ -200,7 +200,7 @@ def test_shadow_challenger_is_logged_but_never_returned(served, tiny_models):
 
 def test_hot_swap_under_load_fails_nothing(served, tiny_models):
     server, tags = served
-    settings = Settings(home=server.home)
+    settings = server.settings
     results: list[tuple[int, str | None, str | None, int]] = []
     stop = threading.Event()
     lock = threading.Lock()
@@ -260,7 +260,7 @@ def test_hot_swap_under_load_fails_nothing(served, tiny_models):
 def test_sigterm_stop_keeps_every_request_with_shadow_scores(served, tiny_models):
     """Last in this module: SIGTERM, then the log holds every answer, shadows beside them."""
     server, tags = served
-    settings = Settings(home=server.home)
+    settings = server.settings
     assert ANSWERS and SHADOWED
     for i in range(20):  # still buffered in memory when the signal arrives
         _ok(predict(server, tiny_models.records[i : i + 1 + i % 3]))

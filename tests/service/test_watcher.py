@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from servekit import save
 
 from bentos.runtime import ModelWatcher, probe_model
 from tasks import registry
 from tasks.io import atomic_write
 from tasks.settings import Settings
+from tests.support.homes import ChampionHome
 
 
 class _Counter:
@@ -38,18 +38,8 @@ def _point_alias(settings: Settings, alias: str, tag: str) -> None:
     atomic_write(settings.alias_index, json.dumps(index).encode())
 
 
-@pytest.fixture
-def store(tmp_path: Path, tiny_models):
-    settings = Settings(home=tmp_path / "home")
-    settings.ensure_dirs()
-    a = save(tiny_models.a, tiny_models.features, settings, "a")
-    b = save(tiny_models.b, tiny_models.features, settings, "b")
-    registry.set_alias("telco", registry.CHAMPION, a, settings=settings)
-    return settings, a, b
-
-
-def test_watcher_follows_aliases_and_keeps_old_model_on_corruption(store):
-    settings, a, b = store
+def test_watcher_follows_aliases_and_keeps_old_model_on_corruption(champion_home: ChampionHome):
+    settings, a, b = champion_home.settings, champion_home.champion, champion_home.other
     metrics = _Metrics()
     watcher = ModelWatcher("telco", settings, metrics)  # type: ignore[arg-type]
     assert watcher.check().champion.tag == a
@@ -70,8 +60,10 @@ def test_watcher_follows_aliases_and_keeps_old_model_on_corruption(store):
     assert watcher.check(force=True).champion.tag == a  # a known-bad tag is not retried
 
 
-def test_probe_catches_a_truncated_model_that_would_crash_the_process(store, tmp_path):
-    settings, a, _ = store
+def test_probe_catches_a_truncated_model_that_would_crash_the_process(
+    champion_home: ChampionHome, tmp_path: Path
+):
+    settings, a = champion_home.settings, champion_home.champion
     path = registry.model_path(a, settings)
     probe_model(path)  # intact: passes
     model_file = path / registry.MODEL_FILE
@@ -81,8 +73,10 @@ def test_probe_catches_a_truncated_model_that_would_crash_the_process(store, tmp
         probe_model(path)
 
 
-def test_promoting_the_loaded_challenger_swaps_without_loading_it_again(store):
-    settings, a, b = store
+def test_promoting_the_loaded_challenger_swaps_without_loading_it_again(
+    champion_home: ChampionHome,
+):
+    settings, a, b = champion_home.settings, champion_home.champion, champion_home.other
     loads: list[str] = []
 
     def loader(tag: str, s: Settings):

@@ -98,7 +98,7 @@ def test_event_emitted_during_an_outage_is_reemitted(server, home):
     drops the event; the outbox has it and re-emits it once the API answers again."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from driftloop.stack import free_port
+    from driftloop.supervise import free_port
 
     dead = f"http://127.0.0.1:{free_port()}/api"  # nothing listens there: the outage
     code = (

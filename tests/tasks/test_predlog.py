@@ -59,8 +59,8 @@ def test_prediction_frame_follows_the_record_contract():
     assert frame["shadow_score"].null_count() == 2
 
 
-def test_one_file_per_flush_and_close_flushes_the_rest(home: Path):
-    settings = Settings(home=home)
+def test_one_file_per_flush_and_close_flushes_the_rest(home_settings: Settings):
+    settings = home_settings
     log = _log(settings, flush_seconds=3600).start()
     log.append(_batch(["a", "b"], ["c1", "c2"], T0), 2)
     first = log.flush()
@@ -73,8 +73,8 @@ def test_one_file_per_flush_and_close_flushes_the_rest(home: Path):
     assert log.flush() is None  # nothing pending, no empty file
 
 
-def test_a_failed_write_keeps_the_rows_for_the_next_flush(home: Path):
-    settings = Settings(home=home)
+def test_a_failed_write_keeps_the_rows_for_the_next_flush(home_settings: Settings):
+    settings = home_settings
     calls = {"n": 0}
 
     def flaky(entries):
@@ -93,8 +93,8 @@ def test_a_failed_write_keeps_the_rows_for_the_next_flush(home: Path):
     assert sorted(load_predictions(settings=settings)["request_id"]) == ["a", "b"]
 
 
-def test_background_thread_flushes_without_being_asked(home: Path):
-    settings = Settings(home=home)
+def test_background_thread_flushes_without_being_asked(home_settings: Settings):
+    settings = home_settings
     log = _log(settings, flush_seconds=0.05).start()
     log.append(_batch(["a"], ["c1"], T0), 1)
     deadline = time.monotonic() + 10
@@ -137,8 +137,8 @@ def test_killed_writer_leaves_only_whole_files(home: Path):
     assert frame["request_id"].n_unique() == frame.height
 
 
-def test_load_predictions_filters_by_time(home: Path):
-    settings = Settings(home=home)
+def test_load_predictions_filters_by_time(home_settings: Settings):
+    settings = home_settings
     log = _log(settings, flush_seconds=3600).start()
     for i in range(3):
         log.append(_batch([f"r{i}"], [f"c{i}"], T0 + timedelta(hours=i)), 1)
@@ -146,11 +146,11 @@ def test_load_predictions_filters_by_time(home: Path):
     got = load_predictions(since=T0 + timedelta(hours=1), until="2026-01-01T02:00:00+00:00",
                            settings=settings)  # fmt: skip
     assert got["request_id"].to_list() == ["r1"]
-    assert load_predictions(settings=Settings(home=home / "empty")).height == 0
+    assert load_predictions(settings=Settings(home=settings.root / "empty")).height == 0
 
 
-def test_feedback_joins_by_request_id_or_entity(home: Path):
-    settings = Settings(home=home)
+def test_feedback_joins_by_request_id_or_entity(home_settings: Settings):
+    settings = home_settings
     log = _log(settings, flush_seconds=3600).start()
     log.append(_batch(["r1", "r2"], ["c1", "c2"], T0), 2)
     log.append(_batch(["r3"], ["c2"], T0 + timedelta(days=2)), 1)

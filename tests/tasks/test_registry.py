@@ -14,10 +14,11 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
+from tasks import io as tio
 from tasks import registry
 from tasks.features import FeatureSpec
 from tasks.io import atomic_write
-from tasks.settings import get_settings
+from tasks.settings import Settings, get_settings
 
 REPO = Path(__file__).resolve().parents[2]
 FEATURES = FeatureSpec(columns=("a", "b"), categories={})
@@ -126,7 +127,7 @@ def test_failed_index_write_leaves_the_old_index_whole(home, monkeypatch) -> Non
             raise OSError(28, "No space left on device")
 
     with monkeypatch.context() as patch, pytest.raises(OSError, match="No space"):
-        patch.setattr(registry.os, "fdopen", lambda fd, mode: DiskFull(real_fdopen(fd, mode)))
+        patch.setattr(tio.os, "fdopen", lambda fd, mode: DiskFull(real_fdopen(fd, mode)))
         registry.promote("toy", b)
     index_path = get_settings().alias_index
     assert index_path.read_bytes() == before
@@ -201,3 +202,21 @@ def test_prior_model_warm_params_and_init_model_checks(home) -> None:
         registry.prior_model(
             "toy", warm_start=True, init_model=tag, features=FeatureSpec(("x",), {})
         )
+
+
+def test_bentoml_private_model_store_keeps_models_where_settings_say(home, tmp_path) -> None:
+    """``registry._store`` builds ``bentoml._internal.models.model.ModelStore`` and passes it as
+    ``_model_store=`` (private in BentoML 1.4): models must land under Settings.bentoml_home,
+    not in BentoML's process-wide store, and come back through ``get`` and ``list``."""
+    from bentoml._internal.models.model import ModelStore
+
+    elsewhere = Settings(home=tmp_path / "elsewhere")
+    tag = registry.save_model(_booster(1), name="toy", features=FEATURES, metadata={},
+                              settings=elsewhere)  # fmt: skip
+    store = registry._store(elsewhere)
+    assert isinstance(store, ModelStore)
+    stored = store.get(tag)
+    assert Path(stored.path).is_relative_to(elsewhere.bentoml_home / "models")
+    assert [str(m.tag) for m in store.list("toy")] == [tag]
+    assert registry.list_models("toy", elsewhere)[0]["tag"] == tag
+    assert not list(get_settings().bentoml_home.glob("**/model.txt"))  # not the default store

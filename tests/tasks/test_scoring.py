@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,17 +11,17 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "service"))
-from servekit import TELCO_CSV, save, tiny_models  # noqa: E402
-
-from driftloop.cli import build_app  # noqa: E402
-from schemas import load_dataset  # noqa: E402
-from schemas.base import DatasetSpec  # noqa: E402
-from tasks import registry  # noqa: E402
-from tasks.features import build_features, to_matrix  # noqa: E402
-from tasks.predict import score_frame  # noqa: E402
-from tasks.scoring import decide, validate_rows  # noqa: E402
-from tasks.settings import Settings  # noqa: E402
+from driftloop.cli import build_app
+from schemas import load_dataset
+from schemas.base import DatasetSpec
+from tasks import registry
+from tasks.features import build_features, to_matrix
+from tasks.predict import score_frame
+from tasks.scoring import decide, validate_rows
+from tasks.settings import Settings
+from tests.support.models import save_tiny as save
+from tests.support.models import tiny_models
+from tests.support.telco import TELCO_CSV
 
 DS = load_dataset("telco")
 

@@ -1,0 +1,1 @@
+"""driftloop's tests (a package, so ``tests.support`` imports normally from any test)."""

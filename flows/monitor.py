@@ -10,7 +10,8 @@ from prefect import flow
 from pydantic import BaseModel, Field
 
 from schemas import load_dataset
-from tasks import artifacts, profiling
+from tasks import profiling
+from tasks.artifacts import monitor as artifacts
 from tasks.drift import DriftConfig
 from tasks.monitoring import checks, decision, report, state, window
 from tasks.monitoring import serving as service

@@ -16,8 +16,9 @@ from pydantic import BaseModel, Field
 
 from flows.train import TrainConfig, train
 from schemas import load_dataset
-from tasks import artifacts, predlog, registry
+from tasks import predlog, registry
 from tasks import retrain as rt
+from tasks.artifacts import retrain as artifacts
 from tasks.gate import GateConfig, run_gate
 from tasks.ingest.snapshot import load_snapshot
 from tasks.retrain import Strategy

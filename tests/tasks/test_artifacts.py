@@ -11,6 +11,8 @@ import numpy as np
 import polars as pl
 
 from tasks import artifacts
+from tasks.artifacts import monitor as monitor_artifacts
+from tasks.artifacts import retrain as retrain_artifacts
 from tasks.drift import DriftDecision, DriftResult, FeatureDrift
 from tasks.gate import GateConfig, compare
 from tasks.monitoring import checks, html
@@ -65,7 +67,7 @@ def test_keys_are_stable_and_valid():
 
 def test_monitor_artifacts_carry_the_numbers_and_lineage(tmp_path):
     report = _report(tmp_path)
-    summary, table, link = artifacts.monitor_artifacts(report, data_version="abc123")
+    summary, table, link = monitor_artifacts.monitor_artifacts(report, data_version="abc123")
     assert (summary.key, summary.kind) == ("monitor-telco", "markdown")
     assert "Model `telco:v1` · data version `abc123`" in summary.body
     assert "**600 rows**" in summary.body and "Drift score: 0.800" in summary.body
@@ -81,7 +83,7 @@ def test_monitor_artifacts_carry_the_numbers_and_lineage(tmp_path):
 
 
 def test_publish_outside_a_flow_run_does_nothing(tmp_path):
-    assert artifacts.publish(artifacts.monitor_artifacts(_report(tmp_path))) == []
+    assert artifacts.publish(monitor_artifacts.monitor_artifacts(_report(tmp_path))) == []
 
 
 class _Trigger:
@@ -111,7 +113,7 @@ def test_retrain_artifacts_show_trigger_gate_interval_slices_and_champions():
     outcome = {"champion_after": "telco:new", "challenger_data_version": "dv-new",
                "strategy": "full_refit", "n_reference": 2500, "n_feedback": 1050,
                "n_holdout": 400}  # fmt: skip
-    summary, slices = artifacts.retrain_artifacts(decision, _Trigger(), outcome, "dv-old")
+    summary, slices = retrain_artifacts.retrain_artifacts(decision, _Trigger(), outcome, "dv-old")
     assert (summary.key, summary.kind, slices.key, slices.kind) == (
         "retrain-telco",
         "markdown",
@@ -180,7 +182,7 @@ def test_monitor_summary_shows_the_service_processes(tmp_path):
 
     process = ServiceProcess(2, 4.0, 3 * 2**20 * 100, 30.0, 14.0, {"champion": ["telco:v0"]})
     report = _report(tmp_path).model_copy(update={"process": process})
-    body = artifacts.monitor_markdown(report)
+    body = monitor_artifacts.monitor_markdown(report)
     assert "2 worker(s), 300 MiB resident, 4.0 CPU s, uptime 30 s" in body
     assert "serving champion: telco:v0 (**not the champion**)" in body
     assert report.to_json()["process"]["served"] == {"champion": ["telco:v0"]}

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-from _artifacts import latest_artifacts, table_rows
 
 from flows.ingest import IngestConfig, QualityGateError, ingest
+from tests.support.artifacts import latest_artifacts, table_rows
 from tests.support.telco import TELCO_CSV
 
 

@@ -13,7 +13,6 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 import pytest
-from _artifacts import latest_artifacts, table_rows
 
 from flows.monitor import MonitorConfig, monitor
 from schemas import load_dataset
@@ -24,6 +23,7 @@ from tasks.features import FeatureSpec, build_features, to_matrix
 from tasks.monitoring import decision
 from tasks.profiling import save_reference_profile
 from tasks.settings import get_settings
+from tests.support.artifacts import latest_artifacts, table_rows
 
 DS = load_dataset("telco")
 UNTIL = datetime(2026, 3, 1, 12, tzinfo=UTC)

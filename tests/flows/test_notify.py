@@ -9,12 +9,12 @@ import time
 import httpx
 import pytest
 import yaml
-from _webhook import WebhookReceiver
 
 from driftloop.notify import BLOCK_NAME, apply_notifications, load_notifications
 from driftloop.stack import REPO, LocalStack, StackConfig
 from tasks import events
 from tasks.settings import Settings
+from tests.support.webhook import WebhookReceiver
 
 PREFECT_YAML = REPO / "prefect.yaml"
 

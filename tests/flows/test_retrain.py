@@ -9,13 +9,13 @@ from datetime import UTC, datetime
 
 import polars as pl
 import pytest
-from _artifacts import latest_artifacts, table_rows
 from _stack_fixtures import DS, champion_world, flipped_labels, noise_labels, write_traffic
 
 from flows.retrain import RetrainConfig, RetrainTrigger, retrain
 from tasks import events, registry
 from tasks import retrain as rt
 from tasks.gate import GateConfig
+from tests.support.artifacts import latest_artifacts, table_rows
 from tests.support.homes import N_REFERENCE
 from tests.support.telco import telco_rows
 

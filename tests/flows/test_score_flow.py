@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from _artifacts import latest_artifacts
 
 from flows.score import ScoreConfig, score
 from tasks import registry
 from tasks.features import build_features, to_matrix
 from tasks.scoring import validate_rows
 from tasks.settings import Settings
+from tests.support.artifacts import latest_artifacts
 from tests.support.models import save_tiny as save
 from tests.support.models import tiny_models
 from tests.support.telco import TELCO_CSV

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from _artifacts import latest_artifacts, table_rows
 from typer.testing import CliRunner
 
 from driftloop.cli import build_app
@@ -25,6 +24,7 @@ from tasks.predict import score_frame
 from tasks.settings import get_settings
 from tasks.training.split import split_data
 from tasks.training.storage import open_storage
+from tests.support.artifacts import latest_artifacts, table_rows
 
 DS = load_dataset("telco")
 AUC_FLOOR = 0.845

@@ -127,4 +127,4 @@ def train(config: TrainConfig) -> dict[str, Any]:
             threshold=result.threshold, summary=card.summary(record.metadata))  # fmt: skip
     made = run.train_result(registered=registered, metadata=record.metadata,
                             slices=result.slices, profile=profile)  # fmt: skip
-    return artifacts.publish_train(result=made, card=record.card)
+    return artifacts.publish_train(result=made)

@@ -4,6 +4,7 @@ W&B run and its sync command, the model card."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from tasks.artifacts import Artifact, artifact_key, fmt, lineage, md_table, pairs, publish
@@ -49,7 +50,11 @@ def train_artifacts(result: Mapping[str, Any], card: str) -> list[Artifact]:
     return out
 
 
-def publish_train(result: dict[str, Any], card: str) -> dict[str, Any]:
-    """The train run's artifacts (only inside a flow run); returns ``result`` unchanged."""
-    publish(train_artifacts(result, card))
+def publish_train(result: dict[str, Any]) -> dict[str, Any]:
+    """The train run's artifacts, the card as stored with the model (only inside a flow run);
+    returns ``result`` unchanged."""
+    from tasks.registry import CARD_FILE
+
+    card = Path(result["model_path"]) / CARD_FILE
+    publish(train_artifacts(result, card.read_text() if card.exists() else "(no card)"))
     return result

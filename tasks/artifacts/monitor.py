@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tasks.artifacts import Artifact, artifact_key, file_link, lineage, model_data_version, publish
+from tasks.artifacts import (
+    Artifact,
+    artifact_key,
+    file_link,
+    fmt,
+    lineage,
+    model_data_version,
+    publish,
+)
 
 if TYPE_CHECKING:
     from tasks.monitoring.report import MonitorReport
@@ -29,10 +37,10 @@ def monitor_markdown(report: MonitorReport, data_version: str | None = None) -> 
             f"- Decision: **{dec.action}** ({dec.reason})",
             f"- Drift score: {score:.3f} / threshold {threshold} ({mode}); drifted: {drifted}",
             f"- Data quality: {'ok' if q.ok else '; '.join(q.issues)}",
-            f"- Performance: {p.labelled} labels, AUC {p.auc} vs test {p.champion_auc}"
+            f"- Performance: {p.labelled} labels, AUC {fmt(p.auc)} vs test {fmt(p.champion_auc)}"
             f" ({p.reason})",
-            f"- Health: {h.rate_per_min:.1f} req/min, p95 {h.latency_p95_ms} ms, "
-            f"error rate {h.error_rate}",
+            f"- Health: {h.rate_per_min:.1f} req/min, p95 {fmt(h.latency_p95_ms)} ms, "
+            f"error rate {fmt(h.error_rate)} ({h.error_source})",
             f"- Events: {events}",
             *_process_lines(report),
             f"- Report: [{report.paths.html.name}]({file_link(report.paths.html)})",

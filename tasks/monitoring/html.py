@@ -205,8 +205,8 @@ def history_svg(title: str, series: Sequence[tuple[str, str, Sequence[float | No
                 for p in pts]  # fmt: skip
     axis = (
         f"<text x='2' y='{_PAD}'>{hi:.3g}</text><text x='2' y='{_H - _PAD}'>{lo:.3g}</text>"
-        f"<text x='{_W - 8}' y='{_H - _PAD + 14}' text-anchor='end'>{n} windows, newest right"
-        "</text>"
+        f"<text x='{_W - 8}' y='{_H - _PAD + 14}' text-anchor='end'>"
+        f"{n} window{'s' if n != 1 else ''}, newest right</text>"
     )
     return _svg("".join(out) + axis + _legend([(lab, c) for lab, c, _ in drawn]), title)
 

@@ -9,6 +9,7 @@ Screenshots of the pages land in this test's output folder (printed), or in
 from __future__ import annotations
 
 import os
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -84,7 +85,9 @@ def run_the_loop(stack: LocalStack) -> dict[str, str]:
 
 @pytest.mark.timeout(180)
 def test_the_ui_shows_the_runs_and_their_artifacts(ui_stack, tmp_path):
+    started = time.monotonic()
     runs = run_the_loop(ui_stack)
+    looped = time.monotonic()
     found = latest_artifacts("retrain-telco", "monitor-telco", "train-telco", "ingest-telco",
                              "score-telco")  # fmt: skip
     assert len(found) == 5, sorted(found)
@@ -111,7 +114,17 @@ def test_the_ui_shows_the_runs_and_their_artifacts(ui_stack, tmp_path):
         browser.get(f"{ui}/runs/flow-run/{runs['ingest']}")
         click_tab(browser, "artifacts")
         wait_for_text(browser, "ingest-telco", "ingest-telco-report")
-    print(f"\nscreenshots: {shots}")
-    for name in ("prefect-flow-run", "prefect-artifact", "prefect-monitor-artifact"):
+
+        # the monitor's HTML report, from its link artifact: pictures drawn offline (inline SVG)
+        report = next(Path(ui_stack.settings.reports_dir / "monitor").glob("*.html"))
+        assert report.as_uri() in found["monitor-telco"].data
+        browser.get(report.as_uri())
+        wait_for_text(browser, "Monitor report: telco", "Score distribution")
+        assert len(browser.find_elements("css selector", "svg")) >= 2
+        browser.save_screenshot(str(shots / "monitor-report.png"))
+    print(f"\nloop {looped - started:.0f} s, browser {time.monotonic() - looped:.0f} s; "
+          f"screenshots: {shots}")  # fmt: skip
+    for name in ("prefect-flow-run", "prefect-artifact", "prefect-monitor-artifact",
+                 "monitor-report"):  # fmt: skip
         assert (shots / f"{name}.png").stat().st_size > 10_000, name
     assert pl.read_parquet(ui_stack.settings.root / "scores.parquet").height == 200

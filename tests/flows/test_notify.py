@@ -81,3 +81,25 @@ def test_each_notified_event_calls_the_webhook_once(server):
     assert by_event[events.DATA_QUALITY_FAILED]["id"] == dq
     assert by_event[events.DATA_QUALITY_FAILED]["payload"]["schema_break"] is True
     assert all(g["model"] == "telco" for g in got)
+
+
+def test_cli_rollback_notifies_once(server):
+    from typer.testing import CliRunner
+
+    from driftloop.cli import build_app
+    from tasks import registry
+    from tests.support.homes import tiny_champion_home
+    from tests.support.models import tiny_models
+
+    home = tiny_champion_home(server.settings, tiny_models(), challenger=True)
+    registry.promote("telco", home.other, reason="test", settings=server.settings)
+    with WebhookReceiver() as hook:
+        apply_notifications(hook.url, load_notifications(PREFECT_YAML))
+        result = CliRunner().invoke(build_app(), ["models", "rollback", "telco", "--json"])
+        assert result.exit_code == 0, result.output
+        (note,) = hook.wait_for(1, timeout_s=60)
+        time.sleep(3)
+        assert len(hook.received) == 1
+    assert note["event"] == events.MODEL_ROLLED_BACK and note["model"] == "telco"
+    assert note["payload"] == {"champion_tag": home.champion, "rolled_back": home.other,
+                               "reason": "manual rollback"}  # fmt: skip

@@ -48,15 +48,24 @@ def parse_serving_metrics(text: str) -> ServingCounters:
     )
 
 
-def scrape_serving(url: str, timeout_s: float = 3.0) -> ServingCounters | None:
-    """The service's cumulative counters now (None when it does not answer)."""
+def fetch_metrics(url: str, timeout_s: float = 3.0) -> str | None:
+    """The service's ``/metrics`` text (None when it does not answer)."""
     import httpx
 
     try:
         answer = httpx.get(url.rstrip("/") + "/metrics", timeout=timeout_s)
         answer.raise_for_status()
-        return parse_serving_metrics(answer.text)
-    except (httpx.HTTPError, ValueError):
+        return answer.text
+    except httpx.HTTPError:
+        return None
+
+
+def scrape_serving(url: str, timeout_s: float = 3.0) -> ServingCounters | None:
+    """The service's cumulative counters now (None when it does not answer)."""
+    text = fetch_metrics(url, timeout_s)
+    try:
+        return parse_serving_metrics(text) if text is not None else None
+    except ValueError:
         return None
 
 
@@ -110,13 +119,8 @@ def parse_process_metrics(text: str) -> ServiceProcess | None:
 
 def scrape_process(url: str | None, timeout_s: float = 3.0) -> ServiceProcess | None:
     """The service's process series now (None without a URL, an answer or the series)."""
-    import httpx
-
-    if not url:
-        return None
+    text = fetch_metrics(url, timeout_s) if url else None
     try:
-        answer = httpx.get(url.rstrip("/") + "/metrics", timeout=timeout_s)
-        answer.raise_for_status()
-        return parse_process_metrics(answer.text)
-    except (httpx.HTTPError, ValueError):
+        return parse_process_metrics(text) if text is not None else None
+    except ValueError:
         return None

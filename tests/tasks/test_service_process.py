@@ -54,3 +54,33 @@ def test_what_the_exporter_writes_parses_back():
 
 def test_no_process_series_is_none():
     assert parse_process_metrics("# nothing here\n") is None
+
+
+def test_scrape_reads_a_service_on_loopback_and_tolerates_none():
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from tasks.monitoring.serving import scrape_process
+
+    class Metrics(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            body = TWO_WORKERS.encode()
+            self.send_response(200 if self.path == "/metrics" else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Metrics)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        p = scrape_process(url)
+        assert p is not None and p.workers == 2 and p.uptime_seconds == 30.0
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert scrape_process(None) is None
+    assert scrape_process(url, timeout_s=0.5) is None  # nothing listens any more

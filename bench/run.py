@@ -39,6 +39,7 @@ EXPECTED_AREAS = (
     "scaling",
     "memory",
     "rollout",
+    "streaming",
 )
 QUICK_TIMEOUT_S = 45.0  # per area
 QUICK_BUDGET_S = 45.0  # the whole smoke run: `make test` runs it, so it must stay short

@@ -16,12 +16,12 @@ from pydantic import BaseModel, Field
 
 from schemas import load_dataset
 from schemas.base import DatasetSpec
-from tasks import card, evaluate, profiling, registry, tracking
+from tasks import card, evaluate, profiling, tracking
 from tasks.artifacts import train as artifacts
 from tasks.features import FeatureSpec
 from tasks.ingest import compose
 from tasks.settings import get_settings
-from tasks.training import model, run, split
+from tasks.training import model, register, run, split
 from tasks.training.tune import TuneOptions
 
 _Options = TypeVar("_Options")
@@ -84,7 +84,7 @@ def _derive(options: type[_Options], config: BaseModel, **rest: Any) -> _Options
 ingest_file = task(compose.ingest_file, name="ingest", cache_policy=NO_CACHE)
 tune_and_fit = task(model.train_model, name="tune_and_fit", cache_policy=NO_CACHE)
 evaluate_model = task(evaluate.evaluate_model, name="evaluate", cache_policy=NO_CACHE)
-register_model = task(registry.register_model, name="register", cache_policy=NO_CACHE)
+register_model = task(register.register_model, name="register", cache_policy=NO_CACHE)
 save_reference_profile = task(
     profiling.save_reference_profile, name="profile", cache_policy=NO_CACHE
 )
@@ -100,7 +100,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     ingested = ingest_file(path=source, dataset=dataset, settings=settings)
     splits = split.training_splits(ingested=ingested, dataset=dataset,
                                    options=config.split_options())  # fmt: skip
-    prior = registry.prior_model(name=dataset.name, features=features, settings=settings,
+    prior = register.prior_model(name=dataset.name, features=features, settings=settings,
         warm_start=config.warm_start, init_model=config.init_model)  # fmt: skip
     study = config.study_name or run.new_study_name(dataset.name, ingested.data_version)
     lineage = run.lineage(config=config.model_dump(), data_version=ingested.data_version,

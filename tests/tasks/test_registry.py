@@ -19,6 +19,7 @@ from tasks import registry
 from tasks.features import FeatureSpec
 from tasks.io import atomic_write
 from tasks.settings import Settings, get_settings
+from tasks.training import register
 
 REPO = Path(__file__).resolve().parents[2]
 FEATURES = FeatureSpec(columns=("a", "b"), categories={})
@@ -82,12 +83,12 @@ def test_rollback_walks_back_through_champions(home) -> None:
 
 def test_rollback_restores_previous_champion_after_a_challenger_is_promoted(home) -> None:
     a, b = _save(1), _save(2)
-    r = registry.register_model(
+    r = register.register_model(
         _booster(1), name="toy", features=FEATURES, metadata={}, labels={}, card="", alias="auto"
     )
     assert r.alias == registry.CHAMPION
     registry.set_alias("toy", registry.CHALLENGER, b)
-    assert registry.choose_alias("toy", "auto") == registry.CHALLENGER
+    assert register.choose_alias("toy", "auto") == registry.CHALLENGER
     registry.promote("toy")  # the challenger
     assert registry.get_alias("toy", registry.CHALLENGER) is None
     assert registry.rollback("toy") == r.tag
@@ -141,8 +142,8 @@ CRASH_SCRIPT = textwrap.dedent(
     sys.path.insert(0, {repo!r})
     import lightgbm as lgb
     import numpy as np
-    from tasks import registry
     from tasks.features import FeatureSpec
+    from tasks.training import register
 
     X = np.random.default_rng(2).normal(size=(200, 2))
     booster = lgb.train({{"objective": "binary", "verbosity": -1, "num_threads": 1}},
@@ -152,8 +153,8 @@ CRASH_SCRIPT = textwrap.dedent(
         print("saved", flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
 
-    registry.promote = die
-    registry.register_model(
+    register.promote = die
+    register.register_model(
         booster, name="toy", features=FeatureSpec(("a", "b"), {{}}), metadata={{}}, labels={{}},
         card="",
         alias="champion",
@@ -182,7 +183,7 @@ def test_kill_between_save_and_index_update_keeps_a_loadable_champion(home) -> N
 
 
 def test_prior_model_warm_params_and_init_model_checks(home) -> None:
-    none_yet = registry.prior_model(
+    none_yet = register.prior_model(
         "toy", warm_start=True, init_model=None, features=FEATURES, default_params={"d": 1}
     )
     assert none_yet.champion is None and none_yet.warm_params == [{"d": 1}]
@@ -190,16 +191,16 @@ def test_prior_model_warm_params_and_init_model_checks(home) -> None:
         _booster(1), name="toy", features=FEATURES, metadata={"params": {"num_leaves": 7}}
     )
     registry.promote("toy", tag)
-    prior = registry.prior_model(
+    prior = register.prior_model(
         "toy", warm_start=True, init_model="toy:champion", features=FEATURES,
         default_params={"d": 1},
     )  # fmt: skip
     assert prior.warm_params == [{"num_leaves": 7}, {"d": 1}]  # champion first, then defaults
     assert prior.init_tag == tag and prior.init_booster is not None
-    cold = registry.prior_model("toy", warm_start=False, init_model=None, features=FEATURES)
+    cold = register.prior_model("toy", warm_start=False, init_model=None, features=FEATURES)
     assert cold.warm_params == []
     with pytest.raises(registry.RegistryError, match="other features"):
-        registry.prior_model(
+        register.prior_model(
             "toy", warm_start=True, init_model=tag, features=FeatureSpec(("x",), {})
         )
 

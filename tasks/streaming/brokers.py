@@ -1,0 +1,220 @@
+"""One adapter per broker family, all on FastStream's one API.
+
+Each adapter knows three broker-specific things: how to subscribe to the input with manual
+acknowledgement (so a record is acknowledged only after its score is published and logged),
+how to declare and publish to a destination durably, and the record's stable key (the same
+key when the broker redelivers it, so consumers can drop duplicates). Kafka is written to the
+same shape but untested here (no Kafka broker on these machines).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from faststream import AckPolicy
+
+from tasks.streaming.batch import Record
+from tasks.streaming.config import StreamConfig
+
+if TYPE_CHECKING:
+    from faststream.message import StreamMessage
+
+Handler = Callable[["StreamMessage[Any]"], Awaitable[None]]
+_QUIET = {"logger": logging.getLogger("driftloop.streaming.broker"), "log_level": logging.DEBUG}
+POLL_MS = 100  # how long one read blocks waiting for records (Redis, NATS pull)
+
+
+@dataclass
+class Link:
+    """A connected broker: start/stop it, publish to a destination, key a message."""
+
+    broker: Any
+    publish: Callable[[str, bytes], Awaitable[None]]
+    records: Callable[[StreamMessage[Any]], list[Record]]  # one message may carry a batch
+    batched: bool  # the subscriber delivers many records per message
+    setup: Callable[[], Awaitable[None]]  # declare destinations after the broker started
+    prepare: Callable[[], Awaitable[None]] = lambda: _nothing()  # before the broker starts
+    ack: Callable[[list[StreamMessage[Any]]], Awaitable[None]] = lambda msgs: _ack_each(msgs)
+    close: Callable[[], Awaitable[None]] = lambda: _nothing()  # after the broker stopped
+
+    async def start(self) -> None:
+        await self.prepare()
+        await self.broker.start()
+        await self.setup()
+
+    async def stop(self) -> None:
+        await self.broker.stop()
+        await self.close()
+
+
+async def _ack_each(msgs: list[StreamMessage[Any]]) -> None:
+    for msg in msgs:
+        await msg.ack()
+
+
+def connect(config: StreamConfig, handler: Handler) -> Link:
+    """A :class:`Link` for ``config.broker`` with ``handler`` subscribed to the input."""
+    from faststream import Context
+
+    async def on_message(message: Any = Context("message")) -> None:  # noqa: B008
+        await handler(message)  # the raw message: its body stays bytes, its key is read here
+
+    makers = {"redis": _redis, "nats": _nats, "amqp": _rabbit, "kafka": _kafka}
+    return makers[config.scheme](config, on_message)
+
+
+async def _nothing() -> None:
+    return None
+
+
+def _redis(config: StreamConfig, handler: Handler) -> Link:
+    from faststream.redis import RedisBroker, StreamSub
+
+    broker = RedisBroker(config.broker, **_QUIET)
+    common = {"group": config.group, "consumer": config.consumer, "polling_interval": POLL_MS}
+    # new records; and records another (crashed) consumer read but never acknowledged
+    fresh = StreamSub(config.input, batch=True, max_records=config.batch_size, **common)
+    stale = StreamSub(config.input, min_idle_time=int(config.ack_wait * 1000), **common)
+    broker.subscriber(stream=fresh, ack_policy=AckPolicy.MANUAL, parser=_undecoded_batch)(handler)
+    broker.subscriber(stream=stale, ack_policy=AckPolicy.MANUAL)(handler)
+
+    async def publish(name: str, body: bytes) -> None:
+        await broker.publish(body, stream=name)
+
+    from redis.asyncio import Redis
+    from redis.exceptions import ResponseError
+
+    client = Redis.from_url(config.broker)  # connects on first use
+
+    async def prepare() -> None:
+        # a new group starts at the stream's beginning (FastStream would start it at '$' and
+        # skip what producers wrote before the first start); an existing group is kept
+        try:
+            await client.xgroup_create(config.input, config.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def ack(msgs: list[StreamMessage[Any]]) -> None:  # one XACK for the whole batch
+        await client.xack(config.input, config.group, *(i for m in msgs for i in _ids(m)))
+
+    return Link(broker, publish, _redis_records, True, _nothing, prepare, ack, client.aclose)
+
+
+def _ids(msg: StreamMessage[Any]) -> list[bytes]:
+    return msg.raw_message["message_ids"]
+
+
+async def _undecoded_batch(raw: Any, original: Any) -> StreamMessage[Any]:
+    """A batch read as a message without decoding and re-encoding every entry (FastStream's
+    parser does; the consumer reads the raw entries itself in :func:`_redis_records`)."""
+    from faststream.redis.message import RedisBatchStreamMessage
+
+    return RedisBatchStreamMessage(raw_message=raw, body=b"[]", consumer=None, group=None)
+
+
+def _redis_records(msg: StreamMessage[Any]) -> list[Record]:
+    """Entries of a batch read (or one claimed entry); the stream id is the key."""
+    from faststream.redis.parser.binary import BinaryMessageFormatV1
+
+    data = msg.raw_message["data"]
+    out = []
+    for entry_id, entry in zip(_ids(msg), data if isinstance(data, list) else [data], strict=True):
+        payload = entry.get(b"__data__")
+        if payload is None:  # a plain XADD of fields: the record is those fields
+            payload = orjson.dumps({k.decode(): v.decode() for k, v in entry.items()})
+        key = entry_id.decode()
+        sent = int(key.split("-")[0]) / 1000  # a stream id starts with its time in ms
+        out.append(Record(key, BinaryMessageFormatV1.parse(payload)[0], sent))
+    return out
+
+
+def jetstream_name(subject: str) -> str:
+    """The JetStream stream holding ``subject`` (stream names allow no dots or wildcards)."""
+    return "driftloop-" + re.sub(r"[^A-Za-z0-9_-]", "_", subject)
+
+
+def _nats(config: StreamConfig, handler: Handler) -> Link:
+    from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
+
+    broker = NatsBroker(config.broker, **_QUIET)
+    source = JStream(jetstream_name(config.input), subjects=[config.input])
+    broker.subscriber(
+        config.input,
+        stream=source,
+        durable=config.group,
+        pull_sub=PullSub(batch_size=config.batch_size, timeout=POLL_MS / 1000, batch=True),
+        config=ConsumerConfig(ack_wait=config.ack_wait, max_ack_pending=4 * config.batch_size),
+        ack_policy=AckPolicy.MANUAL,
+    )(handler)
+    for name in (config.output, config.dead_letter_name):  # declared at broker start
+        broker.publisher(name, stream=JStream(jetstream_name(name), subjects=[name]))
+
+    async def publish(name: str, body: bytes) -> None:
+        await broker.publish(body, name, stream=jetstream_name(name))  # waits for the PubAck
+
+    def records(msg: StreamMessage[Any]) -> list[Record]:
+        return [
+            Record(str(m.metadata.sequence.stream), m.data, m.metadata.timestamp.timestamp())
+            for m in msg.raw_message
+        ]
+
+    return Link(broker, publish, records, True, _nothing)
+
+
+def _rabbit(config: StreamConfig, handler: Handler) -> Link:
+    from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
+
+    broker = RabbitBroker(config.broker, **_QUIET)
+    broker.subscriber(
+        RabbitQueue(config.input, durable=True),
+        channel=Channel(prefetch_count=4 * config.batch_size),
+        ack_policy=AckPolicy.MANUAL,
+    )(handler)
+
+    async def setup() -> None:
+        for name in (config.output, config.dead_letter_name):
+            await broker.declare_queue(RabbitQueue(name, durable=True))
+
+    async def publish(name: str, body: bytes) -> None:
+        await broker.publish(body, queue=name, persist=True)  # publisher-confirmed
+
+    def records(msg: StreamMessage[Any]) -> list[Record]:
+        raw = msg.raw_message
+        # the AMQP message_id property survives redelivery (FastStream producers set one)
+        sent = raw.timestamp.timestamp() if raw.timestamp is not None else None
+        return [Record(raw.message_id or msg.message_id, raw.body, sent)]
+
+    return Link(broker, publish, records, False, setup)
+
+
+def _kafka(config: StreamConfig, handler: Handler) -> Link:  # untested: no Kafka broker here
+    try:
+        from faststream.kafka import KafkaBroker
+    except ImportError as exc:
+        raise RuntimeError("Kafka needs `uv add 'faststream[kafka]'` (aiokafka)") from exc
+
+    broker = KafkaBroker(config.broker.split("://", 1)[1], **_QUIET)
+    broker.subscriber(
+        config.input,
+        group_id=config.group,
+        batch=True,
+        max_records=config.batch_size,
+        ack_policy=AckPolicy.MANUAL,
+    )(handler)
+
+    async def publish(name: str, body: bytes) -> None:
+        await broker.publish(body, topic=name)
+
+    def records(msg: StreamMessage[Any]) -> list[Record]:  # the topic position is the key
+        return [
+            Record(f"{r.topic}-{r.partition}-{r.offset}", r.value, r.timestamp / 1000)
+            for r in msg.raw_message
+        ]
+
+    return Link(broker, publish, records, True, _nothing)

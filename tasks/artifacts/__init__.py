@@ -96,11 +96,11 @@ def publish(artifacts: Sequence[Artifact]) -> list[str]:
 
 def model_data_version(model_tag: str | None, settings: Settings | None) -> str | None:
     """The data version a stored model was trained on (None when unknown)."""
-    from tasks.registry import model_metadata
+    from tasks.registry import RegistryError, model_metadata
 
     if not model_tag:
         return None
     try:
         return model_metadata(model_tag, settings).get("data_version")
-    except Exception:  # a missing model must not fail the run that reports on it
+    except RegistryError:  # a missing model must not fail the run that reports on it
         return None

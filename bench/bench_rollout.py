@@ -5,7 +5,8 @@ From the simulation harness (``tasks.rollout.simulate``): A/A experiments looked
 experiments, a naive repeated z-test; then the power and the labels per arm needed for 80%
 power at several log-loss changes, for the canary (two independent arms) and the shadow
 (paired, same rows) designs. Routing: p50 per request of the sticky hash routing against no
-routing (a constant arm), measured side by side, round-robin.
+routing (a constant arm), and of the service's routing step on a one-record request frame with
+an experiment running and without, each pair measured side by side, round-robin.
 """
 
 from __future__ import annotations
@@ -130,6 +131,39 @@ def _routing_rows(rounds: int) -> list[dict[str, Any]]:
                note="keyed BLAKE2b of the entity id, one call per request"),
         metric(AREA, "routing per request, no routing (p50)", None, "µs", stats=plain,
                note="a constant arm: the same loop without the hash, side by side"),
+        *_service_routing_rows(rounds),
+    ]  # fmt: skip
+
+
+def _service_routing_rows(rounds: int) -> list[dict[str, Any]]:
+    """The service's own routing step (``bentos.arms.to_challenger``) on one-record request
+    frames, with the experiment's router and with none (routing off), side by side."""
+    import polars as pl
+
+    from bentos.arms import to_challenger
+    from tasks.rollout.routing import Router
+
+    router = Router("bench-experiment", 0.25)
+    frames = [pl.DataFrame({"customerID": [f"customer-{i}"]}) for i in range(rounds)]
+    on, off = iter(frames), iter(frames)
+    timed = compare(
+        {
+            "service routing on": lambda: to_challenger(next(on), "customerID", router),
+            "service routing off": lambda: to_challenger(next(off), "customerID", None),
+        },
+        n=rounds,
+        warmup=0,
+    )
+    routed, plain = (
+        timed["service routing on"].scaled(1e6),
+        timed["service routing off"].scaled(1e6),
+    )
+    return [
+        metric(AREA, "routing per request in the service path, on (p50)", None, "µs",
+               target="≤ 100 µs", stats=routed,
+               note="bentos.arms.to_challenger on a one-record request frame: id read + hash"),
+        metric(AREA, "routing per request in the service path, off (p50)", None, "µs",
+               stats=plain, note="the same call with no experiment running, side by side"),
     ]  # fmt: skip
 
 

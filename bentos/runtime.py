@@ -27,8 +27,9 @@ import polars as pl
 from bentos.metrics import ServingMetrics, observe_scores
 from tasks import registry
 from tasks.predict import score_frame
-from tasks.predlog import BufferedLog, ScoredBatch, prediction_frame
+from tasks.predlog import BufferedLog, ScoredBatch, log_sink, prediction_frame
 from tasks.registry import CHALLENGER, CHAMPION, LoadedModel
+from tasks.rollout.routing import Router, Split, split_of
 from tasks.settings import Settings
 
 log = logging.getLogger("driftloop.serving")
@@ -49,8 +50,21 @@ print(json.dumps([float(v) for v in np.ravel(b.predict(x, num_threads=1))]))
 
 @dataclass(frozen=True)
 class Models:
+    """What a worker serves: the models, the rollout split (only once the worker has loaded
+    the split's challenger) and its router (a canary with a share above 0)."""
+
     champion: LoadedModel | None
     challenger: LoadedModel | None
+    split: Split | None = None
+    router: Router | None = None
+
+
+def _active(split: Split | None, challenger: LoadedModel | None) -> Models:
+    """The split this worker can serve: none until its challenger is the one loaded."""
+    if split is None or challenger is None or challenger.tag != split.challenger:
+        return Models(None, None)
+    canary = split.mode == "canary" and split.share > 0
+    return Models(None, None, split, split.router() if canary else None)
 
 
 def probe_model(path: Path, timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
@@ -115,21 +129,15 @@ class ModelWatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _index_signature(self) -> tuple | None:
-        try:
-            st = self.settings.alias_index.stat()
-        except FileNotFoundError:
-            return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
-
     def check(self, force: bool = False) -> Models:
         """Reload whichever alias moved since the last check; return the models in use."""
         with self._lock:
-            signature = self._index_signature()
+            signature = registry.index_signature(self.settings)
             if signature == self._signature and not force:
                 return self.models
             self._signature = signature
-            aliases = registry.read_index(self.settings).get(self.name, {}).get("aliases", {})
+            entry = registry.read_index(self.settings).get(self.name, {})
+            aliases = entry.get("aliases", {})
             current = self.models
             # a promotion moves the challenger's tag to champion: reuse the loaded model
             loaded = {m.tag: m for m in (current.champion, current.challenger) if m is not None}
@@ -139,12 +147,15 @@ class ModelWatcher:
             )
             if champion is not None and challenger is not None and challenger.tag == champion.tag:
                 challenger = None
+            routing = _active(split_of(entry), challenger)
             now = datetime.now(UTC)
             for alias, before, after in ((CHAMPION, current.champion, champion),
                                          (CHALLENGER, current.challenger, challenger)):  # fmt: skip
                 if _tag(before) != _tag(after):
                     self.since[alias] = now
-            self.models = Models(champion, challenger)
+            if current.split != routing.split:
+                self.since["split"] = now
+            self.models = Models(champion, challenger, routing.split, routing.router)
             return self.models
 
     def _maybe_load(
@@ -212,29 +223,29 @@ def prediction_log(settings: Settings, metrics: ServingMetrics, **kwargs) -> Buf
         for (tag,), part in frame.group_by(["model_tag"]):
             observe_scores(metrics.scores, str(tag), part["score"].to_numpy())
 
-    return BufferedLog(
-        settings.predictions_dir, to_frame, prefix="predictions", on_flush=on_flush, **kwargs
-    ).start()
+    sink = log_sink("predictions", settings)  # Parquet files, or PostgreSQL when configured
+    return BufferedLog(sink, to_frame, on_flush=on_flush, **kwargs).start()
 
 
 def _with_shadow(batches: list[ScoredBatch], challenger: LoadedModel | None) -> list[ScoredBatch]:
-    """Score many requests' inputs with the challenger at once, then split the scores back."""
-    if challenger is None or not batches:
+    """Score the champion arm's requests with the challenger at once, then split the scores
+    back (a canary's challenger-arm requests are its own answers: no shadow)."""
+    todo = [i for i, b in enumerate(batches) if b.arm == "champion"] if challenger else []
+    if challenger is None or not todo:
         return batches
-    inputs = pl.concat([b.inputs for b in batches], how="vertical_relaxed")
+    inputs = pl.concat([batches[i].inputs for i in todo], how="vertical_relaxed")
     shadow = score_frame(inputs, challenger)
-    bounds = np.cumsum([0] + [len(b) for b in batches])
-    return [
-        replace(b, shadow_tag=challenger.tag, shadow_scores=shadow[lo:hi])
-        for b, lo, hi in zip(batches, bounds[:-1], bounds[1:], strict=True)
-    ]
+    bounds = np.cumsum([0] + [len(batches[i]) for i in todo])
+    out = list(batches)
+    for i, lo, hi in zip(todo, bounds[:-1], bounds[1:], strict=True):
+        out[i] = replace(batches[i], shadow_tag=challenger.tag, shadow_scores=shadow[lo:hi])
+    return out
 
 
 def feedback_log(settings: Settings, **kwargs) -> BufferedLog:
     """The feedback log: entries are feedback frames (already typed and validated)."""
     return BufferedLog(
-        settings.feedback_dir,
+        log_sink("feedback", settings),
         lambda frames: pl.concat(frames, how="vertical_relaxed"),
-        prefix="feedback",
         **kwargs,
     ).start()

@@ -1,4 +1,6 @@
 """The driftloop service: the champion scores requests, the challenger shadows, both are logged.
+During a canary rollout the challenger answers the entities the split routes to it (sticky by
+the id column; ``bentos/arms.py``); every answer names its model and arm (docs/rollout.md).
 
 The dataset, state directory and every knob come from :class:`tasks.settings.Settings`
 (``DRIFTLOOP_DATASET``, ``DRIFTLOOP_HOME``, ``DRIFTLOOP_MAX_BODY_BYTES``, ...).
@@ -11,6 +13,7 @@ contract; the prediction log is written off the request path (``tasks.predlog``)
 import gc
 import hmac
 import logging
+import os
 import time
 from typing import Annotated
 
@@ -20,6 +23,7 @@ import orjson
 from pydantic import Field
 from starlette.responses import JSONResponse, Response
 
+from bentos.arms import Answer, predictions, score_routed
 from bentos.metrics import serving_metrics
 from bentos.middleware import GuardMiddleware
 from bentos.process_metrics import SAMPLE_SECONDS, ProcessMetrics
@@ -45,8 +49,7 @@ from schemas.requests import (
     request_models,
 )
 from tasks import registry
-from tasks.predlog import ScoredBatch, feedback_frame
-from tasks.scoring import score_inputs
+from tasks.predlog import feedback_frame
 from tasks.settings import get_settings
 
 log = logging.getLogger("driftloop.serving")
@@ -95,6 +98,7 @@ class Driftloop:
         self.prediction_log = prediction_log(settings, self.metrics, flush_seconds=flush)
         self.feedback_log = feedback_log(settings, flush_seconds=flush)
         self.admin_token = settings.admin_token
+        self.worker_header = {"x-driftloop-worker": str(os.getpid())}  # which worker answered
         # Everything loaded so far lives as long as the worker. Without this, each full
         # collection re-scans ~240k import-time objects: 0.4 s pauses measured (p99 spikes).
         gc.freeze()
@@ -116,29 +120,35 @@ class Driftloop:
         self.prediction_log.close()  # nothing lost on a clean stop
         self.feedback_log.close()
 
-    def _score(self, frame, started: float) -> ScoredBatch | None:
-        models = self.watcher.models  # one read: a swap mid-request cannot mix models
+    def _score(self, frame, started: float) -> list[Answer] | None:
+        models = self.watcher.models  # one read: a swap mid-request cannot mix models or splits
         if models.champion is None:
             return None
-        batch = score_inputs(frame, models.champion, DATASET.id_column, started)
-        self.prediction_log.append((batch, models.challenger), len(batch))
-        self.metrics.predictions.labels(model_tag=batch.model_tag).inc(len(batch))
-        return batch
+        answers = score_routed(
+            frame, models.champion, models.challenger, models.router, DATASET.id_column, started
+        )
+        for answer in answers:
+            batch = answer.batch
+            self.prediction_log.append((batch, models.challenger), len(batch))
+            self.metrics.predictions.labels(model_tag=batch.model_tag).inc(len(batch))
+        return answers
 
     @bentoml.api(route="/predict")
     async def predict(self, records: Records) -> PredictResponse:
-        """Score one or many records with the champion."""
+        """Score one or many records, each by the model of its rollout arm (the champion
+        unless a canary routes the entity to the challenger); each says which answered."""
         started = time.perf_counter()
         if len(records) < INLINE_MAX_RECORDS:  # cheaper than a thread hop
-            batch = self._score(records.frame, started)
+            answers = self._score(records.frame, started)
         else:  # LightGBM and polars release the GIL: parsing the next request overlaps
-            batch = await anyio.to_thread.run_sync(self._score, records.frame, started)
-        if batch is None:
+            answers = await anyio.to_thread.run_sync(self._score, records.frame, started)
+        if answers is None:
             return _no_model()
-        tag = batch.model_tag
+        tag = answers[0].batch.model_tag
         return Response(
-            orjson.dumps({"model_tag": tag, "predictions": _predictions(batch)}),
+            orjson.dumps({"model_tag": tag, "predictions": predictions(answers)}),
             media_type="application/json",
+            headers=self.worker_header,
         )
 
     @bentoml.api(
@@ -150,10 +160,10 @@ class Driftloop:
     async def predict_batch(self, records: BatchRecords) -> list[Prediction]:
         """Large batches; concurrent calls are merged by BentoML's adaptive batching."""
         frame = records_to_frame(records, REQUESTS)
-        batch = await anyio.to_thread.run_sync(self._score, frame, time.perf_counter())
-        if batch is None:
+        answers = await anyio.to_thread.run_sync(self._score, frame, time.perf_counter())
+        if answers is None:
             raise bentoml.exceptions.ServiceUnavailable(f"no {DATASET.name} champion model yet")
-        return _predictions(batch)
+        return predictions(answers)
 
     @bentoml.api(route="/feedback")
     async def feedback(self, feedback: FeedbackItems) -> FeedbackResponse:
@@ -181,7 +191,14 @@ class Driftloop:
             # when this worker began serving each (its own clock): how long a swap took
             "champion_since": since["champion"].isoformat() if "champion" in since else None,
             "challenger_since": since["challenger"].isoformat() if "challenger" in since else None,
-        }
+            "worker": os.getpid(),
+            # the rollout split this worker routes by (None: the champion answers everything)
+            "split": None if m.split is None else {
+                "experiment": m.split.experiment_id, "mode": m.split.mode,
+                "challenger": m.split.challenger, "share": m.split.share,
+            },
+            "split_since": since["split"].isoformat() if "split" in since else None,
+        }  # fmt: skip
 
     @bentoml.api(route="/admin/reload")
     def admin_reload(self, ctx: bentoml.Context) -> dict:
@@ -206,16 +223,6 @@ Driftloop.add_asgi_middleware(
     GuardMiddleware,
     max_body_bytes=SETTINGS.max_body_bytes,
 )
-
-
-def _predictions(batch: ScoredBatch) -> list[dict]:
-    tag = batch.model_tag
-    ids = batch.entity_ids if batch.entity_ids is not None else [None] * len(batch)
-    decisions = batch.decisions.tolist() if batch.decisions is not None else [None] * len(batch)
-    return [
-        {"request_id": r, "id": i, "score": s, "decision": d, "model_tag": tag}
-        for r, i, s, d in zip(batch.request_ids, ids, batch.scores.tolist(), decisions, strict=True)
-    ]
 
 
 def _no_model() -> Response:

@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from driftloop import prefect_api
 from driftloop.supervise import (
@@ -32,7 +32,7 @@ from tasks.settings import Settings, get_settings
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_POOL = "driftloop-process"
-SERVER, WORKER = "prefect-server", "prefect-worker"
+SERVER, WORKER, SERVICES = "prefect-server", "prefect-worker", "prefect-services"
 
 
 class StackConfig(BaseModel):
@@ -58,9 +58,49 @@ class StackConfig(BaseModel):
     notify_url: str | None = Field(
         default=None, description="Webhook for prefect.yaml's notifications (automations)."
     )
+    database: str | None = Field(
+        default=None,
+        description="PostgreSQL URL for the Prefect server (default: SQLite under home).",
+    )
+    redis: str | None = Field(
+        default=None,
+        description="Redis URL (prefect-redis): messaging, cache, causal ordering, leases.",
+    )
+    api_servers: int = Field(
+        default=1, ge=1, description="API processes; more than one needs database and redis."
+    )
     repo: Path = REPO
     startup_timeout_s: float = 120.0
     stop_timeout_s: float = 10.0
+
+    @model_validator(mode="after")
+    def _several_servers_share_state(self) -> StackConfig:
+        # without Redis every process has its own in-memory broker: runs work, but event
+        # triggers never fire (verified: 0 of 2), a failure easy to miss (PITFALLS)
+        if self.api_servers > 1 and not (self.database and self.redis):
+            raise ValueError("several API servers need --database (PostgreSQL) and --redis")
+        return self
+
+
+def server_database_env(database: str | None, redis: str | None) -> dict[str, str]:
+    """Prefect server settings for a PostgreSQL database and a Redis broker (prefect-redis)."""
+    env: dict[str, str] = {}
+    if database:
+        from tasks.postgres.db import dsn
+
+        env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = dsn(database).replace(
+            "postgresql://", "postgresql+asyncpg://", 1
+        )
+    if redis:
+        env.update(
+            PREFECT_SERVER_EVENTS_MESSAGING_BROKER="prefect_redis.messaging",
+            PREFECT_SERVER_EVENTS_MESSAGING_CACHE="prefect_redis.messaging",
+            PREFECT_SERVER_EVENTS_CAUSAL_ORDERING="prefect_redis.ordering",
+            PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE="prefect_redis.lease_storage",
+            PREFECT_REDIS_MESSAGING_URL=redis,
+            PREFECT_SERVER_DOCKET_URL=redis,
+        )
+    return env
 
 
 class LocalStack:
@@ -70,7 +110,8 @@ class LocalStack:
         self.settings = settings or get_settings()
         self.config = config or StackConfig()
         self.processes: dict[str, ManagedProcess] = {}
-        self.api_url: str | None = None
+        self.api_url: str | None = None  # what clients and the worker use: the first API
+        self.api_urls: list[str] = []  # every API process (any of them serves clients)
         self._load_state()
 
     # --- state ------------------------------------------------------------------------
@@ -88,6 +129,7 @@ class LocalStack:
         except FileNotFoundError:
             return
         self.api_url = state.get("api_url")
+        self.api_urls = state.get("api_urls", [])
         for rec in state.get("processes", []):
             self.processes[rec["name"]] = ManagedProcess(ProcessRecord(**rec))
 
@@ -96,6 +138,7 @@ class LocalStack:
 
         state = {
             "api_url": self.api_url,
+            "api_urls": self.api_urls,
             "config": self.config.model_dump(mode="json"),
             "processes": [asdict(p.record) for p in self.processes.values()],
         }
@@ -110,6 +153,7 @@ class LocalStack:
         env.setdefault(
             "PREFECT_SERVER_DATABASE_CONNECTION_URL", f"sqlite+aiosqlite:///{s.prefect_db}"
         )
+        env.update(server_database_env(self.config.database, self.config.redis))
         env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
         env["PREFECT_SERVER_UI_ENABLED"] = str(self.config.ui).lower()
         env["PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED"] = str(self.config.scheduler).lower()
@@ -171,12 +215,28 @@ class LocalStack:
         return {**self.status(), "timings": {k: round(v, 2) for k, v in timings.items()}}
 
     def start_server(self) -> ManagedProcess:
-        port = self.config.port or free_port(self.config.host)
-        self.api_url = f"http://{self.config.host}:{port}/api"
+        """One ``prefect server start``; with ``api_servers > 1``, that many API processes
+        (``--no-services``; the first migrates the database, then the others start) and one
+        ``prefect server services start`` process."""
+        several = self.config.api_servers > 1
+        first = self._start_api(SERVER, self.config.port, services=not several)
+        if several:
+            for i in range(1, self.config.api_servers):
+                self._start_api(f"{SERVER}-{i + 1}", None, services=False)
+            self._start(SERVICES, self._prefect("server", "services", "start"))
+        return first
+
+    def _start_api(self, name: str, port: int | None, *, services: bool) -> ManagedProcess:
+        port = port or free_port(self.config.host)
+        url = f"http://{self.config.host}:{port}/api"
+        if name == SERVER:
+            self.api_url, self.api_urls = url, []
         argv = self._prefect("server", "start", "--host", self.config.host, "--port", str(port))
         argv += ["--ui" if self.config.ui else "--no-ui", "--analytics-off"]
-        proc = self._start(SERVER, argv)
-        wait_http(f"{self.api_url}/health", timeout_s=self.config.startup_timeout_s, proc=proc)
+        proc = self._start(name, argv + ([] if services else ["--no-services"]))
+        wait_http(f"{url}/health", timeout_s=self.config.startup_timeout_s, proc=proc)
+        self.api_urls.append(url)
+        self._save_state()
         return proc
 
     def create_pool(self) -> None:
@@ -268,6 +328,7 @@ class LocalStack:
     def status(self) -> dict[str, Any]:
         return {
             "api_url": self.api_url,
+            "api_urls": self.api_urls,
             "api_healthy": prefect_api.api_healthy(self.api_url),
             "home": str(self.settings.root),
             "processes": {

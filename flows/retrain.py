@@ -1,5 +1,7 @@
 """Retrain flow: reference data + recent labeled feedback -> challenger -> gate vs champion on
-the newest labeled rows -> promote or reject -> driftloop.model.promoted / .rejected.
+the newest labeled rows -> promote or reject -> driftloop.model.promoted / .rejected; or, with
+``rollout.mode`` shadow or canary, hand the winner to a rollout (driftloop.rollout.started) that
+the rollout flow decides online.
 
 Triggered by driftloop.drift.detected / driftloop.performance.degraded (prefect.yaml), weekly,
 or by hand (``driftloop retrain``). The service notices a promotion in the alias index itself.
@@ -22,6 +24,7 @@ from tasks.artifacts import retrain as artifacts
 from tasks.gate import GateConfig, run_gate
 from tasks.ingest.snapshot import load_snapshot
 from tasks.retrain import Strategy
+from tasks.rollout.config import RolloutConfig
 from tasks.settings import get_settings
 
 
@@ -40,6 +43,9 @@ class RetrainConfig(BaseModel):
     num_threads: int = Field(1, ge=1)
     min_rows: int = Field(200, ge=1)
     gate: GateConfig = Field(default_factory=GateConfig)
+    rollout: RolloutConfig = Field(
+        default_factory=RolloutConfig, description="how a gate winner reaches traffic"
+    )
 
 
 class RetrainTrigger(BaseModel):
@@ -88,11 +94,13 @@ def retrain(config: RetrainConfig | None = None, trigger: RetrainTrigger | None 
     ))  # fmt: skip
     challenger = registry.load_model(trained["model_tag"], settings)
     decision = run_gate(champion, challenger, recent.holdout, dataset, config.gate)
-    champion_after = apply_gate_decision(decision=decision, name=dataset.name, settings=settings)
+    champion_after = apply_gate_decision(
+        decision=decision, name=dataset.name, settings=settings, rollout=config.rollout
+    )
     evidence = rt.gate_evidence(
         decision, trigger=trigger.model_dump(exclude={"evidence"}), data=data, recent=recent,
         champion_after=champion_after, challenger_data_version=trained.get("data_version"),
     )  # fmt: skip
-    out = rt.emit_outcome(dataset.name, decision, evidence)
+    out = rt.emit_outcome(dataset.name, decision, evidence, rollout=config.rollout)
     artifacts.publish_retrain(decision=decision, trigger=trigger, outcome=out, champion=champion)
     return out

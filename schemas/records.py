@@ -17,7 +17,8 @@ TS = pl.Datetime("us", "UTC")
 
 
 class PredictionRecord(pa.DataFrameModel):
-    """One scored record. ``shadow_*`` are filled when a challenger scored it too."""
+    """One scored record. ``shadow_*`` are filled when a challenger scored it too; ``arm`` is
+    the rollout arm it was routed to, ``model_tag`` the model that answered."""
 
     request_id: str = pa.Field(unique=True)
     entity_id: str = pa.Field(nullable=True)
@@ -28,6 +29,8 @@ class PredictionRecord(pa.DataFrameModel):
     shadow_tag: str = pa.Field(nullable=True)
     shadow_score: pl.Float64 = pa.Field(nullable=True)
     latency_ms: pl.Float64 = pa.Field(nullable=True)
+    # the rollout arm the request was routed to; logs from before rollouts lack it (champion)
+    arm: str | None = pa.Field(nullable=True, isin=["champion", "challenger"])
 
     class Config:
         strict = False  # the dataset's input columns follow

@@ -254,17 +254,21 @@ def raise_errors(errors: list[dict], title: str = "Input") -> None:
 
 
 class Prediction(BaseModel):
-    """One scored record: the champion's output, never the shadow challenger's."""
+    """One scored record, by the model of its arm: the champion, or the challenger for the
+    entities a canary routes to it (a shadow challenger's score is never returned)."""
 
     request_id: str
     id: str | None = Field(None, description="The record's entity id (the dataset's id column).")
     score: float
     decision: bool | None = Field(None, description="score >= the model's threshold.")
-    model_tag: str
+    model_tag: str = Field(description="The model that answered.")
+    arm: Literal["champion", "challenger"] = Field(
+        "champion", description="The rollout arm the record was routed to."
+    )
 
 
 class PredictResponse(BaseModel):
-    model_tag: str
+    model_tag: str = Field(description="The model that answered the first record.")
     predictions: list[Prediction]
 
 

@@ -30,6 +30,16 @@ DATA_QUALITY_FAILED = "driftloop.data_quality.failed"
 MODEL_PROMOTED = "driftloop.model.promoted"
 MODEL_REJECTED = "driftloop.model.rejected"
 MODEL_ROLLED_BACK = "driftloop.model.rolled_back"
+ROLLOUT_STARTED = "driftloop.rollout.started"
+ROLLOUT_ADVANCED = "driftloop.rollout.advanced"
+ROLLOUT_PROMOTED = "driftloop.rollout.promoted"
+ROLLOUT_ROLLED_BACK = "driftloop.rollout.rolled_back"
+ROLLOUT_EVENTS = {  # by kind (tasks.rollout.report.EventKind)
+    "started": ROLLOUT_STARTED,
+    "advanced": ROLLOUT_ADVANCED,
+    "promoted": ROLLOUT_PROMOTED,
+    "rolled_back": ROLLOUT_ROLLED_BACK,
+}
 ALL_EVENTS = (
     DRIFT_DETECTED,
     PERFORMANCE_DEGRADED,
@@ -37,6 +47,7 @@ ALL_EVENTS = (
     MODEL_PROMOTED,
     MODEL_REJECTED,
     MODEL_ROLLED_BACK,
+    *ROLLOUT_EVENTS.values(),
 )
 RETRAIN_TRIGGERS = (DRIFT_DETECTED, PERFORMANCE_DEGRADED)  # a data-quality event never retrains
 RESOURCE_PREFIX = "driftloop.model."
@@ -47,6 +58,7 @@ DEFAULT_REASON = {
     MODEL_PROMOTED: "promoted",
     MODEL_REJECTED: "rejected",
     MODEL_ROLLED_BACK: "rolled_back",
+    **{event: kind for kind, event in ROLLOUT_EVENTS.items()},
 }
 
 DEFAULT_GRACE_S = 30.0  # how long a sent event may take to show up in the API before a resend
@@ -329,6 +341,10 @@ def emit_model_rejected(model_name: str, evidence: dict[str, Any], **kw: Any) ->
 def emit_model_rolled_back(model_name: str, evidence: dict[str, Any], **kw: Any) -> str | None:
     """The champion was rolled back to the one before it (evidence: both tags, the reason)."""
     return emit(MODEL_ROLLED_BACK, model_name, evidence, **kw)
+def emit_rollout(kind: str, model_name: str, evidence: dict[str, Any], **kw: Any) -> str | None:
+    """A rollout ``started``, ``advanced``, was ``promoted`` or ``rolled_back`` (evidence: the
+    experiment, the always-valid test's statistics, the guardrails, the per-arm table)."""
+    return emit(ROLLOUT_EVENTS[kind], model_name, evidence, **kw)
 
 
 def prefect_api_url() -> str | None:

@@ -1,13 +1,15 @@
-"""The prediction and feedback logs: buffered in memory, flushed as one Parquet file per batch.
+"""The prediction and feedback logs: buffered in memory, flushed one batch at a time to a sink.
 
 Writers append cheap in-memory entries on the request path; a background thread turns them
-into a frame and writes it with temp file + fsync + rename + fsync of the directory, so a
-crash leaves whole files only (an appended-to Parquet file loses everything on a kill: see
-PITFALLS). ``close()`` flushes what is left: a clean stop loses nothing. A failed write keeps
-its rows in the buffer and retries on the next flush.
+into a frame and hands it to the log's sink. Two sinks: :class:`ParquetSink` (the embedded
+default: one file per batch, temp file + fsync + rename + fsync of the directory, so a crash
+leaves whole files only; an appended-to Parquet file loses everything on a kill: see PITFALLS)
+and ``tasks.postgres.log.PostgresSink`` (one COPY transaction per batch, for several hosts;
+chosen by ``Settings.database_url``). ``close()`` flushes what is left: a clean stop loses
+nothing. A failed write keeps its rows in the buffer and retries on the next flush.
 
-Readers: :func:`load_predictions`, :func:`load_feedback` and :func:`join_feedback` (labels
-joined to predictions by ``request_id``, else by ``entity_id``).
+Readers, whichever sink holds the rows: :func:`load_predictions`, :func:`load_feedback` and
+:func:`join_feedback` (labels joined to predictions by ``request_id``, else by ``entity_id``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import polars as pl
@@ -46,6 +48,7 @@ PREDICTION_TYPES: dict[str, pl.DataType] = {
     "shadow_tag": pl.String,
     "shadow_score": pl.Float64,
     "latency_ms": pl.Float64,
+    "arm": pl.String,
 }
 FEEDBACK_TYPES: dict[str, pl.DataType] = {
     "request_id": pl.String,
@@ -71,6 +74,7 @@ class ScoredBatch:
     latency_ms: float
     shadow_tag: str | None = None
     shadow_scores: np.ndarray | None = None
+    arm: str = "champion"  # the rollout arm routed to (``model_tag`` says who answered)
 
     def __len__(self) -> int:
         return len(self.request_ids)
@@ -120,6 +124,7 @@ def prediction_frame(batch: ScoredBatch | Sequence[ScoredBatch]) -> pl.DataFrame
             "shadow_tag": scalar([b.shadow_tag for b in batches], pl.String),
             "shadow_score": array([b.shadow_scores for b in batches], n),
             "latency_ms": scalar([b.latency_ms for b in batches], pl.Float64),
+            "arm": scalar([b.arm for b in batches], pl.String),
         },
         schema=PREDICTION_TYPES,
     )
@@ -148,8 +153,55 @@ def _utc(t: datetime) -> datetime:
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
+class LogSink(Protocol):
+    """Where a :class:`BufferedLog` writes: each ``write`` stores one batch whole or not at all."""
+
+    def open(self) -> None: ...
+    def write(self, frame: pl.DataFrame) -> Path | str: ...
+    def close(self) -> None: ...
+
+
+class ParquetSink:
+    """One Parquet file per batch in ``directory`` (the embedded default); nothing held open."""
+
+    def __init__(self, directory: Path, prefix: str) -> None:
+        self.directory = directory
+        self.prefix = prefix
+        self._seq = 0
+
+    def open(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def write(self, frame: pl.DataFrame) -> Path:
+        from tasks.io import atomic_write
+
+        self._seq += 1
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        path = self.directory / f"{self.prefix}-{stamp}-{os.getpid()}-{self._seq:06d}.parquet"
+        buf = io.BytesIO()
+        frame.write_parquet(buf, compression="zstd", statistics=True)
+        atomic_write(path, buf.getvalue())
+        return path
+
+    def close(self) -> None: ...
+
+
+LogKind = Literal["predictions", "feedback"]
+
+
+def log_sink(kind: LogKind, settings: Settings | None = None) -> LogSink:
+    """The sink ``settings`` choose for a log: PostgreSQL when a database URL is set."""
+    settings = settings or get_settings()
+    if settings.database_url:
+        from tasks.postgres.log import PostgresSink
+
+        return PostgresSink(settings.database_url, kind)
+    folder = settings.predictions_dir if kind == "predictions" else settings.feedback_dir
+    return ParquetSink(folder, prefix=kind)
+
+
 class BufferedLog:
-    """Entries appended in memory, written by a background thread as one Parquet file each flush.
+    """Entries appended in memory, written by a background thread to a sink, a batch per flush.
 
     ``to_frame`` turns a list of entries into the frame to write; it runs on the flush thread,
     so expensive work (shadow scoring, building columns) stays off the request path.
@@ -157,16 +209,14 @@ class BufferedLog:
 
     def __init__(
         self,
-        directory: Path,
+        sink: LogSink,
         to_frame: Callable[[list[Any]], pl.DataFrame],
         *,
-        prefix: str,
         flush_seconds: float = FLUSH_SECONDS,
         max_rows: int = MAX_BUFFER_ROWS,
         on_flush: Callable[[pl.DataFrame], None] | None = None,
     ) -> None:
-        self.directory = directory
-        self.prefix = prefix
+        self.sink = sink
         self.flush_seconds = flush_seconds
         self.max_rows = max_rows
         self._to_frame = to_frame
@@ -177,13 +227,12 @@ class BufferedLog:
         self._write_lock = threading.Lock()  # one writer at a time
         self._wake = threading.Event()
         self._closed = False
-        self._seq = 0
         self.rows_written = 0
         self._thread: threading.Thread | None = None
 
     def start(self) -> BufferedLog:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._thread = threading.Thread(target=self._run, name=f"{self.prefix}-log", daemon=True)
+        self.sink.open()
+        self._thread = threading.Thread(target=self._run, name="buffered-log", daemon=True)
         self._thread.start()
         atexit.register(self.close)
         return self
@@ -201,8 +250,8 @@ class BufferedLog:
     def pending_rows(self) -> int:
         return self._rows
 
-    def flush(self) -> Path | None:
-        """Write everything buffered as one file now; return its path (None if empty)."""
+    def flush(self) -> Path | str | None:
+        """Write everything buffered as one batch now; return where (None if empty)."""
         with self._write_lock:
             with self._lock:
                 entries, self._entries, self._rows = self._entries, [], 0
@@ -210,7 +259,7 @@ class BufferedLog:
                 return None
             try:
                 frame = self._to_frame([e for e, _ in entries])
-                path = self._write(frame)
+                path = self.sink.write(frame)
             except Exception:
                 with self._lock:  # keep the rows: retried on the next flush
                     self._entries[:0] = entries
@@ -222,17 +271,6 @@ class BufferedLog:
                 self._on_flush(frame)
             except Exception:  # metrics must never cost a record
                 log.exception("prediction-log flush hook failed")
-        return path
-
-    def _write(self, frame: pl.DataFrame) -> Path:
-        self._seq += 1
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        path = self.directory / f"{self.prefix}-{stamp}-{os.getpid()}-{self._seq:06d}.parquet"
-        from tasks.io import atomic_write
-
-        buf = io.BytesIO()
-        frame.write_parquet(buf, compression="zstd", statistics=True)
-        atomic_write(path, buf.getvalue())
         return path
 
     def _run(self) -> None:
@@ -253,14 +291,18 @@ class BufferedLog:
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=30)
-        self.flush()
+        try:
+            self.flush()
+        finally:
+            self.sink.close()
         atexit.unregister(self.close)
 
 
 # --- readers ------------------------------------------------------------------------------
 
 
-def _files(directory: Path) -> list[Path]:
+def log_files(directory: Path) -> list[Path]:
+    """The whole batch files of a Parquet log, oldest name first (temp files skipped)."""
     return sorted(p for p in directory.glob("*.parquet") if not p.name.startswith("."))
 
 
@@ -287,8 +329,12 @@ def load_predictions(
 ) -> pl.DataFrame:
     """Every logged prediction with ``since <= ts < until`` (UTC), oldest first."""
     settings = settings or get_settings()
-    frame = _read(_files(settings.predictions_dir), PREDICTION_TYPES)
     lo, hi = _as_ts(since), _as_ts(until)
+    if settings.database_url:
+        from tasks.postgres.log import read_log
+
+        return read_log(settings.database_url, "predictions", lo, hi)
+    frame = _read(log_files(settings.predictions_dir), PREDICTION_TYPES)
     if lo is not None:
         frame = frame.filter(pl.col("ts") >= lo)
     if hi is not None:
@@ -299,7 +345,11 @@ def load_predictions(
 def load_feedback(settings: Settings | None = None) -> pl.DataFrame:
     """Every feedback label received, oldest first."""
     settings = settings or get_settings()
-    return _read(_files(settings.feedback_dir), FEEDBACK_TYPES).sort("ts", maintain_order=True)
+    if settings.database_url:
+        from tasks.postgres.log import read_log
+
+        return read_log(settings.database_url, "feedback")
+    return _read(log_files(settings.feedback_dir), FEEDBACK_TYPES).sort("ts", maintain_order=True)
 
 
 def join_feedback(

@@ -201,21 +201,47 @@ def list_models(name: str | None = None, settings: Settings | None = None) -> li
 
 
 def read_index(settings: Settings | None = None) -> dict[str, Any]:
-    """The alias index: ``{name: {"aliases": {alias: tag}, "history": [...]}}``."""
-    path = (settings or get_settings()).alias_index
+    """The alias index: ``{name: {"aliases": {alias: tag}, "history": [...]}}`` (from
+    PostgreSQL when ``database_url`` is set: ``tasks.postgres.aliases``)."""
+    settings = settings or get_settings()
+    if settings.database_url:
+        from tasks.postgres import aliases
+
+        return aliases.read_index(settings.database_url)
     try:
-        return json.loads(path.read_text())
+        return json.loads(settings.alias_index.read_text())
     except FileNotFoundError:
         return {}
 
 
 @contextlib.contextmanager
-def _locked_index(settings: Settings) -> Iterator[dict[str, Any]]:
-    """Read-modify-write the index under an exclusive lock; written atomically on exit."""
+def _locked_index(settings: Settings, name: str) -> Iterator[dict[str, Any]]:
+    """Read-modify-write ``name``'s entry, all or nothing: under the file lock, the index
+    rewritten atomically on exit; on PostgreSQL, under the model's row lock in one
+    transaction (the index yielded then holds ``name`` only)."""
+    if settings.database_url:
+        from tasks.postgres import aliases
+
+        with aliases.locked_entry(settings.database_url, name) as entry:
+            yield {name: entry}
+        return
     with locked(settings.alias_index.with_suffix(".lock")):
         index = read_index(settings)
         yield index
         write_json(settings.alias_index, index, sort_keys=True)
+
+
+def index_signature(settings: Settings) -> tuple | None:
+    """Changes whenever an alias moves (what a watcher polls; cheap)."""
+    if settings.database_url:
+        from tasks.postgres import aliases
+
+        return aliases.signature(settings.database_url)
+    try:
+        st = settings.alias_index.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 def get_alias(name: str, alias: str, settings: Settings | None = None) -> str | None:
@@ -233,7 +259,18 @@ def resolve(ref: str, settings: Settings | None = None) -> str:
     return ref
 
 
-def _record(entry: dict[str, Any], alias: str, old: str | None, new: str | None, why: str) -> None:
+@contextlib.contextmanager
+def edit_entry(name: str, settings: Settings) -> Iterator[dict[str, Any]]:
+    """One model's entry (aliases, history, champion stack, rollout experiment) to change
+    under the index lock; the index is written atomically on exit (not on an error)."""
+    with _locked_index(settings, name) as index:
+        yield _entry(index, name)
+
+
+def record_move(
+    entry: dict[str, Any], alias: str, old: str | None, new: str | None, why: str
+) -> None:
+    """Append a move of ``alias`` (or of the rollout ``experiment``) to the entry's history."""
     entry["history"].append({"time": _now(), "alias": alias, "from": old, "to": new, "reason": why})
 
 
@@ -256,7 +293,7 @@ def _stack_from_history(entry: dict[str, Any]) -> list[str]:
     return stack
 
 
-def _set_champion(entry: dict[str, Any], tag: str | None, why: str) -> None:
+def move_champion(entry: dict[str, Any], tag: str | None, why: str) -> None:
     """Move the champion alias and keep the stack of champions (what rollback pops)."""
     old = entry["aliases"].get(CHAMPION)
     if tag is None:
@@ -267,7 +304,7 @@ def _set_champion(entry: dict[str, Any], tag: str | None, why: str) -> None:
         entry["aliases"][CHAMPION] = tag
         if not entry["champions"] or entry["champions"][-1] != tag:
             entry["champions"].append(tag)
-    _record(entry, CHAMPION, old, tag, why)
+    record_move(entry, CHAMPION, old, tag, why)
 
 
 def set_alias(
@@ -277,17 +314,17 @@ def set_alias(
     settings = settings or get_settings()
     if tag is not None:
         verify_files(Path(_get(tag, settings).path))
-    with _locked_index(settings) as index:
+    with _locked_index(settings, name) as index:
         entry = _entry(index, name)
         if alias == CHAMPION:
-            _set_champion(entry, tag, reason)
+            move_champion(entry, tag, reason)
             return
         old = entry["aliases"].get(alias)
         if tag is None:
             entry["aliases"].pop(alias, None)
         else:
             entry["aliases"][alias] = tag
-        _record(entry, alias, old, tag, reason)
+        record_move(entry, alias, old, tag, reason)
 
 
 def promote(
@@ -299,12 +336,12 @@ def promote(
     if tag is None:
         raise RegistryError(f"model {name!r} has no challenger to promote")
     verify_files(Path(_get(tag, settings).path))
-    with _locked_index(settings) as index:
+    with _locked_index(settings, name) as index:
         entry = _entry(index, name)
-        _set_champion(entry, tag, reason or "promote")
+        move_champion(entry, tag, reason or "promote")
         if entry["aliases"].get(CHALLENGER) == tag:
             entry["aliases"].pop(CHALLENGER)
-            _record(entry, CHALLENGER, tag, None, "promoted")
+            record_move(entry, CHALLENGER, tag, None, "promoted")
     return tag
 
 
@@ -315,7 +352,7 @@ def rollback(name: str, *, reason: str = "", settings: Settings | None = None) -
     rollbacks give B then A (not C again); a third fails, as nothing came before A.
     """
     settings = settings or get_settings()
-    with _locked_index(settings) as index:
+    with _locked_index(settings, name) as index:
         entry = index.get(name)
         if not entry or CHAMPION not in entry["aliases"]:
             raise RegistryError(f"model {name!r} has no champion")
@@ -327,5 +364,7 @@ def rollback(name: str, *, reason: str = "", settings: Settings | None = None) -
         verify_files(Path(_get(previous, settings).path))
         current = stack.pop()
         entry["aliases"][CHAMPION] = previous
-        _record(entry, CHAMPION, current, previous, f"rollback: {reason}" if reason else "rollback")
+        record_move(
+            entry, CHAMPION, current, previous, f"rollback: {reason}" if reason else "rollback"
+        )
     return previous

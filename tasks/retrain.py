@@ -22,6 +22,7 @@ from tasks.settings import Settings
 
 if TYPE_CHECKING:
     from tasks.gate import GateDecision
+    from tasks.rollout.config import RolloutConfig
 
 Strategy = Literal["full_refit", "sliding_window", "warm_start"]
 _ORDER = "_order"
@@ -144,13 +145,26 @@ def run_stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
-def apply_decision(decision: GateDecision, name: str, settings: Settings) -> str | None:
-    """Promote the challenger (the service swaps by itself) or clear the losing challenger.
+def _handed_over(decision: GateDecision, rollout: RolloutConfig | None) -> bool:
+    return decision.promote and rollout is not None and rollout.mode != "direct"
+
+
+def apply_decision(
+    decision: GateDecision, name: str, settings: Settings, rollout: RolloutConfig | None = None
+) -> str | None:
+    """Promote the challenger (``direct``: the service swaps by itself), hand a winner to a
+    shadow or canary rollout (the rollout flow promotes it, or not), or clear a loser.
 
     Returns the champion tag afterwards.
     """
     from tasks import registry
 
+    if _handed_over(decision, rollout):
+        from tasks.rollout import experiment
+
+        reason = f"gate: {decision.reason}"
+        experiment.start(name, decision.challenger_tag, rollout, reason=reason, settings=settings)
+        return registry.get_alias(name, registry.CHAMPION, settings)
     if decision.promote:
         return registry.promote(
             name, decision.challenger_tag, reason=f"gate: {decision.reason}", settings=settings
@@ -174,6 +188,7 @@ class GateEmitter(Protocol):
 
     def emit_model_promoted(self, model_name: str, evidence: dict[str, Any]) -> str | None: ...
     def emit_model_rejected(self, model_name: str, evidence: dict[str, Any]) -> str | None: ...
+    def emit_rollout(self, kind: str, model_name: str, evidence: dict) -> str | None: ...
 
 
 def gate_evidence(
@@ -200,10 +215,20 @@ def emit_outcome(
     decision: GateDecision,
     evidence: dict[str, Any],
     emitter: GateEmitter | None = None,
+    rollout: RolloutConfig | None = None,
 ) -> dict[str, Any]:
-    """Emit ``driftloop.model.promoted`` or ``.rejected``; returns ``evidence`` with its
-    ``event_id``."""
+    """Emit ``driftloop.model.promoted`` or ``.rejected``, or ``driftloop.rollout.started``
+    for a winner handed to a rollout; returns ``evidence`` with its ``event_id``."""
     if emitter is None:
         from tasks import events as emitter  # type: ignore[no-redef]
+    if _handed_over(decision, rollout):
+        from tasks.rollout.experiment import read_experiment
+        from tasks.rollout.handoff import emit_started
+
+        started = read_experiment(name)
+        assert started is not None, "apply_decision opened the experiment"
+        payload = emit_started(started, reason=f"gate: {decision.reason}", emitter=emitter,
+                               evidence=evidence)  # fmt: skip
+        return {**evidence, "rollout": payload["experiment"], "event_id": payload["event_id"]}
     emit = emitter.emit_model_promoted if decision.promote else emitter.emit_model_rejected
     return {**evidence, "event_id": emit(name, evidence)}

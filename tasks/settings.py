@@ -164,6 +164,17 @@ class Settings(BaseSettings):
 
     # --- end of the monitoring helper's block ---------------------------------------------
 
+    # --- shared state on PostgreSQL (issue #16, topology helper) ------------------------
+    database_url: str | None = Field(
+        default=None,
+        description=(
+            "PostgreSQL URL (postgresql://user@host:port/db) for the state several hosts share:"
+            " the prediction and feedback logs. Unset: Parquet files under home."
+        ),
+    )
+
+    # --- end of the topology helper's block -----------------------------------------------
+
     def ensure_dirs(self) -> Settings:
         """Create the state layout (idempotent)."""
         for path in (

@@ -43,8 +43,8 @@ def test_stack_status_and_down_read_the_recorded_state(home) -> None:
     status reports its processes, down stops them (here: long gone) and removes the file."""
     app, runner = build_app(), CliRunner()
     empty = json.loads(runner.invoke(app, ["stack", "status", "--json"]).stdout)
-    assert empty == {"api_url": None, "api_healthy": False, "home": str(home.resolve()),
-                     "processes": {}}  # fmt: skip
+    assert empty == {"api_url": None, "api_urls": [], "api_healthy": False,
+                     "home": str(home.resolve()), "processes": {}}  # fmt: skip
     state = home / "stack" / "state.json"
     state.parent.mkdir(parents=True)
     record = {"name": "prefect-server", "pid": 999_999_999, "pgid": 999_999_999,
@@ -53,6 +53,7 @@ def test_stack_status_and_down_read_the_recorded_state(home) -> None:
                                  "processes": [record]}))  # fmt: skip
     status = json.loads(runner.invoke(app, ["stack", "status", "--json"]).stdout)
     assert status["api_url"] == "http://127.0.0.1:9/api" and not status["api_healthy"]
+    assert status["api_urls"] == []  # a state file written before several API processes
     assert status["processes"] == {
         "prefect-server": {"pid": 999_999_999, "alive": False, "log": str(home / "x.log")}
     }

@@ -12,6 +12,7 @@ def info(as_json: bool = typer.Option(False, "--json", help="Print one JSON obje
     from driftloop import __version__
     from schemas import available_datasets
     from tasks.settings import get_settings
+    from tasks.training.storage import redact
 
     s = get_settings()
     result = {
@@ -23,6 +24,7 @@ def info(as_json: bool = typer.Option(False, "--json", help="Print one JSON obje
         "prefect_home": s.prefect_home,
         "wandb_dir": s.wandb_dir,
         "optuna_storage": s.optuna_url,
+        "database": redact(s.database_url),  # shared logs and aliases; None: files
         "prefect_api_url": s.prefect_api_url,
         "datasets": available_datasets(),
     }

@@ -45,14 +45,23 @@ def up(
     notify_url: str = typer.Option(
         None, "--notify-url", help="Webhook called on promotion, rollback, quality failure."
     ),
+    database: str = typer.Option(
+        None, "--database", help="PostgreSQL URL for the Prefect server (default: SQLite)."
+    ),
+    redis: str = typer.Option(
+        None, "--redis", help="Redis URL (prefect-redis extra): broker, cache, ordering, leases."
+    ),
+    api_servers: int = typer.Option(
+        1, "--api-servers", help="API processes (>1 needs --database and --redis)."
+    ),
     as_json: bool = JSON,
 ) -> None:
     """Start the Prefect server, create the work pool, deploy prefect.yaml, start a worker."""
     with errors_as_exit(as_json):
         stack = _stack(
             port=port, poll_s=poll_s, deployments=deployment or None, worker=worker,
-            deploy=deploy, scheduler=scheduler, ui=ui, serving_url=serving_url,
-            notify_url=notify_url,
+            deploy=deploy, scheduler=scheduler, ui=ui, database=database, redis=redis,
+            api_servers=api_servers, serving_url=serving_url, notify_url=notify_url,
         )  # fmt: skip
         result = stack.up()
         result["hint"] = f"export PREFECT_API_URL={stack.api_url}"
@@ -124,6 +133,9 @@ def retrain(
     trials: int = typer.Option(None, help="Optuna trials (default: the flow's)."),
     margin: float = typer.Option(None, help="Gate: win needed on the gate metric."),
     max_slice_regression: float = typer.Option(None, help="Gate: worst slice loss allowed."),
+    rollout: str = typer.Option(
+        None, help="direct | shadow | canary: how a winner reaches traffic (default: the flow's)."
+    ),
     reason: str = typer.Option("manual", help="Recorded with the run and its events."),
     submit: bool = typer.Option(
         False, "--submit", help="Run through the `retrain` deployment (its concurrency limit)."
@@ -141,6 +153,8 @@ def retrain(
         for key, value in (("margin", margin), ("max_slice_regression", max_slice_regression)):
             if value is not None:
                 base["gate"][key] = value
+        if rollout is not None:
+            base["rollout"]["mode"] = rollout
         try:
             config = RetrainConfig.model_validate(base)
         except ValueError as exc:

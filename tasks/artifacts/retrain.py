@@ -51,7 +51,9 @@ def retrain_markdown(
     low = decision.improvement_low
     interval = (f"{decision.confidence:.0%} paired-bootstrap lower bound {fmt(low)}"
                 if low is not None else "no bootstrap interval")  # fmt: skip
-    verdict = "PROMOTED" if decision.promote else "REJECTED"
+    verdict = "REJECTED" if not decision.promote else "PROMOTED"
+    if decision.promote and outcome.get("rollout"):
+        verdict = "won the gate, handed to a rollout"
     lines = [
         f"# Retrain: challenger {verdict}",
         lineage(decision.challenger_tag, outcome.get("challenger_data_version")),

@@ -78,19 +78,21 @@ def load_window(window: Window, settings: Settings | None = None) -> pl.DataFram
     A lazy scan with the time filter pushed down (row groups outside the window are skipped,
     nothing is sorted): on a 1M-row window it peaks at a third of the memory of reading the
     whole log. Files that disagree on their schema (a schema break) make the scan fail; then
-    ``tasks.predlog.load_predictions`` aligns them column by column.
+    ``tasks.predlog.load_predictions`` aligns them column by column. A log on PostgreSQL is
+    read there (the filter runs in the database).
     """
+    from tasks.predlog import load_predictions, log_files
+
     settings = settings or get_settings()
-    files = [p for p in sorted(settings.predictions_dir.glob("*.parquet"))]
-    files = [p for p in files if not p.name.startswith(".")]  # temp files of atomic writes
+    if settings.database_url:
+        return load_predictions(window.since, window.until, settings=settings)
+    files = log_files(settings.predictions_dir)
     in_window = (pl.col("ts") >= window.since) & (pl.col("ts") < window.until)
     if files:
         try:
             return pl.scan_parquet(files).filter(in_window).collect()
         except pl.exceptions.PolarsError:
             pass
-    from tasks.predlog import load_predictions
-
     return load_predictions(window.since, window.until, settings=settings)
 
 

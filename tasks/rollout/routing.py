@@ -12,11 +12,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 Arm = Literal["champion", "challenger"]
+EXPERIMENT = "experiment"  # the alias index's key of a model's running experiment
 _DIGEST_BYTES = 8
 _SHIFT = 11  # keep the top 53 bits: exactly representable, so a bucket is always < 1.0
 _SCALE = float(2 ** (8 * _DIGEST_BYTES - _SHIFT))
@@ -65,3 +66,26 @@ class Router:
     def to_challenger(self, entity_ids: Iterable[str | int]) -> np.ndarray:
         """Boolean mask: which of these ids the challenger answers."""
         return self.buckets(entity_ids) < self.share
+
+
+@dataclass(frozen=True)
+class Split:
+    """What a serving worker needs to route: the challenger, the routing key and its share
+    (``tasks.rollout.experiment`` keeps the rest of the experiment beside it)."""
+
+    experiment_id: str
+    mode: Literal["shadow", "canary"]
+    challenger: str
+    salt: str
+    share: float
+
+    def router(self) -> Router:
+        return Router(self.salt, self.share)
+
+
+def split_of(entry: dict[str, Any]) -> Split | None:
+    """The split in a model's alias-index entry (``None``: the champion answers everything)."""
+    raw = entry.get(EXPERIMENT)
+    if not raw:
+        return None
+    return Split(raw["id"], raw["mode"], raw["challenger"], raw["salt"], float(raw["share"]))

@@ -11,12 +11,21 @@ if TYPE_CHECKING:
     import optuna
 
 
+HEARTBEAT_S = 10  # a running trial's heartbeat on a shared (PostgreSQL) study
+STALE_AFTER_S = 60  # no heartbeat for this long: the worker is gone; the trial is retried
+STALE_RETRIES = 3
+
+
 def open_storage(url: str | None) -> optuna.storages.BaseStorage | str | None:
     """An Optuna storage for ``url`` (``None``: in memory). A SQLite file is switched to WAL
     mode with ``synchronous=NORMAL``: its default rollback journal costs ~12 ms per commit
-    here, and a study commits several times per trial (params, reports, state)."""
+    here, and a study commits several times per trial (params, reports, state).
+
+    A PostgreSQL study is the one several workers share: running trials send heartbeats, and
+    a trial whose worker stopped beating (killed, host lost) is failed by the next worker
+    that starts a trial and enqueued again with the same parameters, so no trial is lost."""
     if url is not None and url.startswith("postgresql://"):
-        return _postgres_driver(url)
+        return shared_storage(url)
     if url is None or not url.startswith("sqlite:///"):
         return url
     import sqlite3
@@ -32,6 +41,19 @@ def open_storage(url: str | None) -> optuna.storages.BaseStorage | str | None:
     event.listen(storage.engine, "connect", _sqlite_pragmas)
     storage.engine.dispose()  # connections made before the listener reconnect with it
     return storage
+
+
+def shared_storage(
+    url: str, heartbeat_s: int = HEARTBEAT_S, stale_after_s: int = STALE_AFTER_S
+) -> optuna.storages.RDBStorage:
+    """A PostgreSQL study storage with heartbeats and stale-trial retry (see open_storage)."""
+    import optuna
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    return optuna.storages.RDBStorage(
+        _postgres_driver(url), heartbeat_interval=heartbeat_s, grace_period=stale_after_s,
+        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=STALE_RETRIES),
+    )  # fmt: skip
 
 
 def _postgres_driver(url: str) -> str:

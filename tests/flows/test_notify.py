@@ -24,8 +24,8 @@ def test_section_declares_the_three_notifications_and_prefect_deploy_accepts_the
 
     found = {n.name: n.expect for n in load_notifications(PREFECT_YAML)}
     assert found == {
-        "notify-model-promoted": [events.MODEL_PROMOTED],
-        "notify-model-rolled-back": [events.MODEL_ROLLED_BACK],
+        "notify-model-promoted": [events.MODEL_PROMOTED, events.ROLLOUT_PROMOTED],
+        "notify-model-rolled-back": [events.MODEL_ROLLED_BACK, events.ROLLOUT_ROLLED_BACK],
         "notify-data-quality-failed": [events.DATA_QUALITY_FAILED],
     }
     PrefectYamlModel.model_validate(yaml.safe_load(PREFECT_YAML.read_text()))  # ignored key

@@ -61,3 +61,12 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh database on the machine's PostgreSQL for one test, dropped afterwards."""
+    from tests.support.pg import temp_database
+
+    with temp_database() as url:
+        yield url

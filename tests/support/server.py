@@ -26,7 +26,9 @@ def make_home(prefix: str) -> Path:
 class Server:
     """A running ``driftloop serve`` (bentoml serve) subprocess."""
 
-    def __init__(self, home: Path, port: int, extra_env: dict[str, str] | None = None):
+    def __init__(
+        self, home: Path, port: int, extra_env: dict[str, str] | None = None, workers: int = 1
+    ):
         self.home = home
         self.settings = Settings(home=home)
         self.port = port
@@ -42,7 +44,8 @@ class Server:
         self.log_path = home / "server.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            ["uv", "run", "--frozen", "driftloop", "serve", "--port", str(port)],
+            ["uv", "run", "--frozen", "driftloop", "serve", "--port", str(port)]
+            + ["--workers", str(workers)],
             cwd=REPO,
             env=env,
             stdout=self._log,

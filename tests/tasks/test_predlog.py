@@ -17,6 +17,7 @@ import pytest
 
 from tasks.predlog import (
     BufferedLog,
+    ParquetSink,
     ScoredBatch,
     feedback_frame,
     join_feedback,
@@ -45,18 +46,19 @@ def _batch(ids: list[str], entities: list[str], ts: datetime, tag: str = "m:1") 
 
 
 def _log(settings: Settings, **kw) -> BufferedLog:
-    return BufferedLog(settings.predictions_dir, prediction_frame, prefix="predictions", **kw)
+    return BufferedLog(ParquetSink(settings.predictions_dir, "predictions"), prediction_frame, **kw)
 
 
 def test_prediction_frame_follows_the_record_contract():
     frame = prediction_frame(_batch(["r1", "r2"], ["c1", "c2"], T0))
     validate_predictions(frame)
-    assert frame.columns[:9] == [
+    assert frame.columns[:10] == [
         "request_id", "entity_id", "ts", "model_tag", "score", "decision",
-        "shadow_tag", "shadow_score", "latency_ms",
+        "shadow_tag", "shadow_score", "latency_ms", "arm",
     ]  # fmt: skip
-    assert frame.columns[9:] == ["customerID", "tenure"]
+    assert frame.columns[10:] == ["customerID", "tenure"]
     assert frame["shadow_score"].null_count() == 2
+    assert frame["arm"].to_list() == ["champion", "champion"]  # no rollout: the champion's
 
 
 def test_one_file_per_flush_and_close_flushes_the_rest(home_settings: Settings):
@@ -83,7 +85,7 @@ def test_a_failed_write_keeps_the_rows_for_the_next_flush(home_settings: Setting
             raise OSError("disk full")
         return prediction_frame(entries)
 
-    log = BufferedLog(settings.predictions_dir, flaky, prefix="p", flush_seconds=3600).start()
+    log = BufferedLog(ParquetSink(settings.predictions_dir, "p"), flaky, flush_seconds=3600).start()
     log.append(_batch(["a"], ["c1"], T0), 1)
     with pytest.raises(OSError):
         log.flush()
@@ -111,9 +113,9 @@ def test_killed_writer_leaves_only_whole_files(home: Path):
         import itertools, time, numpy as np, polars as pl
         from datetime import UTC, datetime
         from pathlib import Path
-        from tasks.predlog import BufferedLog, ScoredBatch, prediction_frame
-        log = BufferedLog(Path({str(home / "p")!r}), prediction_frame,
-                          prefix="p", flush_seconds=0.01).start()
+        from tasks.predlog import BufferedLog, ParquetSink, ScoredBatch, prediction_frame
+        log = BufferedLog(ParquetSink(Path({str(home / "p")!r}), "p"), prediction_frame,
+                          flush_seconds=0.01).start()
         for i in itertools.count():
             time.sleep(0.0005)
             n = 50
@@ -155,7 +157,7 @@ def test_feedback_joins_by_request_id_or_entity(home_settings: Settings):
     log.append(_batch(["r1", "r2"], ["c1", "c2"], T0), 2)
     log.append(_batch(["r3"], ["c2"], T0 + timedelta(days=2)), 1)
     log.close()
-    fb = BufferedLog(settings.feedback_dir, pl.concat, prefix="feedback").start()
+    fb = BufferedLog(ParquetSink(settings.feedback_dir, "feedback"), pl.concat).start()
     fb.append(
         feedback_frame(
             ["r1", None, "r1"],

@@ -43,6 +43,14 @@ def _save(seed: int) -> str:
 X_CHECK = np.random.default_rng(9).normal(size=(20, 2))
 
 
+@pytest.fixture(params=["file", "postgresql"])
+def index(request, home, monkeypatch) -> str:
+    """Run an alias-index test on both backends: models/index.json, and PostgreSQL."""
+    if request.param == "postgresql":
+        monkeypatch.setenv("DRIFTLOOP_DATABASE_URL", request.getfixturevalue("pg_url"))
+    return request.param
+
+
 def test_save_load_round_trip(home) -> None:
     booster = _booster(1)
     tag = registry.save_model(
@@ -55,7 +63,7 @@ def test_save_load_round_trip(home) -> None:
     assert (loaded.path / registry.CARD_FILE).read_text() == f"# {tag}"
 
 
-def test_corrupt_model_is_refused(home) -> None:
+def test_corrupt_model_is_refused(home, index) -> None:
     tag = _save(1)
     path = registry.model_path(tag)
     text = (path / registry.MODEL_FILE).read_text()
@@ -67,7 +75,7 @@ def test_corrupt_model_is_refused(home) -> None:
     assert registry.get_alias("toy", registry.CHAMPION) is None
 
 
-def test_rollback_walks_back_through_champions(home) -> None:
+def test_rollback_walks_back_through_champions(home, index) -> None:
     a, b, c = _save(1), _save(2), _save(3)
     for tag in (a, b, c):
         registry.promote("toy", tag)
@@ -81,7 +89,7 @@ def test_rollback_walks_back_through_champions(home) -> None:
     assert reasons.count("rollback") == 2
 
 
-def test_rollback_restores_previous_champion_after_a_challenger_is_promoted(home) -> None:
+def test_rollback_restores_previous_champion_after_a_challenger_is_promoted(home, index) -> None:
     a, b = _save(1), _save(2)
     r = register.register_model(
         _booster(1), name="toy", features=FEATURES, metadata={}, labels={}, card="", alias="auto"
@@ -136,6 +144,28 @@ def test_failed_index_write_leaves_the_old_index_whole(home, monkeypatch) -> Non
     assert registry.load_model("toy:champion").tag == a
 
 
+def test_failed_index_transaction_leaves_the_old_index_whole(home, pg_url, monkeypatch) -> None:
+    from tasks.postgres import aliases
+
+    monkeypatch.setenv("DRIFTLOOP_DATABASE_URL", pg_url)
+    a, b = _save(1), _save(2)
+    registry.promote("toy", a)
+    registry.set_alias("toy", registry.CHALLENGER, b)
+    before = registry.read_index()
+    real_save = aliases._save
+
+    def lost(cur, name, entry, history_before):  # every row written, then the link drops
+        real_save(cur, name, entry, history_before)
+        raise OSError("server closed the connection unexpectedly")
+
+    with monkeypatch.context() as patch, pytest.raises(OSError, match="closed the connection"):
+        patch.setattr(aliases, "_save", lost)
+        registry.promote("toy")
+    assert registry.read_index() == before
+    assert registry.load_model("toy:champion").tag == a
+    assert registry.promote("toy") == b  # and the next try goes through
+
+
 CRASH_SCRIPT = textwrap.dedent(
     """
     import os, signal, sys
@@ -163,7 +193,7 @@ CRASH_SCRIPT = textwrap.dedent(
 )
 
 
-def test_kill_between_save_and_index_update_keeps_a_loadable_champion(home) -> None:
+def test_kill_between_save_and_index_update_keeps_a_loadable_champion(home, index) -> None:
     a = _save(1)
     registry.promote("toy", a)
     expected = registry.load_model(a).predict(X_CHECK)
@@ -179,7 +209,7 @@ def test_kill_between_save_and_index_update_keeps_a_loadable_champion(home) -> N
     champion = registry.load_model("toy:champion")  # ... but the index still names a
     assert champion.tag == a
     assert np.array_equal(champion.predict(X_CHECK), expected)
-    json.loads(get_settings().alias_index.read_text())
+    assert registry.read_index()["toy"]["aliases"] == {"champion": a}  # whole and readable
 
 
 def test_prior_model_warm_params_and_init_model_checks(home) -> None:

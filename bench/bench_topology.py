@@ -1,0 +1,202 @@
+"""Scale-out topology: the shared prediction log on PostgreSQL.
+
+* prediction-log write throughput to PostgreSQL: rows/s of one replica's flush (CSV encoding
+  by polars + one COPY transaction), Telco-shaped rows (9 record columns + 20 inputs), in
+  batches of the log's early-flush size; then two replicas flushing at once (two processes,
+  one database), per replica. Into a throwaway database on the machine's PostgreSQL
+  (``DRIFTLOOP_BENCH_PG``, default ``postgresql://postgres@127.0.0.1:5432/test``), dropped after.
+* Parquet flush of the same batches, side by side (the embedded default).
+* serving p50 with the PostgreSQL log against the Parquet log: two ``driftloop serve``
+  processes side by side on one model (``bench.bench_serving``'s setup and load generator),
+  batch 1, 8 keep-alive clients, phases alternating between them.
+* tuning wall time with 1 and 2 worker processes on one study: not measured yet (distributed
+  tuning through Prefect is not built).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from bench.harness import Stats, metric, not_available, quick_skip, scratch_dir
+
+AREA = "topology"
+ADMIN_URL = os.environ.get("DRIFTLOOP_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
+INPUTS = 20
+
+
+@contextlib.contextmanager
+def _database() -> Iterator[str]:
+    import psycopg2
+
+    name = f"driftloop_bench_{uuid.uuid4().hex[:10]}"
+    conn = psycopg2.connect(ADMIN_URL, connect_timeout=5)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+        finally:
+            with conn.cursor() as cur:
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        conn.close()
+
+
+def _batch(rows: int, seed: int) -> pl.DataFrame:
+    """One flush's worth of prediction-log rows, Telco-shaped."""
+    from tasks.predlog import ScoredBatch, prediction_frame
+
+    rng = np.random.default_rng(seed)
+    ids = [f"{seed}-{i}" for i in range(rows)]
+    inputs = {f"num_{j}": rng.normal(size=rows) for j in range(INPUTS // 2)}
+    choices = np.array(["Month-to-month", "One year", "Two year", "No internet service"])
+    inputs |= {f"cat_{j}": choices[rng.integers(0, 4, rows)] for j in range(INPUTS // 2)}
+    return prediction_frame(
+        ScoredBatch(
+            inputs=pl.DataFrame(inputs), request_ids=ids, entity_ids=ids,
+            ts=datetime.now(UTC), model_tag="telco:bench", scores=rng.random(rows),
+            decisions=rng.random(rows) > 0.5, latency_ms=1.0,
+        )
+    )  # fmt: skip
+
+
+def _write_rate(url: str | None, rows: int, batches: int, seed: int) -> float:
+    """Rows/s of ``batches`` sink writes (PostgreSQL at ``url``, else Parquet files)."""
+    from tasks.postgres.log import PostgresSink
+    from tasks.predlog import ParquetSink
+
+    frames = [_batch(rows, seed * 1000 + b) for b in range(batches)]
+    sink: Any = (
+        PostgresSink(url, "predictions")
+        if url
+        else ParquetSink(scratch_dir() / f"log-{seed}", prefix="predictions")
+    )
+    sink.open()
+    sink.write(frames[0].head(10))  # connect and add the input columns before timing
+    started = time.perf_counter()
+    for frame in frames:
+        sink.write(frame)
+    elapsed = time.perf_counter() - started
+    sink.close()
+    return rows * batches / elapsed
+
+
+def _replica(url: str, rows: int, batches: int, seed: int, out: Any) -> None:
+    out.put(_write_rate(url, rows, batches, seed))
+
+
+def _two_replicas(url: str, rows: int, batches: int) -> list[float]:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_replica, args=(url, rows, batches, s, queue)) for s in (7, 8)]
+    for p in procs:
+        p.start()
+    rates = [queue.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    return rates
+
+
+SERVING_CLIENTS = 8
+
+
+@contextlib.contextmanager
+def _serve(setup: Any, name: str, extra: dict[str, str]) -> Iterator[Any]:
+    from bench import bench_serving as bs
+
+    port = bs._free_port()
+    env = {**bs._env(setup), **extra}
+    cmd = [sys.executable, "-m", "driftloop", "serve", "--port", str(port)]
+    proc = bs.Proc(cmd, env, port, setup.home / f"serve-{name}.log")
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def _serving_rows(quick: bool) -> list[dict[str, Any]]:
+    from bench import bench_serving as bs
+    from tasks import registry
+    from tasks.settings import Settings
+
+    if quick:
+        return [quick_skip(AREA, "serving p50, PostgreSQL log vs Parquet log", "ratio")]
+    seconds, rounds = 6.0, 3
+    setup = bs.prepare(quick)
+    try:
+        with _database() as url:
+            tag = registry.get_alias("telco", registry.CHAMPION, Settings(home=setup.home))
+            registry.set_alias("telco", registry.CHAMPION, tag,
+                               settings=Settings(home=setup.home, database_url=url))  # fmt: skip
+            p50: dict[str, list[float]] = {"parquet": [], "postgresql": []}
+            with (
+                _serve(setup, "parquet", {}) as files,
+                _serve(setup, "postgresql", {"DRIFTLOOP_DATABASE_URL": url}) as pg,
+            ):
+                procs = {"parquet": files, "postgresql": pg}
+                for proc in procs.values():
+                    proc.wait_ready("/readyz")
+                for r in range(rounds):
+                    for name in list(procs) if r % 2 == 0 else list(procs)[::-1]:
+                        res = bs.run_load(procs[name].port, "/predict", setup.records, 1,
+                                          SERVING_CLIENTS, seconds)  # fmt: skip
+                        p50[name].append(res["p50_ms"])
+    finally:
+        bs._cleanup(setup.home)
+    files_ms, pg_ms = Stats.of(p50["parquet"]), Stats.of(p50["postgresql"])
+    note = f"batch 1, {SERVING_CLIENTS} clients, {rounds} alternating rounds of {seconds:g} s"
+    return [
+        metric(AREA, "serving p50 with the PostgreSQL log / with the Parquet log",
+               pg_ms.median / files_ms.median, "ratio", target="≤ 1.10 ratio",
+               note=f"{pg_ms.median:.2f} ms vs {files_ms.median:.2f} ms; {note}"),
+        metric(AREA, "serving p50, PostgreSQL log", None, "ms", stats=pg_ms, note=note),
+        metric(AREA, "serving p50, Parquet log", None, "ms", stats=files_ms, note=note),
+    ]  # fmt: skip
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    from tasks.predlog import MAX_BUFFER_ROWS
+
+    rows, batches = (2_000, 2) if quick else (MAX_BUFFER_ROWS, 6)
+    load = os.getloadavg()[0]
+    note = f"{batches} flushes of {rows} rows, {9 + INPUTS} columns; load average {load:.1f}"
+    try:
+        with _database() as url:
+            one = Stats.of([_write_rate(url, rows, batches, s) for s in range(1 if quick else 3)])
+            two = _two_replicas(url, rows, batches)
+    except Exception as exc:  # noqa: BLE001 - PostgreSQL missing: say so, measure nothing
+        why = f"PostgreSQL at {ADMIN_URL}: {type(exc).__name__}: {exc}"
+        return [not_available(AREA, "prediction-log write to PostgreSQL", "rows/s", why)]
+    parquet = Stats.of([_write_rate(None, rows, batches, s) for s in range(1 if quick else 3)])
+    tuning = not_available(AREA, "tuning wall time, 2 workers vs 1 on one study", "ratio",
+                           "distributed tuning through Prefect is not built yet",
+                           target="≥ 1.5 ratio")  # fmt: skip
+    return [
+        *_serving_rows(quick),
+        tuning,
+        metric(AREA, "prediction-log write to PostgreSQL, one replica", None, "rows/s",
+               target="≥ 50000 rows/s", stats=one, note=note + "; CSV + COPY per flush"),
+        metric(AREA, "prediction-log write to PostgreSQL, each of two replicas at once",
+               min(two), "rows/s", target="≥ 50000 rows/s",
+               note=f"the slower of two processes flushing into one table ({note})"),
+        metric(AREA, "prediction-log write to Parquet files, one replica", None, "rows/s",
+               stats=parquet, note=note + "; the embedded default, side by side"),
+    ]  # fmt: skip
+
+
+if __name__ == "__main__":
+    from bench.harness import main
+
+    main(AREA, run)

@@ -341,6 +341,8 @@ def emit_model_rejected(model_name: str, evidence: dict[str, Any], **kw: Any) ->
 def emit_model_rolled_back(model_name: str, evidence: dict[str, Any], **kw: Any) -> str | None:
     """The champion was rolled back to the one before it (evidence: both tags, the reason)."""
     return emit(MODEL_ROLLED_BACK, model_name, evidence, **kw)
+
+
 def emit_rollout(kind: str, model_name: str, evidence: dict[str, Any], **kw: Any) -> str | None:
     """A rollout ``started``, ``advanced``, was ``promoted`` or ``rolled_back`` (evidence: the
     experiment, the always-valid test's statistics, the guardrails, the per-arm table)."""

@@ -188,3 +188,11 @@ def test_monitor_summary_shows_the_service_processes(tmp_path):
     assert report.to_json()["process"]["served"] == {"champion": ["telco:v0"]}
     page = html.render_report_html(report.to_json())
     assert "<h2>Process</h2>" in page and "resident_memory_bytes" in page
+
+
+def test_a_winner_handed_to_a_rollout_is_not_called_promoted():
+    decision = _decision()
+    outcome = {"champion_after": "telco:old", "rollout": {"id": "exp-1"}}
+    (summary, _) = retrain_artifacts.retrain_artifacts(decision, _Trigger(), outcome)
+    assert "challenger won the gate, handed to a rollout" in summary.body
+    assert "PROMOTED" not in summary.body and "after: `telco:old`" in summary.body

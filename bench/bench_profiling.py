@@ -5,7 +5,8 @@
 * monitor-flow wall time on a 100k-row prediction-log window (the real ``@flow`` on a real,
   temporary Prefect server; quick mode times the flow's function without the engine).
 * drift report time on 100k reference + 100k current rows (whylogs profiles of both, drift
-  statistics, HTML) vs Evidently's ``DataDriftPreset`` on the same data. Evidently 0.7.23 does
+  statistics, HTML with its pictures: drifted features' distributions and the score's) vs
+  Evidently's ``DataDriftPreset`` on the same data. Evidently 0.7.23 does
   not import with pandas 3 (our stack), so it runs in its own venv under /tmp with pandas < 3.
 * :func:`measure_monitor_memory`: peak RSS of a monitor run on a 1M-row window, measured from
   outside a subprocess (the memory area of the system benchmark can call it).
@@ -223,9 +224,10 @@ def _timed(fn) -> float:
 
 
 def our_drift_report(reference, current, out: Path) -> dict[str, Any]:
-    """Whylogs profiles of both sides, drift statistics, JSON + HTML: the monitor's report."""
+    """Whylogs profiles of both sides, drift statistics, JSON + HTML with pictures: the
+    monitor's report (recent windows as drawn after a day of 15-minute runs)."""
     from tasks.drift import DriftConfig, compute_drift
-    from tasks.monitoring.report import render_report_html
+    from tasks.monitoring.html import render_report_html
     from tasks.profiling import profile_frame, summarize_profile
 
     num = [c for c in reference.columns if not c.startswith("cat_")]
@@ -237,8 +239,16 @@ def our_drift_report(reference, current, out: Path) -> dict[str, Any]:
     report = {"model_name": "synthetic", "drift": drift.to_dict(), "profiles": profiles,
               "decision": {"action": "-", "reason": "benchmark"}}  # fmt: skip
     out.with_suffix(".json").write_text(json.dumps(report, default=str))
-    out.with_suffix(".html").write_text(render_report_html(report))
+    page = render_report_html(report, _history())
+    assert page.count("<svg") >= len(drift.drifted_features) + 1  # the pictures are there
+    out.with_suffix(".html").write_text(page)
     return report
+
+
+def _history():
+    from tasks.monitoring.html import WindowPoint
+
+    return [WindowPoint(f"w{i}", 0.1 + i / 200, 0.3, 0.8, 0.79, 0.84) for i in range(96)]
 
 
 def bench_drift_report(rows: int, n: int, quick: bool) -> list[dict[str, Any]]:
@@ -247,7 +257,8 @@ def bench_drift_report(rows: int, n: int, quick: bool) -> list[dict[str, Any]]:
     out = scratch_dir() / "drift_report"
     times = [_timed(lambda: our_drift_report(ref, cur, out)) for _ in range(n)]
     report = our_drift_report(ref, cur, out)
-    ours = metric(AREA, f"drift report, ours (whylogs + stats + HTML), {rows:,} + {rows:,} rows",
+    ours = metric(AREA, f"drift report, ours (whylogs + stats + HTML with pictures), {rows:,} + "
+                  f"{rows:,} rows",
                   None, "s", stats=Stats.of(times),
                   note=f"drifted: {', '.join(report['drift']['drifted_features'])}")  # fmt: skip
     name = f"drift report, Evidently DataDriftPreset, {rows:,} + {rows:,} rows"

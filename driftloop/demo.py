@@ -22,7 +22,13 @@ from pydantic import BaseModel
 from rich.console import Console
 
 from driftloop.narrate import Timeline, monitor_note, render_summary
-from driftloop.prefect_api import events_named, flow_runs, set_deployment_parameters, use_api
+from driftloop.prefect_api import (
+    events_named,
+    flow_runs,
+    set_deployment_parameters,
+    set_serving_url,
+    use_api,
+)
 from driftloop.supervise import wait_for
 from driftloop.traffic import Replay, auc, prepare_data, replay, send_labels, wait_logged
 
@@ -51,6 +57,7 @@ class DemoConfig(BaseModel):
     batch: int = 100  # records per /predict call
     poll_s: float = 1.0
     timeout_s: float = 240.0  # for the automation to finish the retrain
+    notify_url: str | None = None  # webhook for prefect.yaml's notifications
 
     def budgets(self) -> DemoConfig:
         if not self.fast:
@@ -92,7 +99,9 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> dict[str, An
     os.environ["DRIFTLOOP_HOME"] = str(home)
     dataset = load_dataset(config.dataset)
     timeline = Timeline(console)
-    stack = LocalStack(settings, StackConfig(poll_s=config.poll_s, ui=True))
+    stack = LocalStack(
+        settings, StackConfig(poll_s=config.poll_s, ui=True, notify_url=config.notify_url)
+    )
     summary: dict[str, Any] = {"home": str(home), "scenario": config.scenario}
     try:
         with timeline.stage("prepare data") as note:
@@ -120,13 +129,14 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> dict[str, An
                 argv, env = serve_command(port, dataset.name)
                 stack.start_service("bentoml", argv, health_url=f"http://127.0.0.1:{port}/readyz")
                 note["detail"] = f"http://127.0.0.1:{port}"
+                set_serving_url(api, f"http://127.0.0.1:{port}")  # the deployed monitor's too
             summary["service"] = f"http://127.0.0.1:{port}"
             client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
             monitor_runs = []
             with timeline.stage("replay in-distribution traffic, monitor") as note:
                 calm = replay(client, data.calm, dataset, config.batch)
                 wait_logged(calm)
-                report = _monitor(dataset.name, calm)
+                report = _monitor(dataset.name, calm, summary["service"])
                 monitor_runs.append(report)
                 note["detail"] = monitor_note(report)
             drift_onset = datetime.now(UTC)
@@ -138,7 +148,7 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> dict[str, An
                     send_labels(client, pending)
                     pending = drifted[-1]
                     wait_logged(drifted[-1])
-                    report = _monitor(dataset.name, drifted[-1])
+                    report = _monitor(dataset.name, drifted[-1], summary["service"])
                     monitor_runs.append(report)
                     note["detail"] = monitor_note(report)
                 if _asks_for_retrain(report):
@@ -200,7 +210,7 @@ def _retrain_parameters(config: DemoConfig) -> dict[str, Any]:
     }
 
 
-def _monitor(name: str, phase: Replay) -> dict[str, Any]:
+def _monitor(name: str, phase: Replay, serving_url: str) -> dict[str, Any]:
     from flows.monitor import MonitorConfig, monitor
     from tasks.drift import DriftConfig
 
@@ -210,6 +220,7 @@ def _monitor(name: str, phase: Replay) -> dict[str, Any]:
         until=until,
         window_minutes=(until - phase.started).total_seconds() / 60,
         drift=DriftConfig(min_window_rows=200, hysteresis_windows=2, cooldown_minutes=60),
+        serving_url=serving_url,
     )
     return monitor(config)
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from tasks.settings import Settings
 
 RETRAIN_DEPLOYMENT = "retrain/retrain"
+MONITOR_DEPLOYMENT = "monitor/monitor"
 
 
 def api_call(method: str, url: str, timeout_s: float = 60.0, **kwargs: Any) -> httpx.Response:
@@ -104,6 +105,18 @@ def set_deployment_parameters(
     dep = api_call("GET", f"{api_url}/deployments/name/{deployment}").json()
     merged = {**dep.get("parameters", {}), **parameters}
     api_call("PATCH", f"{api_url}/deployments/{dep['id']}", json={"parameters": merged})
+
+
+def set_serving_url(api_url: str, serving_url: str, deployment: str = MONITOR_DEPLOYMENT) -> bool:
+    """Point the deployed monitor at the service (its ``config.serving_url``); False when the
+    monitor is not deployed."""
+    found = httpx.get(f"{api_url}/deployments/name/{deployment}", timeout=15)
+    if found.status_code == 404:
+        return False
+    config = {**api_call("GET", f"{api_url}/deployments/name/{deployment}").json()
+              .get("parameters", {}).get("config", {}), "serving_url": serving_url}  # fmt: skip
+    set_deployment_parameters(api_url, {"config": config}, deployment)
+    return True
 
 
 # --- what the benchmark and the tests read back from the API ---------------------------

@@ -52,6 +52,12 @@ class StackConfig(BaseModel):
     event_flush_s: float | None = Field(
         default=None, gt=0, description="Server event-persister flush interval (default 5s)."
     )
+    serving_url: str | None = Field(
+        default=None, description="The service the deployed monitor reads (its /metrics)."
+    )
+    notify_url: str | None = Field(
+        default=None, description="Webhook for prefect.yaml's notifications (automations)."
+    )
     database: str | None = Field(
         default=None,
         description="PostgreSQL URL for the Prefect server (default: SQLite under home).",
@@ -199,6 +205,7 @@ class LocalStack:
                 t1 = time.monotonic()
                 self.deploy()
                 timings["deploy_s"] = time.monotonic() - t1
+            self.configure()
             if worker is not None:
                 self._wait_worker_ready(worker)
             timings["total_s"] = time.monotonic() - t0
@@ -243,6 +250,18 @@ class LocalStack:
             "deploy", self._prefect("--no-prompt", "deploy", *selection), env=self.env(),
             cwd=self.config.repo, log_path=self._log("deploy"), timeout_s=300,
         )  # fmt: skip
+
+    def configure(self) -> None:
+        """What the stack adds to prefect.yaml: the deployed monitor's service URL, and the
+        notification automations when there is a webhook to call."""
+        if self.config.serving_url and self.config.deploy:
+            prefect_api.set_serving_url(self.api_url, self.config.serving_url)
+        if self.config.notify_url:
+            from driftloop.notify import apply_notifications, load_notifications
+
+            with prefect_api.use_api(self.api_url):
+                notifications = load_notifications(self.config.repo / "prefect.yaml")
+                apply_notifications(self.config.notify_url, notifications)
 
     def start_worker(self) -> ManagedProcess:
         """Start a process worker for the pool and wait until the pool reports it READY."""

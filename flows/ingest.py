@@ -9,6 +9,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
 from schemas import load_dataset
+from tasks.artifacts import ingest as artifacts
 from tasks.ingest import compose, read, snapshot
 from tasks.ingest.config import IngestOptions
 from tasks.ingest.quality import DataQualityFailed
@@ -47,6 +48,7 @@ def ingest(config: IngestConfig) -> dict[str, Any]:
         path=config.path, dataset=load_dataset(config.dataset), options=config,
         settings=settings, steps=STEPS,
     )  # fmt: skip
+    artifacts.publish_ingest(result=result, dataset=config.dataset)
     if result.quality_failures and config.fail_on_quality:
         raise QualityGateError(result.quality_failures, result.summary())
     return result.summary()

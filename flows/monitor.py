@@ -16,8 +16,10 @@ from pydantic import BaseModel, Field
 
 from schemas import load_dataset
 from tasks import profiling
+from tasks.artifacts import monitor as artifacts
 from tasks.drift import DriftConfig
 from tasks.monitoring import checks, decision, estimators, evidence, policy, report, state, window
+from tasks.monitoring import serving as service
 from tasks.monitoring.checks import HealthConfig, PerformanceConfig, QualityConfig
 from tasks.monitoring.evidence import EvidenceConfig
 from tasks.monitoring.policy import PolicyConfig
@@ -72,6 +74,7 @@ def monitor(config: MonitorConfig | None = None) -> dict[str, Any]:
     bounds = window.window_bounds(minutes=config.window_minutes, until=config.until)
     rows = load_window(window=bounds, settings=settings)
     serving = state.serving_since_last_run(champion.name, config.serving_url, settings)
+    process = service.scrape_process(config.serving_url)  # workers' CPU, memory, models
     quality = check_quality(window=rows, dataset=dataset, config=config.quality, serving=serving)
     current = profile_window(window=rows, dataset=dataset, now=now, settings=settings)
     drift = check_drift(reference=reference, current=current.frame, dataset=dataset,
@@ -92,12 +95,12 @@ def monitor(config: MonitorConfig | None = None) -> dict[str, Any]:
         run_at=now, champion=champion, config=config.model_dump(mode="json"), bounds=bounds,
         rows=rows.height, drift=drift, decision=due.decision, quality=quality,
         performance=performance, health=health, reference=reference, current_profile=current.path,
-        current_view=current.view, evidence=found, verdict=verdict,
+        current_view=current.view, evidence=found, verdict=verdict, process=process,
     )  # fmt: skip
     written = write_report(report=built, stamp=window.run_stamp(now), settings=settings)
     announced = emit_events(report=written, due=due)  # rewritten with the event ids
     final = write_report(report=announced, stamp=window.run_stamp(now), settings=settings)
-    report.publish_artifacts(final)
+    artifacts.publish_monitor(final, settings)
     return final.to_json()
 
 

@@ -20,6 +20,7 @@ from flows.train import TrainConfig, train
 from schemas import load_dataset
 from tasks import predlog, registry
 from tasks import retrain as rt
+from tasks.artifacts import retrain as artifacts
 from tasks.gate import GateConfig, run_gate
 from tasks.ingest.snapshot import load_snapshot
 from tasks.retrain import Strategy
@@ -101,4 +102,6 @@ def retrain(config: RetrainConfig | None = None, trigger: RetrainTrigger | None 
         decision, trigger=trigger.model_dump(exclude={"evidence"}), data=data, recent=recent,
         champion_after=champion_after, challenger_data_version=trained.get("data_version"),
     )  # fmt: skip
-    return rt.emit_outcome(dataset.name, decision, evidence, rollout=config.rollout)
+    out = rt.emit_outcome(dataset.name, decision, evidence, rollout=config.rollout)
+    artifacts.publish_retrain(decision=decision, trigger=trigger, outcome=out, champion=champion)
+    return out

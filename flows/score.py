@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from schemas import load_dataset
 from tasks import scoring
+from tasks.artifacts import score as artifacts
 from tasks.settings import get_settings
 
 
@@ -50,4 +51,5 @@ def score(config: ScoreConfig) -> dict[str, Any]:
         scored=scored, errors=errors, out=Path(config.out), models=models,
         rows=raw.height, started=started,
     )  # fmt: skip
+    artifacts.publish_score(result=result, scores=scored["score"], model=models.champion)
     return result.to_dict()

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from schemas import load_dataset
 from schemas.base import DatasetSpec
 from tasks import card, evaluate, profiling, tracking
+from tasks.artifacts import train as artifacts
 from tasks.features import FeatureSpec
 from tasks.ingest import compose
 from tasks.settings import get_settings
@@ -124,5 +125,6 @@ def train(config: TrainConfig) -> dict[str, Any]:
         ) if config.profile else None  # fmt: skip
         tracker.log_model(tag=registered.tag, model=trained, scored=scored, task=dataset.task,
             threshold=result.threshold, summary=card.summary(record.metadata))  # fmt: skip
-    return run.train_result(registered=registered, metadata=record.metadata,
+    made = run.train_result(registered=registered, metadata=record.metadata,
                             slices=result.slices, profile=profile)  # fmt: skip
+    return artifacts.publish_train(result=made)

@@ -30,6 +30,7 @@ PERFORMANCE_DEGRADED = "driftloop.performance.degraded"
 DATA_QUALITY_FAILED = "driftloop.data_quality.failed"
 MODEL_PROMOTED = "driftloop.model.promoted"
 MODEL_REJECTED = "driftloop.model.rejected"
+MODEL_ROLLED_BACK = "driftloop.model.rolled_back"
 ROLLOUT_STARTED = "driftloop.rollout.started"
 ROLLOUT_ADVANCED = "driftloop.rollout.advanced"
 ROLLOUT_PROMOTED = "driftloop.rollout.promoted"
@@ -47,6 +48,7 @@ ALL_EVENTS = (
     MODEL_PROMOTED,
     MODEL_REJECTED,
     DRIFT_REPORTED,
+    MODEL_ROLLED_BACK,
     *ROLLOUT_EVENTS.values(),
 )
 RETRAIN_TRIGGERS = (DRIFT_DETECTED, PERFORMANCE_DEGRADED)  # a data-quality event never retrains
@@ -58,6 +60,7 @@ DEFAULT_REASON = {
     MODEL_PROMOTED: "promoted",
     MODEL_REJECTED: "rejected",
     DRIFT_REPORTED: "drift_reported",
+    MODEL_ROLLED_BACK: "rolled_back",
     **{event: kind for kind, event in ROLLOUT_EVENTS.items()},
 }
 
@@ -341,6 +344,11 @@ def emit_model_promoted(model_name: str, evidence: dict[str, Any], **kw: Any) ->
 def emit_model_rejected(model_name: str, evidence: dict[str, Any], **kw: Any) -> str | None:
     """The challenger lost the gate; the champion stays (evidence: both scores)."""
     return emit(MODEL_REJECTED, model_name, evidence, **kw)
+
+
+def emit_model_rolled_back(model_name: str, evidence: dict[str, Any], **kw: Any) -> str | None:
+    """The champion was rolled back to the one before it (evidence: both tags, the reason)."""
+    return emit(MODEL_ROLLED_BACK, model_name, evidence, **kw)
 
 
 def emit_rollout(kind: str, model_name: str, evidence: dict[str, Any], **kw: Any) -> str | None:

@@ -78,6 +78,7 @@ class GateDecision:
     challenger_tag: str | None = None
     improvement_low: float | None = None  # lower end of the paired-bootstrap interval
     confidence: float = 0.0
+    slices: list[SliceRegression] = field(default_factory=list)  # every slice compared
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -217,6 +218,7 @@ def compare(
         max_slice_regression=config.max_slice_regression, n_eval=len(y),
         slice_regressions=regressions, champion_metrics=champ, challenger_metrics=chall,
         improvement_low=low, confidence=config.confidence if low is not None else 0.0,
+        slices=losses,
     )  # fmt: skip
 
 

@@ -169,11 +169,27 @@ def summarize_profile(view: Any) -> dict[str, dict[str, Any]]:
             "max": m.get("distribution/max"),
             "cardinality": m.get("cardinality/est"),
         }
+        quantiles = _quantiles(col) if m.get("distribution/n") else None
+        if quantiles:
+            row["quantiles"] = quantiles  # every 5%: the distribution the report draws
         items = m.get("frequent_items/frequent_strings") or []
         if items and not m.get("distribution/n"):
             row["top"] = {str(i.value): int(i.est) for i in items[:5]}
         out[name] = {k: _plain(v) for k, v in row.items() if v is not None}
     return out
+
+
+QUANTILE_STEPS = 20  # summarize_profile's quantiles: 0%, 5%, ..., 100%
+
+
+def _quantiles(col: Any) -> list[float] | None:
+    """The KLL sketch's quantiles of a numeric column (None when it has none or not finite)."""
+    dist = col.get_metric("distribution")
+    if dist is None or dist.kll.value.is_empty():
+        return None
+    ranks = [i / QUANTILE_STEPS for i in range(QUANTILE_STEPS + 1)]
+    values = [float(v) for v in dist.kll.value.get_quantiles(ranks)]
+    return values if all(math.isfinite(v) for v in values) else None
 
 
 def _plain(value: Any) -> Any:

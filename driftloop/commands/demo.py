@@ -23,6 +23,9 @@ def demo(
     ),
     dataset: str = typer.Option("telco", "--dataset", help="Dataset (schemas/<name>.py)."),
     data: Path = typer.Option(None, "--data", help="Data file (default: the shipped Telco CSV)."),
+    notify_url: str = typer.Option(
+        None, "--notify-url", help="Webhook called on promotion, rollback, quality failure."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
 ) -> None:
     """Run the closed loop: train, serve, drift, detect, retrain, gate, promote, swap."""
@@ -31,7 +34,8 @@ def demo(
 
         if scenario not in ("concept", "noise"):
             raise ValueError(f"unknown scenario {scenario!r}: use 'concept' or 'noise'")
-        config = DemoConfig(fast=fast, keep=keep, scenario=scenario, home=home, dataset=dataset)
+        config = DemoConfig(fast=fast, keep=keep, scenario=scenario, home=home, dataset=dataset,
+                            notify_url=notify_url)  # fmt: skip
         if data is not None:
             config = config.model_copy(update={"data": data})
         _interrupt_on_signals()

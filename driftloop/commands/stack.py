@@ -39,6 +39,12 @@ def up(
     deploy: bool = typer.Option(True, "--deploy/--no-deploy", help="Run `prefect deploy`."),
     scheduler: bool = typer.Option(True, "--scheduler/--no-scheduler", help="Run schedules."),
     ui: bool = typer.Option(False, "--ui/--no-ui", help="Serve the Prefect UI."),
+    serving_url: str = typer.Option(
+        None, "--serving-url", help="The service the deployed monitor reads (prefect.yaml's)."
+    ),
+    notify_url: str = typer.Option(
+        None, "--notify-url", help="Webhook called on promotion, rollback, quality failure."
+    ),
     database: str = typer.Option(
         None, "--database", help="PostgreSQL URL for the Prefect server (default: SQLite)."
     ),
@@ -55,7 +61,7 @@ def up(
         stack = _stack(
             port=port, poll_s=poll_s, deployments=deployment or None, worker=worker,
             deploy=deploy, scheduler=scheduler, ui=ui, database=database, redis=redis,
-            api_servers=api_servers,
+            api_servers=api_servers, serving_url=serving_url, notify_url=notify_url,
         )  # fmt: skip
         result = stack.up()
         result["hint"] = f"export PREFECT_API_URL={stack.api_url}"

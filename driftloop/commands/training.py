@@ -190,10 +190,12 @@ def rollback(
 ) -> None:
     """Restore the champion before the current one."""
     with errors_as_exit(as_json, writes=True):
-        from tasks import registry
+        from tasks import events, registry
 
         previous = registry.get_alias(name, registry.CHAMPION)
         champion = registry.rollback(name, reason=reason)
+        evidence = {"champion_tag": champion, "rolled_back": previous, "reason": reason}
+        events.emit_model_rolled_back(name, evidence)  # notifies (prefect.yaml notifications)
         emit({"name": name, "champion": champion, "rolled_back": previous}, as_json)
 
 

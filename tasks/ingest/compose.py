@@ -41,6 +41,7 @@ class IngestResult:
     quality_failures: list[str]
     accepted: pl.DataFrame
     quarantined: pl.DataFrame
+    quality: QualityReport | None = None  # the four dimensions (what the UI shows)
 
     def summary(self) -> dict[str, Any]:
         """The JSON-able part (no frames)."""
@@ -72,6 +73,7 @@ def make_result(snapshot: Snapshot, split: Split, report: QualityReport) -> Inge
         quality_failures=list(report.failed),
         accepted=split.accepted,
         quarantined=split.quarantined,
+        quality=report,
     )
 
 

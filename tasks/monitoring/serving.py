@@ -48,13 +48,79 @@ def parse_serving_metrics(text: str) -> ServingCounters:
     )
 
 
-def scrape_serving(url: str, timeout_s: float = 3.0) -> ServingCounters | None:
-    """The service's cumulative counters now (None when it does not answer)."""
+def fetch_metrics(url: str, timeout_s: float = 3.0) -> str | None:
+    """The service's ``/metrics`` text (None when it does not answer)."""
     import httpx
 
     try:
         answer = httpx.get(url.rstrip("/") + "/metrics", timeout=timeout_s)
         answer.raise_for_status()
-        return parse_serving_metrics(answer.text)
-    except (httpx.HTTPError, ValueError):
+        return answer.text
+    except httpx.HTTPError:
+        return None
+
+
+def scrape_serving(url: str, timeout_s: float = 3.0) -> ServingCounters | None:
+    """The service's cumulative counters now (None when it does not answer)."""
+    text = fetch_metrics(url, timeout_s)
+    try:
+        return parse_serving_metrics(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+# --- the service's processes (bentos/process_metrics.py) ------------------------------------
+
+_PROCESS = "driftloop_process_"
+
+
+@dataclass(frozen=True)
+class ServiceProcess:
+    """The serving workers' resources and models, from ``driftloop_process_*`` and
+    ``driftloop_model_info`` (one series per worker ``pid`` under ``bentoml serve``)."""
+
+    workers: int
+    cpu_seconds: float  # user + system, summed over workers, cumulative
+    resident_memory_bytes: float  # summed over workers
+    uptime_seconds: float | None  # the youngest worker's
+    threads: float
+    served: dict[str, list[str]]  # alias -> model tags some worker serves now
+
+    def serves(self, alias: str, tag: str) -> bool:
+        """Every worker's model under ``alias`` is ``tag`` (False if any serves another)."""
+        return self.served.get(alias, []) == [tag]
+
+
+def parse_process_metrics(text: str) -> ServiceProcess | None:
+    """The process series of a ``/metrics`` text (None when the service exports none)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    per_pid: dict[str, dict[str, float]] = {}
+    served: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name.startswith(_PROCESS):
+                per_pid.setdefault(s.labels.get("pid", ""), {})[s.name[len(_PROCESS) :]] = s.value
+            elif s.name == "driftloop_model_info" and s.value == 1:
+                served.setdefault(s.labels.get("alias", ""), set()).add(s.labels["model_tag"])
+    if not per_pid:
+        return None
+    workers = list(per_pid.values())
+    uptimes = [w["uptime_seconds"] for w in workers if "uptime_seconds" in w]
+    return ServiceProcess(
+        workers=len(workers),
+        cpu_seconds=sum(w.get("cpu_seconds", 0.0) for w in workers),
+        resident_memory_bytes=sum(w.get("resident_memory_bytes", 0.0) for w in workers),
+        uptime_seconds=min(uptimes) if uptimes else None,
+        threads=sum(w.get("threads", 0.0) for w in workers),
+        served={alias: sorted(tags) for alias, tags in sorted(served.items())},
+    )
+
+
+def scrape_process(url: str | None, timeout_s: float = 3.0) -> ServiceProcess | None:
+    """The service's process series now (None without a URL, an answer or the series)."""
+    text = fetch_metrics(url, timeout_s) if url else None
+    try:
+        return parse_process_metrics(text) if text is not None else None
+    except ValueError:
         return None

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -18,16 +19,17 @@ import pytest
 
 from driftloop.prefect_api import api_call
 from tasks.settings import Settings
+from tests.support.webhook import WebhookReceiver
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
 
 
-def _run_demo(home: Path, scenario: str) -> dict:
+def _run_demo(home: Path, scenario: str, notify_url: str) -> dict:
     env = {**os.environ, "DRIFTLOOP_HOME": str(home.parent / "cli-home")}
     env.pop("PREFECT_API_URL", None)
     cmd = [sys.executable, "-m", "driftloop", "demo", "--fast", "--keep", "--json",
-           "--scenario", scenario, "--home", str(home)]  # fmt: skip
+           "--scenario", scenario, "--home", str(home), "--notify-url", notify_url]  # fmt: skip
     proc = subprocess.run(
         cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False
     )
@@ -53,6 +55,15 @@ def _retrain_runs(api: str) -> list[dict]:
     return api_call("POST", f"{api}/flow_runs/filter", json=body).json()
 
 
+def _notified(hook: WebhookReceiver, event_id: str, timeout_s: float = 60) -> None:
+    """Wait until the webhook got ``event_id``, then a little longer for any duplicate."""
+    deadline = time.monotonic() + timeout_s
+    while event_id not in {n["id"] for n in hook.received}:
+        assert time.monotonic() < deadline, f"no notification for {event_id}: {hook.received}"
+        time.sleep(0.5)
+    time.sleep(3)
+
+
 class DemoRun(NamedTuple):
     """The home of one `driftloop demo --fast --keep` run (its stack still up) and its summary."""
 
@@ -61,11 +72,18 @@ class DemoRun(NamedTuple):
 
 
 @pytest.fixture(scope="module")
-def demo_run(request, tmp_path_factory):
+def webhook():
+    """The receiver of the demos' notifications (prefect.yaml's, through Prefect automations)."""
+    with WebhookReceiver() as hook:
+        yield hook
+
+
+@pytest.fixture(scope="module")
+def demo_run(request, tmp_path_factory, webhook):
     """A finished demo of the scenario given by indirect parametrisation, stopped afterwards."""
     scenario = request.param
     home = tmp_path_factory.mktemp(f"e2e-{scenario}") / "demo"
-    summary = _run_demo(home, scenario)
+    summary = _run_demo(home, scenario, webhook.url)
     yield DemoRun(home, summary)
     _stop(home)
 
@@ -102,11 +120,16 @@ def test_late_labels_reveal_the_change_and_the_automation_retrains_once(demo_run
 
 
 @pytest.mark.parametrize("demo_run", ["concept"], indirect=True)
-def test_the_challenger_is_evaluated_promoted_and_served(demo_run: DemoRun) -> None:
+def test_the_challenger_is_evaluated_promoted_and_served(demo_run: DemoRun, webhook) -> None:
     home, summary = demo_run
     api = summary["prefect_ui"] + "/api"
     promoted = _events(api, "driftloop.model.promoted")
     assert len(promoted) == 1
+    # exactly one notification per promotion (the automation's webhook call)
+    _notified(webhook, promoted[0]["id"])
+    notes = [n for n in webhook.received if n["event"] == "driftloop.model.promoted"]
+    assert [n["id"] for n in notes] == [promoted[0]["id"]]
+    assert notes[0]["payload"]["challenger_tag"] == promoted[0]["payload"]["challenger_tag"]
     payload = promoted[0]["payload"]
     assert payload["challenger_score"] > payload["champion_score"]
     assert payload["champion_tag"] == summary["champion_before"]
@@ -121,12 +144,16 @@ def test_the_challenger_is_evaluated_promoted_and_served(demo_run: DemoRun) -> N
 
 
 @pytest.mark.parametrize("demo_run", ["noise"], indirect=True)
-def test_unfixable_drift_is_rejected_and_the_champion_keeps_serving(demo_run: DemoRun) -> None:
+def test_unfixable_drift_is_rejected_and_the_champion_keeps_serving(
+    demo_run: DemoRun, webhook
+) -> None:
     home, summary = demo_run
     api = summary["prefect_ui"] + "/api"
     assert _events(api, "driftloop.model.promoted") == []
     rejected = _events(api, "driftloop.model.rejected")
     assert len(rejected) == 1
+    time.sleep(3)  # a notification would have arrived by now: a rejection sends none
+    assert rejected[0]["id"] not in {n["id"] for n in webhook.received}
     assert _aliases(home)["champion"] == summary["champion_before"]
     answer = httpx.post(summary["service"] + "/models", json={}, timeout=10).json()
     assert answer["champion"] == summary["champion_before"]

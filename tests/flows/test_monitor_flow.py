@@ -24,6 +24,7 @@ from tasks.monitoring import decision
 from tasks.monitoring.policy import PolicyConfig
 from tasks.profiling import save_reference_profile
 from tasks.settings import get_settings
+from tests.support.artifacts import latest_artifacts, table_rows
 
 DS = load_dataset("telco")
 UNTIL = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -188,6 +189,15 @@ def test_drifted_window_reports_and_emits_drift(champion, prefect_harness, fake)
     assert Path(ev["reference_profile"]).exists() and Path(ev["current_profile"]).exists()
     assert ev["report_html"] == report["report"]["html"] and "drift score" in ev["reason"]
     assert _artifact_keys() >= {"monitor-telco", "monitor-telco-drift"}
+    found = latest_artifacts("monitor-telco", "monitor-telco-drift", "monitor-telco-report")
+    assert [found[k].type for k in sorted(found)] == ["markdown", "table", "markdown"]  # link
+    assert "**600 rows**" in found["monitor-telco"].data
+    assert f"Model `{champion.tag}`" in found["monitor-telco"].data
+    link = Path(report["report"]["html"])
+    assert found["monitor-telco-report"].data == f"[{link.name}]({link.as_uri()})"
+    drift_rows = {r["feature"]: r for r in table_rows(found["monitor-telco-drift"])}
+    assert {f for f, r in drift_rows.items() if r["drifted"]} == drifted
+    assert "<svg" in html and "tenure: reference vs current" in html  # the pictures
 
 
 def test_report_payload_and_state_keep_the_keys_they_had_on_main(champion, prefect_harness, fake):

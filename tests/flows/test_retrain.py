@@ -15,6 +15,7 @@ from flows.retrain import RetrainConfig, RetrainTrigger, retrain
 from tasks import events, registry
 from tasks import retrain as rt
 from tasks.gate import GateConfig
+from tests.support.artifacts import latest_artifacts, table_rows
 from tests.support.homes import N_REFERENCE
 from tests.support.telco import telco_rows
 
@@ -88,6 +89,21 @@ def test_drifted_challenger_wins_is_promoted_and_alias_moves(world, prefect_harn
     (promoted,) = _outbox(settings, events.MODEL_PROMOTED)
     assert promoted["payload"]["challenger_tag"] == new
     assert promoted["payload"]["champion_score"] == result["champion_score"]
+
+    # the UI: summary (trigger, gate with its interval, champion before/after) + slice table
+    found = latest_artifacts("retrain-telco", "retrain-telco-slices")
+    summary, slices = found["retrain-telco"], found["retrain-telco-slices"]
+    assert (summary.type, slices.type) == ("markdown", "table")
+    body = summary.data
+    assert "challenger PROMOTED" in body and f"Champion before: `{champion.tag}`" in body
+    assert f"data version `{champion.metadata['data_version']}`" in body
+    assert f"after: `{new}`" in body and f"Model `{new}`" in body
+    assert "**Trigger**: drift" in body and "drift_share: 0.6" in body
+    assert f"challenger {result['challenger_score']:.4g}" in body
+    assert f"lower bound {result['improvement_low']:.4g}" in body
+    rows = table_rows(slices)
+    assert rows and {r["column"] for r in rows} <= set(DS.segment_columns)
+    assert all(r["rows"] >= GateConfig().min_slice_rows for r in rows)
 
     # the gate's rows (the newest labeled ones) were never in the challenger's training file
     holdout_ids = set(recent.tail(result["n_holdout"])[DS.id_column].to_list())

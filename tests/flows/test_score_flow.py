@@ -13,6 +13,7 @@ from tasks import registry
 from tasks.features import build_features, to_matrix
 from tasks.scoring import validate_rows
 from tasks.settings import Settings
+from tests.support.artifacts import latest_artifacts
 from tests.support.models import save_tiny as save
 from tests.support.models import tiny_models
 from tests.support.telco import TELCO_CSV
@@ -45,3 +46,12 @@ def test_score_flow_scores_like_the_service(scoring_home, prefect_harness, tmp_p
     assert scored["model_tag"].unique().to_list() == [result["model_tag"]]
     rejects = pl.read_parquet(result["rejects"])
     assert rejects.to_dicts()[0]["column"] == "tenure"
+    # the UI: rows, the score distribution, where the output went, which model
+    found = latest_artifacts("score-telco", "score-telco-output")
+    body = found["score-telco"].data
+    assert found["score-telco"].type == "markdown" and "# Score: 40 of 41 rows scored" in body
+    assert f"Model `{result['model_tag']}`" in body and "Rejected rows: 1" in body
+    s = scored["score"].to_numpy()
+    assert f"| 40 | {s.mean():.4g} | {s.min():.4g} |" in body  # rows, mean, min
+    assert f"{np.quantile(s, 0.5):.4g}" in body and f"{(s >= 0.5).mean():.4g}" in body
+    assert found["score-telco-output"].data == f"[{out.name}]({out.resolve().as_uri()})"

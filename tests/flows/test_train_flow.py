@@ -24,6 +24,7 @@ from tasks.predict import score_frame
 from tasks.settings import get_settings
 from tasks.training.split import split_data
 from tasks.training.storage import open_storage
+from tests.support.artifacts import latest_artifacts, table_rows
 
 DS = load_dataset("telco")
 AUC_FLOOR = 0.845
@@ -69,6 +70,22 @@ def test_cli_train_beats_the_auc_floor_and_the_untuned_model(in_home) -> None:
         assert 0 <= out["metrics"][key] <= 1 or key == "log_loss"
     assert set(out["slices"]) == set(DS.segment_columns)
     assert out["slices"]["SeniorCitizen"]["gap"]["roc_auc"] is not None
+
+
+def test_train_run_leaves_summary_metrics_and_card_in_the_ui(in_home) -> None:
+    out = in_home
+    found = latest_artifacts("train-telco", "train-telco-metrics", "train-telco-card")
+    assert [found[k].type for k in sorted(found)] == ["markdown", "markdown", "table"]
+    body = found["train-telco"].data
+    assert f"Model `{out['model_tag']}` · data version `{out['data_version']}`" in body
+    assert f"Threshold: {out['threshold']:.4g}" in body
+    assert f"{out['expected_value_per_month']:.4g} per month" in body
+    assert f"wandb sync {out['wandb_run_dir']}" in body
+    rows = {r["metric"]: r for r in table_rows(found["train-telco-metrics"])}
+    assert rows["roc_auc"]["model"] == out["metrics"]["roc_auc"]
+    assert rows["roc_auc"]["baseline"] == out["baseline_metrics"]["roc_auc"]
+    card = found["train-telco-card"].data
+    assert out["model_tag"] in card and "Intended use" in card
 
 
 def test_registered_model_reloads_and_reproduces_its_test_metrics(in_home) -> None:

@@ -14,12 +14,8 @@ from schemas.records import TS
 from tasks.drift import DriftConfig, DriftDecision
 from tasks.monitoring import checks, decision, serving, state
 from tasks.monitoring import window as win
-from tasks.monitoring.report import (
-    MonitorReport,
-    ReportPaths,
-    WindowSummary,
-    render_report_html,
-)
+from tasks.monitoring.html import render_report_html
+from tasks.monitoring.report import MonitorReport, ReportPaths, WindowSummary
 from tasks.settings import get_settings
 
 UNTIL = datetime(2026, 3, 1, 12, tzinfo=UTC)

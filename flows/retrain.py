@@ -10,6 +10,7 @@ or by hand (``driftloop retrain``). The service notices a promotion in the alias
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
@@ -46,6 +47,15 @@ class RetrainConfig(BaseModel):
     rollout: RolloutConfig = Field(
         default_factory=RolloutConfig, description="how a gate winner reaches traffic"
     )
+
+    def challenger(self, name: str, data: Path, champion: str, reason: str) -> TrainConfig:
+        """The train flow's config for this retrain's challenger."""
+        return TrainConfig(
+            dataset=name, data=str(data), trials=self.trials, timeout_s=self.timeout_s,
+            seed=self.seed, num_threads=self.num_threads, alias="challenger", warm_start=True,
+            init_model=champion if self.strategy == "warm_start" else None,
+            min_rows=self.min_rows, reason=f"retrain: {reason}",
+        )  # fmt: skip
 
 
 class RetrainTrigger(BaseModel):
@@ -86,13 +96,8 @@ def retrain(config: RetrainConfig | None = None, trigger: RetrainTrigger | None 
         reference, recent.train, recent.holdout, dataset,
         strategy=config.strategy, window_rows=config.window_rows,
     )  # fmt: skip
-    trained = train(TrainConfig(
-        dataset=dataset.name, data=str(rt.write_training_file(data.frame, settings, stamp)),
-        trials=config.trials, timeout_s=config.timeout_s, seed=config.seed,
-        num_threads=config.num_threads, alias="challenger", warm_start=True,
-        init_model=champion.tag if config.strategy == "warm_start" else None,
-        min_rows=config.min_rows, reason=f"retrain: {trigger.reason}",
-    ))  # fmt: skip
+    path = rt.write_training_file(data.frame, settings, stamp)
+    trained = train(config.challenger(dataset.name, path, champion.tag, trigger.reason))
     challenger = registry.load_model(trained["model_tag"], settings)
     decision = run_gate(champion, challenger, recent.holdout, dataset, config.gate)
     champion_after = apply_gate_decision(

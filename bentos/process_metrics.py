@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
+from bentos.background import Every
 from bentos.report_metrics import (
     ReportGauges,
     latest_report,
@@ -33,14 +34,13 @@ from bentos.report_metrics import (
     read_snapshot,
     report_gauges,
 )
-from tasks.registry import CHALLENGER, CHAMPION, get_alias
+from tasks.registry import CHALLENGER, CHAMPION, get_alias, tag_of
 
 if TYPE_CHECKING:
     import psutil
     from prometheus_client import CollectorRegistry, Gauge
 
     from bentos.runtime import Models
-    from tasks.registry import LoadedModel
     from tasks.settings import Settings
 
 log = logging.getLogger("driftloop.serving")
@@ -157,15 +157,15 @@ class ProcessMetrics:
         self._process = psutil.Process()  # made in the worker: its own pid
         self._shown: dict[tuple[str, str], str] = {}  # (kind, alias) -> tag shown as 1
         self._report_key: int | None = -1  # the folder's mtime when last read (-1: never)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._every = Every(interval, self.tick, "process-metrics",
+                            "process metrics update failed; trying again next time")  # fmt: skip
 
     def tick(self) -> ProcessSample:
         sample = sample_process(self._process)
         for attr, gauge in self.gauges.process.items():
             gauge.set(getattr(sample, attr))
         m = self.models()
-        served = {CHAMPION: _tag(m.champion), CHALLENGER: _tag(m.challenger)}
+        served = {CHAMPION: tag_of(m.champion), CHALLENGER: tag_of(m.challenger)}
         named = {a: get_alias(self.name, a, self.settings) for a in served}
         self._show("served", self.gauges.model_info, served)
         self._show("named", self.gauges.alias_info, named)
@@ -212,13 +212,9 @@ class ProcessMetrics:
 
     def start(self) -> ProcessMetrics:
         self._safe_tick()  # the series exist before the first scrape
-        self._thread = threading.Thread(target=self._run, name="process-metrics", daemon=True)
-        self._thread.start()
+        self._every.seconds = self.interval
+        self._every.start()
         return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._safe_tick()
 
     def _safe_tick(self) -> None:
         try:
@@ -227,10 +223,4 @@ class ProcessMetrics:
             log.exception("process metrics update failed; trying again next time")
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-
-def _tag(model: LoadedModel | None) -> str | None:
-    return model.tag if model is not None else None
+        self._every.stop()

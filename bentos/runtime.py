@@ -29,13 +29,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from bentos.background import Every
 from bentos.metrics import ServingMetrics, observe_scores
 from tasks import registry
 from tasks.buffered_log import BufferedLog
 from tasks.io import disk_full
 from tasks.predict import score_frame
 from tasks.predlog import ScoredBatch, log_sink, prediction_frame
-from tasks.registry import CHALLENGER, CHAMPION, LoadedModel
+from tasks.registry import CHALLENGER, CHAMPION, LoadedModel, tag_of
 from tasks.rollout.routing import Router, Split, split_of
 from tasks.settings import Settings
 
@@ -133,8 +134,8 @@ class ModelWatcher:
         self._signature: tuple | None = None
         self._failed: set[str] = set()
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._every = Every(poll_seconds, self.check, "model-watcher",
+                            "alias index check failed; keeping the current models")  # fmt: skip
 
     def check(self, force: bool = False) -> Models:
         """Reload whichever alias moved since the last check; return the models in use."""
@@ -158,7 +159,7 @@ class ModelWatcher:
             now = datetime.now(UTC)
             for alias, before, after in ((CHAMPION, current.champion, champion),
                                          (CHALLENGER, current.challenger, challenger)):  # fmt: skip
-                if _tag(before) != _tag(after):
+                if tag_of(before) != tag_of(after):
                     self.since[alias] = now
             if current.split != routing.split:
                 self.since["split"] = now
@@ -188,32 +189,19 @@ class ModelWatcher:
         except Exception as exc:
             self._failed.add(tag)
             self.metrics.swaps.labels(alias=alias, outcome="failed").inc()
-            log.error("not switching %s to %s: %s (keeping %s)", alias, tag, exc, _tag(current))
+            log.error("not switching %s to %s: %s (keeping %s)", alias, tag, exc, tag_of(current))
             return current
         self.metrics.swaps.labels(alias=alias, outcome="loaded").inc()
-        log.info("%s: %s -> %s", alias, _tag(current), tag)
+        log.info("%s: %s -> %s", alias, tag_of(current), tag)
         return model
 
     def start(self) -> ModelWatcher:
-        self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
-        self._thread.start()
+        self._every.seconds = self.poll_seconds
+        self._every.start()
         return self
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.poll_seconds):
-            try:
-                self.check()
-            except Exception:
-                log.exception("alias index check failed; keeping the current models")
-
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-
-def _tag(model: LoadedModel | None) -> str | None:
-    return model.tag if model is not None else None
+        self._every.stop()
 
 
 def prediction_log(settings: Settings, metrics: ServingMetrics, **kwargs) -> BufferedLog:

@@ -63,6 +63,11 @@ class LoadedModel:
         return self.booster.predict(matrix, num_threads=self.num_threads)
 
 
+def tag_of(model: LoadedModel | None) -> str | None:
+    """The model's tag, or None when there is no model."""
+    return model.tag if model is not None else None
+
+
 def _store(settings: Settings):
     # An explicit store, not BentoML's process-wide singleton: the home is a setting.
     # ModelStore and the ``_model_store=`` argument are BentoML 1.4 internals, pinned by

@@ -168,7 +168,7 @@ def test_thread_starts_publishing_at_once_and_stops(observed) -> None:
         assert reg.get_sample_value("driftloop_process_uptime_seconds") > up
     finally:
         metrics.stop()
-    assert not metrics._thread.is_alive()
+    assert not metrics._every.alive
 
 
 def test_the_report_folder_is_read_again_only_when_it_changed(observed) -> None:

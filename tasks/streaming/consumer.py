@@ -149,8 +149,8 @@ class StreamConsumer:
 
     def _count(self, records: list[Record], outcome: BatchOutcome) -> None:
         m = self.metrics
-        if outcome.scored:
-            m.scored.labels(model_tag=outcome.model_tag).inc(outcome.scored)
+        for tag, n in outcome.scored.items():
+            m.scored.labels(model_tag=tag).inc(n)
         m.dead_lettered.inc(len(outcome.dead_letters))
         m.batch_size.observe(len(records))
         m.inflight.dec(len(records))

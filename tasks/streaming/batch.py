@@ -1,8 +1,8 @@
 """One micro-batch: validate records with the service's contract, score, log, dead-letter.
 
 Pure of any broker: records come in as ``(key, raw bytes)``, results go out as bytes to
-publish. The rows of a scored batch are written to the prediction log and fsynced before
-this returns (the caller publishes and acknowledges only afterwards: at least once).
+publish. The rows of a scored batch are appended to the prediction log; the caller flushes
+it (fsynced) before it publishes and acknowledges (at least once).
 """
 
 from __future__ import annotations
@@ -136,7 +136,8 @@ def score_records(
     key_field: str | None = None,
 ) -> BatchOutcome:
     """Validate and score one batch, each record by the model of its rollout arm (as the
-    service routes); its log rows are durable on disk when this returns."""
+    service routes); its log rows are buffered in ``log`` (the caller flushes them durably
+    before publishing: see ``tasks.streaming.consumer``)."""
     started = time.perf_counter()
     checked = validate(records, models, key_field)
     if checked.frame is None:
@@ -155,5 +156,4 @@ def score_records(
         batch = replace(answer.batch, request_ids=mine)
         log.append((batch, in_use.challenger), len(batch))
         scored[batch.model_tag] = scored.get(batch.model_tag, 0) + len(batch)
-    log.flush()  # temp file + fsync + rename: durable before anything is published
     return BatchOutcome(results_message(answers, keys), checked.dead_letters, scored)

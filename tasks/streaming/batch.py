@@ -1,8 +1,8 @@
 """One micro-batch: validate records with the service's contract, score, log, dead-letter.
 
 Pure of any broker: records come in as ``(key, raw bytes)``, results go out as bytes to
-publish. The rows of a scored batch are written to the prediction log and fsynced before
-this returns (the caller publishes and acknowledges only afterwards: at least once).
+publish. The rows of a scored batch are appended to the prediction log; the caller flushes
+it (fsynced) before it publishes and acknowledges (at least once).
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ import orjson
 import polars as pl
 from pydantic import ValidationError
 
+from bentos.arms import score_routed
 from schemas.requests import RequestModels, frame_errors, records_to_frame
-from tasks.scoring import score_inputs
 
 if TYPE_CHECKING:
+    from bentos.arms import Answer
     from bentos.runtime import ModelWatcher
     from tasks.buffered_log import BufferedLog
-    from tasks.predlog import ScoredBatch
 
 
 class NoModelError(RuntimeError):
@@ -43,8 +43,7 @@ class BatchOutcome:
 
     results: bytes | None  # one message: {"model_tag", "results": [{"key", "id", ...}]}
     dead_letters: list[bytes]
-    scored: int
-    model_tag: str | None
+    scored: dict[str, int]  # records scored, by the tag of the model that answered
 
 
 def _json_safe(errors: list) -> list[dict]:
@@ -91,9 +90,10 @@ def validate(
     good: list[Record] = []
     parsed = []
     dead: list[bytes] = []
+    check = models.record.__pydantic_validator__.validate_json  # model_validate_json, unwrapped
     for record in records:
         try:  # JSON mode, as the service validates a request body (bad JSON: json_invalid)
-            model = models.record.model_validate_json(record.body)
+            model = check(record.body)
         except ValidationError as exc:
             errors = _json_safe(exc.errors(include_url=False))
             dead.append(dead_letter(_with_key(record, key_field), errors))
@@ -113,15 +113,19 @@ def validate(
     return Validated(good, frame if good else None, dead)
 
 
-def results_message(batch: ScoredBatch) -> bytes:
-    """The published scores of one batch, each carrying its record's key."""
-    ids = batch.entity_ids if batch.entity_ids is not None else [None] * len(batch)
-    decisions = batch.decisions.tolist() if batch.decisions is not None else [None] * len(batch)
-    results = [
-        {"key": k, "id": i, "score": s, "decision": d}
-        for k, i, s, d in zip(batch.request_ids, ids, batch.scores.tolist(), decisions, strict=True)
-    ]
-    return orjson.dumps({"model_tag": batch.model_tag, "results": results})
+def results_message(answers: list[Answer], keys: list[str]) -> bytes:
+    """The published scores of one batch in the records' order, each carrying its record's
+    key, and the model and rollout arm that answered it (as the HTTP service's rows do)."""
+    results: list[dict] = [{}] * len(keys)
+    for answer in answers:
+        b = answer.batch
+        rows = range(len(b)) if answer.rows is None else answer.rows.tolist()
+        ids = b.entity_ids if b.entity_ids is not None else [None] * len(b)
+        decisions = b.decisions.tolist() if b.decisions is not None else [None] * len(b)
+        for r, i, s, d in zip(rows, ids, b.scores.tolist(), decisions, strict=True):
+            results[r] = {"key": keys[r], "id": i, "score": s, "decision": d,
+                          "model_tag": b.model_tag, "arm": b.arm}  # fmt: skip
+    return orjson.dumps({"model_tag": answers[0].batch.model_tag, "results": results})
 
 
 def score_records(
@@ -131,18 +135,25 @@ def score_records(
     log: BufferedLog,
     key_field: str | None = None,
 ) -> BatchOutcome:
-    """Validate and score one batch; its log rows are durable on disk when this returns."""
+    """Validate and score one batch, each record by the model of its rollout arm (as the
+    service routes); its log rows are buffered in ``log`` (the caller flushes them durably
+    before publishing: see ``tasks.streaming.consumer``)."""
     started = time.perf_counter()
     checked = validate(records, models, key_field)
     if checked.frame is None:
-        return BatchOutcome(None, checked.dead_letters, 0, None)
-    in_use = watcher.models  # one read: a swap mid-batch cannot mix models
+        return BatchOutcome(None, checked.dead_letters, {})
+    in_use = watcher.models  # one read: a swap mid-batch cannot mix models or splits
     if in_use.champion is None:
         raise NoModelError(f"no {models.dataset.name} champion model yet")
-    batch = score_inputs(checked.frame, in_use.champion, models.dataset.id_column, started)
-    batch = replace(
-        batch, request_ids=[r.key for r in checked.records]
-    )  # the log row joins its result
-    log.append((batch, in_use.challenger), len(batch))
-    log.flush()  # temp file + fsync + rename: durable before anything is published
-    return BatchOutcome(results_message(batch), checked.dead_letters, len(batch), batch.model_tag)
+    id_column = models.dataset.id_column
+    answers = score_routed(
+        checked.frame, in_use.champion, in_use.challenger, in_use.router, id_column, started
+    )
+    keys = [r.key for r in checked.records]
+    scored: dict[str, int] = {}
+    for answer in answers:  # the log row joins its result by the record's key
+        mine = keys if answer.rows is None else [keys[i] for i in answer.rows.tolist()]
+        batch = replace(answer.batch, request_ids=mine)
+        log.append((batch, in_use.challenger), len(batch))
+        scored[batch.model_tag] = scored.get(batch.model_tag, 0) + len(batch)
+    return BatchOutcome(results_message(answers, keys), checked.dead_letters, scored)

@@ -120,8 +120,6 @@ async def _undecoded_batch(raw: Any, original: Any) -> StreamMessage[Any]:
 
 def _redis_records(msg: StreamMessage[Any]) -> list[Record]:
     """Entries of a batch read (or one claimed entry); the stream id is the key."""
-    from faststream.redis.parser.binary import BinaryMessageFormatV1
-
     data = msg.raw_message["data"]
     out = []
     for entry_id, entry in zip(_ids(msg), data if isinstance(data, list) else [data], strict=True):
@@ -130,8 +128,23 @@ def _redis_records(msg: StreamMessage[Any]) -> list[Record]:
             payload = orjson.dumps({k.decode(): v.decode() for k, v in entry.items()})
         key = entry_id.decode()
         sent = int(key.split("-")[0]) / 1000  # a stream id starts with its time in ms
-        out.append(Record(key, BinaryMessageFormatV1.parse(payload)[0], sent))
+        out.append(Record(key, _redis_body(payload), sent))
     return out
+
+
+def _redis_body(payload: bytes) -> bytes:
+    """The record in a ``__data__`` field: FastStream's binary or JSON envelope, else as is.
+
+    FastStream's parser JSON-decodes a payload twice before deciding it is not an envelope;
+    a payload that is neither binary nor mentions ``"data"`` (nor escapes a character, as
+    ``"d\\u0061ta"`` would) cannot be an envelope, so it is taken as is without decoding.
+    """
+    from faststream.redis.parser.binary import BinaryMessageFormatV1
+
+    binary = payload.startswith(BinaryMessageFormatV1.IDENTITY_HEADER)
+    if binary or b'"data"' in payload or b"\\u" in payload:
+        return BinaryMessageFormatV1.parse(payload)[0]
+    return payload
 
 
 def jetstream_name(subject: str) -> str:

@@ -3,6 +3,8 @@
 Order per batch (at least once): validate and score -> prediction-log rows fsynced -> dead
 letters and results published (brokers confirm) -> input records acknowledged. A crash at any
 point leaves the records unacknowledged, so the broker redelivers them with the same key.
+Batches are pipelined one deep: while a batch is logged, published and acknowledged, the next
+one is collected and scored (the fsync and the broker round trips overlap the scoring).
 SIGTERM stops taking records, finishes those already received, acknowledges, and exits.
 """
 
@@ -44,6 +46,15 @@ class Delivery:
 
     message: StreamMessage[Any]
     records: list[Record]
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A scored batch waiting to be logged durably, published and acknowledged."""
+
+    batch: list[Delivery]
+    records: list[Record]
+    outcome: BatchOutcome
 
 
 class StreamConsumer:
@@ -115,8 +126,8 @@ class StreamConsumer:
                 return None
             await asyncio.sleep(RETRY_SECONDS)
 
-    async def process(self, batch: list[Delivery]) -> bool:
-        """Score, log, publish, acknowledge one batch; False if a stop left it unacknowledged."""
+    async def score(self, batch: list[Delivery]) -> Scored | None:
+        """Validate and score one batch (rows buffered in the log); None if a stop came first."""
         records = [r for d in batch for r in d.records]
         outcome: BatchOutcome | None = await self._retrying(
             "score",
@@ -129,28 +140,43 @@ class StreamConsumer:
                 self.config.key_field,
             ),
         )
-        if outcome is None or await self._retrying("publish", lambda: self._publish(outcome)):
+        return None if outcome is None else Scored(batch, records, outcome)
+
+    async def finish(self, scored: Scored) -> bool:
+        """Log durably, publish, acknowledge one scored batch; False if a stop left it
+        unacknowledged (each step retried until it succeeds or a stop comes)."""
+        if not await self._retrying("log", self._flush_log):
+            return False
+        if not await self._retrying("publish", lambda: self._publish(scored.outcome)):
             return False
         try:
-            await self.link.ack([d.message for d in batch])
+            await self.link.ack([d.message for d in scored.batch])
         except Exception:  # published and logged already: a redelivery is a same-key duplicate
             self.metrics.errors.labels(stage="ack").inc()
-            log.exception("acknowledging %d records failed; they will be redelivered", len(records))
-        self._count(records, outcome)
+            log.exception(
+                "acknowledging %d records failed; they will be redelivered", len(scored.records)
+            )
+        self._count(scored.records, scored.outcome)
         return True
 
-    async def _publish(self, outcome: BatchOutcome) -> None:
+    async def _flush_log(self) -> bool:
+        # temp file + fsync + rename: this batch's rows (at least) durable before publishing
+        await asyncio.to_thread(self.prediction_log.flush)
+        return True
+
+    async def _publish(self, outcome: BatchOutcome) -> bool:
         publish = self.link.publish
         await asyncio.gather(
             *(publish(self.config.dead_letter_name, d) for d in outcome.dead_letters)
         )
         if outcome.results is not None:
             await publish(self.config.output, outcome.results)
+        return True
 
     def _count(self, records: list[Record], outcome: BatchOutcome) -> None:
         m = self.metrics
-        if outcome.scored:
-            m.scored.labels(model_tag=outcome.model_tag).inc(outcome.scored)
+        for tag, n in outcome.scored.items():
+            m.scored.labels(model_tag=tag).inc(n)
         m.dead_lettered.inc(len(outcome.dead_letters))
         m.batch_size.observe(len(records))
         m.inflight.dec(len(records))
@@ -165,11 +191,21 @@ class StreamConsumer:
         await self.link.start()
         if on_ready is not None:
             on_ready()
+        finishing: asyncio.Task[bool] | None = None  # the previous batch: log, publish, ack
         try:
             while not self.stopping.is_set() or not self.queue.empty():
-                batch = await self.collect()
-                if batch and not await self.process(batch):
+                batch = await self.collect()  # both overlap the previous batch's finishing
+                scored = await self.score(batch) if batch else None
+                if finishing is not None and (batch or finishing.done()):
+                    if not await finishing:
+                        break
+                    finishing = None
+                if batch and scored is None:
                     break
+                if scored is not None:
+                    finishing = asyncio.create_task(self.finish(scored))
+            if finishing is not None:
+                await finishing
         finally:
             await self.link.stop()
 

@@ -221,7 +221,7 @@ class Collected:
         fresh = self.kit.scheme == "amqp"
         batches = self.kit.read(self.kit.config.output)
         dead = self.kit.read(self.kit.config.dead_letter_name)
-        results = [{**r, "model_tag": b["model_tag"]} for b in batches for r in b["results"]]
+        results = [{"model_tag": b["model_tag"], **r} for b in batches for r in b["results"]]
         self.results = self.results + results if fresh else results
         self.dead = self.dead + dead if fresh else dead
         return self

@@ -60,3 +60,20 @@ def test_throughput_is_a_sliding_window() -> None:
     assert t.add(100, now=0.0) == 10.0
     assert t.add(100, now=5.0) == 20.0
     assert t.add(0, now=12.0) == 10.0  # the first 100 left the window
+
+
+def test_redis_body_reads_faststream_formats_and_takes_plain_json_as_is() -> None:
+    import asyncio
+
+    from faststream.redis.parser.binary import BinaryMessageFormatV1
+
+    from tasks.streaming.brokers import _redis_body
+
+    plain = orjson.dumps({"customerID": "1", "tenure": 3})
+    assert _redis_body(plain) is plain  # not decoded at all
+    binary = asyncio.run(BinaryMessageFormatV1.encode(
+        message=plain, reply_to=None, headers={"h": "1"}, correlation_id="c"))  # fmt: skip
+    envelope = orjson.dumps({"data": plain.decode(), "headers": {}})
+    escaped = b'{"d\\u0061ta": ' + orjson.dumps(plain.decode()) + b', "headers": {}}'
+    for payload in (binary, envelope, escaped):  # as FastStream's own parser reads them
+        assert _redis_body(payload) == BinaryMessageFormatV1.parse(payload)[0] == plain

@@ -138,9 +138,9 @@ class SharedBudget:
     """Optuna's ``MaxTrialsCallback`` for a study several workers share, which also waits
     for trials still running elsewhere: once the study holds ``trials`` finished trials, this
     worker stops when none is running or waiting. A trial whose worker died stays running
-    until its heartbeat is ``optuna_stale_after_s`` old; it is then failed and enqueued again (the
-    storage's retry callback), and this worker runs it. So the study ends with ``trials``
-    finished, at most (workers - 1) over, none lost and none left running."""
+    until its heartbeat is ``optuna_stale_after_s`` old; it is then failed and enqueued again
+    (the storage's retry callback), and this worker runs it. So the study ends with
+    ``trials`` finished, at most (workers - 1) over, none lost and none left running."""
 
     def __init__(self, trials: int, deadline: float, poll_s: float = 1.0):
         self.trials, self.deadline, self.poll_s = trials, deadline, poll_s

@@ -1,6 +1,7 @@
 """Train flow: a data file in, a tuned, evaluated, tracked and registered model out.
 
-ingest (validated snapshot + data version) -> check -> split -> tune + fit -> evaluate on test
+ingest (validated snapshot + data version) -> check -> split -> tune (in-process, or on
+``tune_workers`` runs of the tune-worker deployment sharing one study) + fit -> evaluate on test
 (metrics, slices, business-value threshold) -> register (BentoML store + model card + alias)
 -> reference profile. One W&B run records it all and is always finished.
 """
@@ -21,7 +22,7 @@ from tasks.artifacts import train as artifacts
 from tasks.features import FeatureSpec
 from tasks.ingest import compose
 from tasks.settings import get_settings
-from tasks.training import model, register, run, split
+from tasks.training import distributed, model, register, run, split
 from tasks.training.tune import TuneOptions
 
 _Options = TypeVar("_Options")
@@ -47,6 +48,13 @@ class TrainConfig(BaseModel):
     seed: int = 0
     num_threads: int = Field(1, ge=1)
     n_jobs: int = Field(1, ge=1, description="Parallel Optuna trials (gives up determinism).")
+    tune_workers: int = Field(
+        1, ge=1, description="Tune-worker deployment runs sharing the study (1: tune in-process)."
+    )
+    tune_queues: list[str] | None = Field(
+        None, description="Work queue of each tune-worker run, in turn (None: the deployment's)."
+    )
+    tune_deployment: str = distributed.DEPLOYMENT
     pruning: bool = True
     alias: Literal["auto", "champion", "challenger"] = "auto"
     warm_start: bool = True
@@ -62,9 +70,14 @@ class TrainConfig(BaseModel):
     offer_success_rate: float | None = Field(None, ge=0, le=1)
     reason: str = "train"
 
-    def tune_options(self, storage: str, study_name: str) -> TuneOptions:
-        """The tuning budget from these fields, and where the study lives."""
-        return _derive(TuneOptions, self, storage=storage, study_name=study_name)
+    def tune_options(self, storage: str, study_name: str, data_version: str) -> TuneOptions:
+        """The tuning budget from these fields, where the study lives, and with
+        ``tune_workers > 1`` what the tune workers need to rebuild the run's split."""
+        job = None
+        if self.tune_workers > 1:
+            job = _derive(distributed.TuneJob, self, study_name=study_name,
+                          data_version=data_version)  # fmt: skip
+        return _derive(TuneOptions, self, storage=storage, study_name=study_name, distributed=job)
 
     def split_options(self) -> split.SplitOptions:
         return _derive(split.SplitOptions, self)
@@ -107,7 +120,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                           source=source, prior=prior, storage=settings.optuna_url)  # fmt: skip
     with tracking.start_run(settings, name=study, config=lineage, group=dataset.name) as tracker:
         trained = tune_and_fit(splits=splits, dataset=dataset, features=features,
-            options=config.tune_options(storage=settings.optuna_url, study_name=study),
+            options=config.tune_options(settings.optuna_url, study, ingested.data_version),
             warm_params=prior.warm_params, init_model=prior.init_booster,
             on_trial=tracker.log_trial)  # fmt: skip
         scored = model.score_splits(model=trained, splits=splits, dataset=dataset,

@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     optuna_storage: str | None = Field(
         default=None, description="Optuna storage URL; default SQLite file under home."
     )
+    optuna_stale_after_s: int = Field(
+        default=60, ge=2, description="A shared study's trial with no heartbeat for this long "
+        "(its worker died) is failed and re-run with its parameters.",
+    )  # fmt: skip
     prefect_api_url: str | None = Field(
         default=None, description="Prefect API URL; default: whatever PREFECT_API_URL says."
     )

@@ -9,8 +9,9 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
+from schemas.base import DatasetSpec
 from tasks.features import FeatureSpec
-from tasks.training.split import XY
+from tasks.training.split import XY, Splits, to_xy
 
 VALID_METRIC = {"binary": "auc", "multiclass": "multi_logloss", "regression": "l2"}
 OBJECTIVE = {"binary": "binary", "multiclass": "multiclass", "regression": "regression"}
@@ -34,6 +35,18 @@ class FitData:
 
     def base_params(self) -> dict[str, Any]:
         return base_params(self.task, self.seed, self.num_threads, self.num_class)
+
+
+def fit_data(
+    splits: Splits, dataset: DatasetSpec, features: FeatureSpec, seed: int, num_threads: int
+) -> FitData:
+    """The train/valid pair of ``splits`` (features checked against their schema)."""
+    return FitData(
+        train=to_xy(splits.train, dataset, features, validate=True),
+        valid=to_xy(splits.valid, dataset, features, validate=True),
+        features=features, task=dataset.task, seed=seed, num_threads=num_threads,
+        num_class=max(len(dataset.classes), 1),
+    )  # fmt: skip
 
 
 def base_params(task: str, seed: int, num_threads: int, num_class: int = 1) -> dict[str, Any]:

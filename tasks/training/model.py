@@ -13,10 +13,11 @@ import polars as pl
 
 from schemas.base import DatasetSpec
 from tasks.features import FeatureSpec
+from tasks.training.distributed import tune_on_workers
 from tasks.training.fit import (
-    FitData,
     complete_params,
     fit_booster,
+    fit_data,
     fit_default,
     predict,
     valid_score,
@@ -60,18 +61,21 @@ def train_model(
 
     The study starts from ``warm_params`` (e.g. the champion's), then LightGBM's defaults, so
     tuning can only match or beat the untuned model on the valid split."""
-    data = FitData(
-        train=to_xy(splits.train, dataset, features, validate=True),
-        valid=to_xy(splits.valid, dataset, features, validate=True),
-        features=features, task=dataset.task, seed=options.seed,
-        num_threads=options.num_threads, num_class=max(len(dataset.classes), 1),
-    )  # fmt: skip
-    tuning = tune(
-        data, trials=options.trials, timeout_s=options.timeout_s, storage=options.storage,
-        study_name=options.study_name, pruning=options.pruning,
-        warm_params=[*(warm_params or []), default_search_params()],
-        n_jobs=options.n_jobs, init_model=init_model, on_trial=on_trial,
-    )  # fmt: skip
+    data = fit_data(splits, dataset, features, options.seed, options.num_threads)
+    warm = [*(warm_params or []), default_search_params()]
+    if options.distributed is not None:  # trials on the tune-worker deployment's runs
+        if init_model is not None:
+            raise ValueError("init_model cannot be combined with tune_workers > 1")
+        tuning = tune_on_workers(options.distributed, data, storage=options.storage,
+                                 warm_params=warm)  # fmt: skip
+        for row in tuning.trials if on_trial is not None else []:
+            on_trial(row)
+    else:
+        tuning = tune(
+            data, trials=options.trials, timeout_s=options.timeout_s, storage=options.storage,
+            study_name=options.study_name, pruning=options.pruning, warm_params=warm,
+            n_jobs=options.n_jobs, init_model=init_model, on_trial=on_trial,
+        )  # fmt: skip
     evals: dict[str, Any] = {}
     booster = fit_booster(tuning.best_params, data, init_model=init_model, evals=evals)
     baseline_evals: dict[str, Any] = {}

@@ -11,8 +11,7 @@ if TYPE_CHECKING:
     import optuna
 
 
-HEARTBEAT_S = 10  # a running trial's heartbeat on a shared (PostgreSQL) study
-STALE_AFTER_S = 60  # no heartbeat for this long: the worker is gone; the trial is retried
+HEARTBEAT_S = 10  # a running trial's heartbeat on a shared (PostgreSQL) study (at most)
 STALE_RETRIES = 3
 
 
@@ -22,8 +21,9 @@ def open_storage(url: str | None) -> optuna.storages.BaseStorage | str | None:
     here, and a study commits several times per trial (params, reports, state).
 
     A PostgreSQL study is the one several workers share: running trials send heartbeats, and
-    a trial whose worker stopped beating (killed, host lost) is failed by the next worker
-    that starts a trial and enqueued again with the same parameters, so no trial is lost."""
+    a trial whose worker stopped beating (killed, host lost) for ``optuna_stale_after_s`` is
+    failed by the next worker that starts a trial and enqueued again with the same
+    parameters, so no trial is lost."""
     if url is not None and url.startswith("postgresql://"):
         return shared_storage(url)
     if url is None or not url.startswith("sqlite:///"):
@@ -44,11 +44,19 @@ def open_storage(url: str | None) -> optuna.storages.BaseStorage | str | None:
 
 
 def shared_storage(
-    url: str, heartbeat_s: int = HEARTBEAT_S, stale_after_s: int = STALE_AFTER_S
+    url: str, heartbeat_s: int | None = None, stale_after_s: int | None = None
 ) -> optuna.storages.RDBStorage:
-    """A PostgreSQL study storage with heartbeats and stale-trial retry (see open_storage)."""
+    """A PostgreSQL study storage with heartbeats and stale-trial retry (see open_storage).
+    ``stale_after_s`` defaults to the ``optuna_stale_after_s`` setting; the heartbeat to a
+    quarter of it (at most ``HEARTBEAT_S``)."""
     import optuna
     from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    if stale_after_s is None:
+        from tasks.settings import get_settings
+
+        stale_after_s = get_settings().optuna_stale_after_s
+    heartbeat_s = heartbeat_s or max(1, min(HEARTBEAT_S, stale_after_s // 4))
 
     return optuna.storages.RDBStorage(
         _postgres_driver(url), heartbeat_interval=heartbeat_s, grace_period=stale_after_s,

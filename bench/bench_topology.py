@@ -81,8 +81,8 @@ def _batch(rows: int, seed: int) -> pl.DataFrame:
 
 def _write_rate(url: str | None, rows: int, batches: int, seed: int) -> float:
     """Rows/s of ``batches`` sink writes (PostgreSQL at ``url``, else Parquet files)."""
+    from tasks.buffered_log import ParquetSink
     from tasks.postgres.log import PostgresSink
-    from tasks.predlog import ParquetSink
 
     frames = [_batch(rows, seed * 1000 + b) for b in range(batches)]
     sink: Any = (
@@ -91,10 +91,10 @@ def _write_rate(url: str | None, rows: int, batches: int, seed: int) -> float:
         else ParquetSink(scratch_dir() / f"log-{seed}", prefix="predictions")
     )
     sink.open()
-    sink.write(frames[0].head(10))  # connect and add the input columns before timing
+    sink.write(frames[0].head(10), "warm")  # connect and add the input columns before timing
     started = time.perf_counter()
-    for frame in frames:
-        sink.write(frame)
+    for i, frame in enumerate(frames):
+        sink.write(frame, f"bench-{i:06d}")
     elapsed = time.perf_counter() - started
     sink.close()
     return rows * batches / elapsed
@@ -233,7 +233,7 @@ def _tuning_rows(quick: bool) -> list[dict[str, Any]]:
 
 
 def run(quick: bool) -> list[dict[str, Any]]:
-    from tasks.predlog import MAX_BUFFER_ROWS
+    from tasks.buffered_log import MAX_BUFFER_ROWS
 
     rows, batches = (2_000, 2) if quick else (MAX_BUFFER_ROWS, 6)
     load = os.getloadavg()[0]

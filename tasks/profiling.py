@@ -273,9 +273,14 @@ def save_reference_profile(
 
 
 def _label(target: pl.Series, dataset: DatasetSpec) -> pl.Series:
-    """The target as a number: 1/0 (positive class or not) for binary tasks."""
+    """The target as a number: 1/0 (positive class or not) for binary tasks, the class's
+    index for multiclass ones, the value for regression."""
     if dataset.task == "binary":
         label = (target.cast(pl.String) == str(dataset.positive_class)).cast(pl.Float64)
+        return label.alias(LABEL_COLUMN)
+    if dataset.task == "multiclass":
+        index = {str(c): float(i) for i, c in enumerate(dataset.classes)}
+        label = target.cast(pl.String).replace_strict(index, default=None, return_dtype=pl.Float64)
         return label.alias(LABEL_COLUMN)
     return target.cast(pl.Float64).alias(LABEL_COLUMN)
 

@@ -1,17 +1,15 @@
 """The champion's label-free estimators: CBPE (binary) or DLE (regression), the domain
-classifier's reference, and the "no loss" baseline, fitted once per champion on its reference
-sample's held-out labelled rows and cached beside the reference profile.
+classifier's reference, and the "no loss" baseline, fitted on the champion's reference
+sample's held-out labelled rows (once per process; never pickled to disk).
 
 Why lazily in the monitor and not at training time: the reference sample already holds the
-held-out rows, their scores and (since issue #14) their labels, so the first monitor run of a
-champion fits in a few seconds and every later run reads the cache (``<tag>.estimators-v1.pkl``
-next to ``<tag>.bin``). A champion trained before labels were kept in the sample gets the
+held-out rows, their scores and (since issue #14) their labels, so a monitor run fits them in
+a few seconds. A champion trained before labels were kept in the sample gets the
 domain classifier only; the report says why the estimate is missing.
 """
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -23,14 +21,12 @@ from tasks.estimation.cbpe import CBPEModel, ValueKnobs, estimate_performance, f
 from tasks.estimation.dle import DLEModel, estimate_loss, fit_dle
 from tasks.estimation.domain import DomainReference, fit_domain_classifier
 from tasks.estimation.stats import Metrics
-from tasks.io import atomic_write
 from tasks.settings import Settings
 
 if TYPE_CHECKING:
     from tasks.monitoring.window import Champion
     from tasks.profiling import Reference
 
-CACHE_FORMAT = 1  # bump when the pickled classes change shape
 MIN_REFERENCE_LABELS = 200  # fewer labelled reference rows: no estimator
 
 
@@ -110,23 +106,21 @@ def fit_estimators(reference: Reference, dataset: DatasetSpec, champion: Champio
                       baseline, positives, int(y.size), tuple(notes))  # fmt: skip
 
 
+_FITTED: dict[str, Estimators] = {}  # per process: the replay and benchmarks reuse one fit
+
+
 def load_estimators(
     reference: Reference,
     dataset: DatasetSpec,
     champion: Champion,
     settings: Settings | None = None,
 ) -> Estimators:
-    """The champion's estimators from the cache beside its reference, fitted on a miss."""
-    from tasks.profiling import reference_paths
+    """The champion's estimators, fitted from its reference sample once per process.
 
-    profile, _, _ = reference_paths(champion.tag, settings)
-    path = profile.with_name(f"{profile.stem}.estimators-v{CACHE_FORMAT}.pkl")
-    try:
-        cached = pickle.loads(path.read_bytes())
-        if isinstance(cached, Estimators) and cached.champion_tag == champion.tag:
-            return cached
-    except (FileNotFoundError, pickle.UnpicklingError, EOFError, AttributeError):
-        pass
-    fitted = fit_estimators(reference, dataset, champion)
-    atomic_write(path, pickle.dumps(fitted, protocol=pickle.HIGHEST_PROTOCOL))
+    Not cached on disk: a pickle in the state directory would be code that a process loads
+    from a place other hosts may write (a shared home), which the threat model rules out; a
+    fit costs a few seconds of a monitor run."""
+    fitted = _FITTED.get(champion.tag)
+    if fitted is None:
+        fitted = _FITTED[champion.tag] = fit_estimators(reference, dataset, champion)
     return fitted

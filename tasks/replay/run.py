@@ -7,6 +7,11 @@ feedback log only once that time has come. After each period the monitor runs as
 flow does (``flows.monitor.run_monitor``: the same code without the Prefect engine), with a
 recording emitter instead of Prefect events, and the replay notes what it decided beside what
 was true (the window's realized metrics on all of its labels).
+
+This package imports ``flows.monitor`` against the one-way arrows (tasks never import flows),
+on purpose: what the replay measures is the monitor as deployed, its wiring included, and a copy
+of that wiring here would measure a different decision path. The imports are local (no flow
+module is imported with this one), and nothing in ``flows/`` imports ``tasks.replay``.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from tasks.settings import Settings, get_settings
 from tasks.simulate import DriftSpec, scenario_windows
 
 if TYPE_CHECKING:
-    from flows.monitor import MonitorConfig
+    from flows.monitor import MonitorConfig  # deliberate: see the module docstring
 
 
 def start_time() -> datetime:
@@ -199,7 +204,7 @@ def replay_seed(
     settings: Settings | None = None,
 ) -> list[WindowOutcome]:
     """One seeded run of a scenario: ``spec.windows`` periods, a monitor run after each."""
-    from flows.monitor import run_monitor
+    from flows.monitor import run_monitor  # the deployed monitor's code (module docstring)
 
     settings = settings or get_settings()
     _reset(settings)
@@ -271,7 +276,7 @@ def replay_dataset(
     """Train the champion on part of ``frame``, then replay every scenario ``seeds`` times.
     ``dataset_ref``: how the monitor loads the contract (a name or a module path; default
     the dataset's name)."""
-    from flows.monitor import MonitorConfig
+    from flows.monitor import MonitorConfig  # the deployed monitor's config (module docstring)
     from tasks.replay.champion import ChampionParams, prepare_champion
     from tasks.replay.summary import summarize
 

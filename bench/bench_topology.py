@@ -147,7 +147,7 @@ def _serving_rows(quick: bool) -> list[dict[str, Any]]:
                                           SERVING_CLIENTS, seconds)  # fmt: skip
                         p50[name].append(res["p50_ms"])
     finally:
-        bs._cleanup(setup.home)
+        bs.cleanup_home(setup.home)
     files_ms, pg_ms = Stats.of(p50["parquet"]), Stats.of(p50["postgresql"])
     note = f"batch 1, {SERVING_CLIENTS} clients, {rounds} alternating rounds of {seconds:g} s"
     return [

@@ -19,6 +19,7 @@ from schemas import load_dataset
 from schemas.records import TS
 from tasks import registry
 from tasks.drift import DriftConfig
+from tasks.events import RecordingEmitter
 from tasks.features import FeatureSpec, build_features, to_matrix
 from tasks.monitoring import decision
 from tasks.monitoring.policy import PolicyConfig
@@ -103,25 +104,6 @@ def write_log(model, *, drifted: bool, n: int = 600, drop: str | None = None, se
     (frame.drop(drop) if drop else frame).write_parquet(folder / f"batch-{seed}.parquet")
 
 
-class FakeEmitter:
-    """Records what the flow would emit (same API as tasks.events)."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str, dict]] = []
-
-    def _rec(self, kind):
-        def emit(model_name: str, evidence: dict) -> str:
-            self.events.append((kind, model_name, evidence))
-            return f"fake-{len(self.events)}"
-
-        return emit
-
-    def __getattr__(self, name: str):
-        if name.startswith("emit_"):
-            return self._rec(name.removeprefix("emit_"))
-        raise AttributeError(name)
-
-
 # the policy before issue #14: input drift retrains, a label-free estimate does not
 INPUT_DRIFT_ONLY = PolicyConfig(input_drift="retrain", retrain_on_estimated_loss=False)
 
@@ -138,9 +120,9 @@ def fresh_state(champion):
 
 
 @pytest.fixture
-def fake(monkeypatch) -> FakeEmitter:
+def fake(monkeypatch) -> RecordingEmitter:
     """The monitor's default emitter replaced by a recorder for this test."""
-    emitter = FakeEmitter()
+    emitter = RecordingEmitter("fake")
     monkeypatch.setattr(decision, "default_emitter", lambda: emitter)
     return emitter
 
@@ -180,8 +162,8 @@ def test_drifted_window_reports_and_emits_drift(champion, prefect_harness, fake)
     on_disk = json.loads(Path(report["report"]["json"]).read_text())
     assert on_disk["events"][0]["id"] == "fake-1"
     # the event and its evidence
-    assert [(k, n) for k, n, _ in fake.events] == [("drift_detected", "telco")]
-    ev = fake.events[0][2]
+    assert [(k, n) for k, n, _ in fake.records] == [("drift_detected", "telco")]
+    ev = fake.records[0][2]
     assert ev["champion_tag"] == champion.tag and ev["score"] >= ev["threshold"] == 0.3
     tenure = next(f for f in ev["drifted_features"] if f["feature"] == "tenure")
     assert tenure["p_adjusted"] < 0.05 and tenure["wasserstein"] > 0.1 and tenure["method"] == "ks"
@@ -208,7 +190,7 @@ def test_report_payload_and_state_keep_the_keys_they_had_on_main(champion, prefe
     on_disk = json.loads(Path(report["report"]["json"]).read_text())
     assert list(on_disk) == list(report) == KEYS_ON_MAIN["report_key_order"]
     assert key_paths(report) == key_paths(on_disk) == set(KEYS_ON_MAIN["report"])
-    (_, _, evidence), *_ = fake.events
+    (_, _, evidence), *_ = fake.records
     assert key_paths(evidence) == set(KEYS_ON_MAIN["drift_detected"])
     state = json.loads(get_settings().monitor_state.read_text())["telco"]
     assert key_paths(state) == set(KEYS_ON_MAIN["state"])
@@ -217,7 +199,7 @@ def test_report_payload_and_state_keep_the_keys_they_had_on_main(champion, prefe
 def test_in_distribution_window_stays_quiet(champion, prefect_harness, fake):
     write_log(champion, drifted=False, seed=3)
     report = monitor(config=config())
-    assert fake.events == []
+    assert fake.records == []
     assert report["decision"]["action"] == "quiet" and report["drift"]["drifted_features"] == []
     assert report["quality"]["ok"] and report["health"]["requests"] == 600
     assert "No feature drifted" in Path(report["report"]["html"]).read_text()
@@ -226,8 +208,8 @@ def test_in_distribution_window_stays_quiet(champion, prefect_harness, fake):
 def test_schema_break_alerts_and_does_not_retrain(champion, prefect_harness, fake):
     write_log(champion, drifted=True, drop="Contract", seed=4)
     report = monitor(config=config())
-    assert [k for k, _, _ in fake.events] == ["data_quality_failed"]
-    assert fake.events[0][2]["reason"].startswith("schema break")
+    assert [k for k, _, _ in fake.records] == ["data_quality_failed"]
+    assert fake.records[0][2]["reason"].startswith("schema break")
     assert report["drift"] is None and report["decision"]["action"] == "blocked"
 
 
@@ -314,5 +296,5 @@ def test_run_monitor_is_the_same_run_without_the_engine(champion, fake):
     write_log(champion, drifted=True, seed=12)
     report = run_monitor(config(INPUT_DRIFT_ONLY))
     assert report["decision"]["action"] == "fire" and report["verdict"] is not None
-    assert [k for k, _, _ in fake.events] == ["drift_detected"]
-    assert fake.events[0][2]["retrain"] is True
+    assert [k for k, _, _ in fake.records] == ["drift_detected"]
+    assert fake.records[0][2]["retrain"] is True

@@ -356,24 +356,24 @@ emit_model_rolled_back = _sender(
 
 class RecordingEmitter:
     """This module's ``emit_<event>`` API recording ``(event, model name, payload)`` in
-    :attr:`records` instead of sending (replay runs, tests); ids are ``<prefix>-<n>``."""
+    :attr:`events` instead of sending (replay runs, tests); ids are ``<prefix>-<n>``."""
 
     def __init__(self, prefix: str = "recorded") -> None:
         self.prefix = prefix
-        self.records: list[tuple[str, str, dict[str, Any]]] = []
+        self.events: list[tuple[str, str, dict[str, Any]]] = []
 
     @property
     def sent(self) -> list[tuple[str, dict[str, Any]]]:
         """``(event, payload)``, in the order recorded."""
-        return [(kind, evidence) for kind, _, evidence in self.records]
+        return [(kind, evidence) for kind, _, evidence in self.events]
 
     def __getattr__(self, name: str) -> _Send:
         if not name.startswith("emit_"):
             raise AttributeError(name)
 
         def record(model_name: str, evidence: dict[str, Any], **kw: Any) -> str:
-            self.records.append((name.removeprefix("emit_"), model_name, evidence))
-            return f"{self.prefix}-{len(self.records)}"
+            self.events.append((name.removeprefix("emit_"), model_name, evidence))
+            return f"{self.prefix}-{len(self.events)}"
 
         return record
 

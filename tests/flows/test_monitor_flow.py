@@ -162,8 +162,8 @@ def test_drifted_window_reports_and_emits_drift(champion, prefect_harness, fake)
     on_disk = json.loads(Path(report["report"]["json"]).read_text())
     assert on_disk["events"][0]["id"] == "fake-1"
     # the event and its evidence
-    assert [(k, n) for k, n, _ in fake.records] == [("drift_detected", "telco")]
-    ev = fake.records[0][2]
+    assert [(k, n) for k, n, _ in fake.events] == [("drift_detected", "telco")]
+    ev = fake.events[0][2]
     assert ev["champion_tag"] == champion.tag and ev["score"] >= ev["threshold"] == 0.3
     tenure = next(f for f in ev["drifted_features"] if f["feature"] == "tenure")
     assert tenure["p_adjusted"] < 0.05 and tenure["wasserstein"] > 0.1 and tenure["method"] == "ks"
@@ -190,7 +190,7 @@ def test_report_payload_and_state_keep_the_keys_they_had_on_main(champion, prefe
     on_disk = json.loads(Path(report["report"]["json"]).read_text())
     assert list(on_disk) == list(report) == KEYS_ON_MAIN["report_key_order"]
     assert key_paths(report) == key_paths(on_disk) == set(KEYS_ON_MAIN["report"])
-    (_, _, evidence), *_ = fake.records
+    (_, _, evidence), *_ = fake.events
     assert key_paths(evidence) == set(KEYS_ON_MAIN["drift_detected"])
     state = json.loads(get_settings().monitor_state.read_text())["telco"]
     assert key_paths(state) == set(KEYS_ON_MAIN["state"])
@@ -199,7 +199,7 @@ def test_report_payload_and_state_keep_the_keys_they_had_on_main(champion, prefe
 def test_in_distribution_window_stays_quiet(champion, prefect_harness, fake):
     write_log(champion, drifted=False, seed=3)
     report = monitor(config=config())
-    assert fake.records == []
+    assert fake.events == []
     assert report["decision"]["action"] == "quiet" and report["drift"]["drifted_features"] == []
     assert report["quality"]["ok"] and report["health"]["requests"] == 600
     assert "No feature drifted" in Path(report["report"]["html"]).read_text()
@@ -208,8 +208,8 @@ def test_in_distribution_window_stays_quiet(champion, prefect_harness, fake):
 def test_schema_break_alerts_and_does_not_retrain(champion, prefect_harness, fake):
     write_log(champion, drifted=True, drop="Contract", seed=4)
     report = monitor(config=config())
-    assert [k for k, _, _ in fake.records] == ["data_quality_failed"]
-    assert fake.records[0][2]["reason"].startswith("schema break")
+    assert [k for k, _, _ in fake.events] == ["data_quality_failed"]
+    assert fake.events[0][2]["reason"].startswith("schema break")
     assert report["drift"] is None and report["decision"]["action"] == "blocked"
 
 
@@ -296,5 +296,5 @@ def test_run_monitor_is_the_same_run_without_the_engine(champion, fake):
     write_log(champion, drifted=True, seed=12)
     report = run_monitor(config(INPUT_DRIFT_ONLY))
     assert report["decision"]["action"] == "fire" and report["verdict"] is not None
-    assert [k for k, _, _ in fake.records] == ["drift_detected"]
-    assert fake.records[0][2]["retrain"] is True
+    assert [k for k, _, _ in fake.events] == ["drift_detected"]
+    assert fake.events[0][2]["retrain"] is True

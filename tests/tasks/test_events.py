@@ -79,7 +79,7 @@ def test_recording_emitter_keeps_what_it_would_send_and_sends_nothing(home):
     rec = events.RecordingEmitter("r")
     assert rec.emit_drift_detected("telco", {"score": 1.0}) == "r-1"
     assert rec.emit_model_promoted("churn", {"tag": "a"}) == "r-2"
-    assert rec.records == [
+    assert rec.events == [
         ("drift_detected", "telco", {"score": 1.0}),
         ("model_promoted", "churn", {"tag": "a"}),
     ]

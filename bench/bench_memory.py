@@ -226,7 +226,7 @@ def _soak(serving: Any, prepare: Any, start: Any, soak: Any) -> list[dict[str, A
             sampler.join(timeout=10)
             proc.stop()
     finally:
-        getattr(serving, "_cleanup", lambda home: None)(setup.home)
+        serving.cleanup_home(setup.home)
     slope, n = _slope_per_min(timeline, WARMUP_S)
     load = (
         f"{result['requests']:,} requests from 4 clients over {result['seconds']:.0f} s in "

@@ -472,7 +472,7 @@ def run(quick: bool = False, soak_seconds: float | None = None) -> list[dict]:
     finally:
         for proc in procs.values():
             proc.stop()
-        _cleanup(setup.home)
+        cleanup_home(setup.home)
     return rows
 
 
@@ -537,7 +537,8 @@ def _rows(raw: dict, served: dict, note: str, quick: bool) -> list[dict]:
     return rows
 
 
-def _cleanup(home: Path) -> None:
+def cleanup_home(home: Path) -> None:
+    """Remove a temporary home :func:`prepare` made (nothing else)."""
     import shutil
 
     if home.name.startswith("driftloop-bench-serving-") and home.parent == Path(

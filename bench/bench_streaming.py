@@ -21,11 +21,10 @@ import json
 import statistics
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from bench import harness
-from bench.bench_serving import Setup, prepare, run_load, start_bentoml
+from bench.bench_serving import Setup, cleanup_home, prepare, run_load, start_bentoml
 
 AREA = "streaming"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -168,7 +167,7 @@ def run(quick: bool = False) -> list[dict]:
         rows.append(harness.metric(AREA, "stream_steady_1000rps_p99", lat["p99_ms"], "ms"))
         rows += _http_rows(setup, quick, rows[2]["value"])
     finally:
-        _cleanup(setup.home)
+        cleanup_home(setup.home)
     return rows
 
 
@@ -187,16 +186,6 @@ def _http_rows(setup: Setup, quick: bool, stream_b1000: float | None) -> list[di
         harness.metric(AREA, "stream_b1000_vs_http_predict_batch", ratio, "x",
                        note="stream records/s at batch 1,000 over /predict_batch rows/s"),
     ]  # fmt: skip
-
-
-def _cleanup(home: Path) -> None:
-    import shutil
-    import tempfile
-
-    if home.name.startswith("driftloop-bench-serving-") and home.parent == Path(
-        tempfile.gettempdir()
-    ):
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def main() -> None:

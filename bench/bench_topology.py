@@ -27,7 +27,6 @@ import multiprocessing as mp
 import os
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -42,23 +41,10 @@ ADMIN_URL = os.environ.get("DRIFTLOOP_BENCH_PG", "postgresql://postgres@127.0.0.
 INPUTS = 20
 
 
-@contextlib.contextmanager
-def _database() -> Iterator[str]:
-    import psycopg2
+def _database() -> contextlib.AbstractContextManager[str]:
+    from tasks.postgres.db import scratch_database
 
-    name = f"driftloop_bench_{uuid.uuid4().hex[:10]}"
-    conn = psycopg2.connect(ADMIN_URL, connect_timeout=5)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-        finally:
-            with conn.cursor() as cur:
-                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        conn.close()
+    return scratch_database(ADMIN_URL, "driftloop_bench")
 
 
 def _batch(rows: int, seed: int) -> pl.DataFrame:
@@ -161,7 +147,7 @@ def _serving_rows(quick: bool) -> list[dict[str, Any]]:
                                           SERVING_CLIENTS, seconds)  # fmt: skip
                         p50[name].append(res["p50_ms"])
     finally:
-        bs._cleanup(setup.home)
+        bs.cleanup_home(setup.home)
     files_ms, pg_ms = Stats.of(p50["parquet"]), Stats.of(p50["postgresql"])
     note = f"batch 1, {SERVING_CLIENTS} clients, {rounds} alternating rounds of {seconds:g} s"
     return [

@@ -6,11 +6,12 @@ worker after importing the service module, and a metric made before that is invi
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from tasks.lazy import once
 
 SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))  # binary scores in [0, 1]
 
@@ -24,41 +25,32 @@ class ServingMetrics:
     swaps: Any  # Counter{alias, outcome}
 
 
-_lock = threading.Lock()
-_metrics: ServingMetrics | None = None
-
-
+@once
 def serving_metrics() -> ServingMetrics:
-    global _metrics
-    with _lock:
-        if _metrics is None:
-            from prometheus_client import Counter, Histogram
+    from prometheus_client import Counter, Histogram
 
-            _metrics = ServingMetrics(
-                predictions=Counter(
-                    "driftloop_predictions", "Records scored, by model tag.", ["model_tag"]
-                ),
-                scores=Histogram(
-                    "driftloop_prediction_score",
-                    "Champion scores, by model tag.",
-                    ["model_tag"],
-                    buckets=SCORE_BUCKETS,
-                ),
-                validation_failures=Counter(
-                    "driftloop_validation_failures",
-                    "Rejected request fields, by field and contract rule.",
-                    ["field", "rule"],
-                ),
-                feedback=Counter(
-                    "driftloop_feedback", "Feedback labels received, by join key.", ["key"]
-                ),
-                swaps=Counter(
-                    "driftloop_model_swaps",
-                    "Model loads after an alias moved, by alias and outcome.",
-                    ["alias", "outcome"],
-                ),
-            )
-        return _metrics
+    return ServingMetrics(
+        predictions=Counter(
+            "driftloop_predictions", "Records scored, by model tag.", ["model_tag"]
+        ),
+        scores=Histogram(
+            "driftloop_prediction_score",
+            "Champion scores, by model tag.",
+            ["model_tag"],
+            buckets=SCORE_BUCKETS,
+        ),
+        validation_failures=Counter(
+            "driftloop_validation_failures",
+            "Rejected request fields, by field and contract rule.",
+            ["field", "rule"],
+        ),
+        feedback=Counter("driftloop_feedback", "Feedback labels received, by join key.", ["key"]),
+        swaps=Counter(
+            "driftloop_model_swaps",
+            "Model loads after an alias moved, by alias and outcome.",
+            ["alias", "outcome"],
+        ),
+    )
 
 
 def observe_scores(histogram: Any, model_tag: str, scores: np.ndarray) -> None:

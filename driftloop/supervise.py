@@ -13,10 +13,10 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import psutil
@@ -55,6 +55,22 @@ class ProcessRecord:
     log: str
 
 
+@contextlib.contextmanager
+def _logged_child(log_path: Path, *, env: dict[str, str], cwd: Path) -> Iterator[dict[str, Any]]:
+    """The keyword arguments every child of the stack starts with: its own session and process
+    group, no stdin, stdout and stderr appended to ``log_path`` (open while the block runs)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        yield {
+            "cwd": cwd,
+            "env": env,
+            "stdin": subprocess.DEVNULL,
+            "stdout": log,
+            "stderr": subprocess.STDOUT,
+            "start_new_session": True,
+        }
+
+
 class ManagedProcess:
     """One long-running command in its own process group, logging to a file."""
 
@@ -66,17 +82,8 @@ class ManagedProcess:
     def start(
         cls, name: str, argv: list[str], *, env: dict[str, str], cwd: Path, log_path: Path
     ) -> ManagedProcess:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as log:
-            popen = subprocess.Popen(
-                argv,
-                cwd=cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # own session and process group
-            )
+        with _logged_child(log_path, env=env, cwd=cwd) as how:
+            popen = subprocess.Popen(argv, **how)
         created = psutil.Process(popen.pid).create_time()
         record = ProcessRecord(name, popen.pid, popen.pid, created, list(argv), str(log_path))
         return cls(record, popen)
@@ -159,19 +166,9 @@ def run_logged(
 ) -> None:
     """Run a command to completion in its own session, appending its output to ``log_path``;
     raise :class:`StackError` (with the log tail) if it fails or times out."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as out:
+    with _logged_child(log_path, env=env, cwd=cwd) as how:
         try:
-            rc = subprocess.run(
-                argv,
-                cwd=cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                timeout=timeout_s,
-                start_new_session=True,
-            ).returncode
+            rc = subprocess.run(argv, timeout=timeout_s, **how).returncode
         except subprocess.TimeoutExpired:
             raise StackError(
                 f"{name} timed out after {timeout_s:.0f}s:\n{tail(log_path)}"

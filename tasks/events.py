@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tasks.io import dumps, locked, write_json
 from tasks.settings import Settings, get_settings
@@ -316,39 +316,66 @@ def emit(
     return record["id"] if _send(record) else None
 
 
-def emit_drift_detected(model_name: str, evidence: dict[str, Any], **kw: Any) -> str | None:
-    """Drift beyond the configured bounds: triggers a retrain."""
-    return emit(DRIFT_DETECTED, model_name, evidence, **kw)
+class _Send(Protocol):
+    def __call__(self, model_name: str, evidence: dict[str, Any], **kw: Any) -> str | None: ...
 
 
-def emit_drift_reported(model_name: str, evidence: dict[str, Any], **kw: Any) -> str | None:
-    """Input drift with no evidence of loss (the decision policy): reported, never retrains."""
-    return emit(DRIFT_REPORTED, model_name, evidence, **kw)
+def _sender(event: str, doc: str) -> _Send:
+    """:func:`emit` of one event, named ``emit_<what>`` (``driftloop.<area>.<what>``): the API
+    the monitor, the retrain and the CLI call (``tasks.monitoring.decision.Emitter``)."""
+
+    def send(model_name: str, evidence: dict[str, Any], **kw: Any) -> str | None:
+        return emit(event, model_name, evidence, **kw)
+
+    area, what = event.split(".")[-2:]
+    send.__name__ = send.__qualname__ = f"emit_{area}_{what}"
+    send.__doc__ = doc
+    return send
 
 
-def emit_performance_degraded(model_name: str, evidence: dict[str, Any], **kw: Any) -> str | None:
-    """Live metrics on labeled feedback fell below the bound: triggers a retrain."""
-    return emit(PERFORMANCE_DEGRADED, model_name, evidence, **kw)
+emit_drift_detected = _sender(DRIFT_DETECTED, "Drift beyond the configured bounds: retrains.")
+emit_drift_reported = _sender(
+    DRIFT_REPORTED, "Input drift with no evidence of loss (the decision policy): never retrains."
+)
+emit_performance_degraded = _sender(
+    PERFORMANCE_DEGRADED, "Live metrics on labeled feedback fell below the bound: retrains."
+)
+emit_data_quality_failed = _sender(
+    DATA_QUALITY_FAILED, "A schema break or failed quality check: alerts, never retrains."
+)
+emit_model_promoted = _sender(
+    MODEL_PROMOTED, "The challenger won the gate and is now champion (evidence: both scores)."
+)
+emit_model_rejected = _sender(
+    MODEL_REJECTED, "The challenger lost the gate; the champion stays (evidence: both scores)."
+)
+emit_model_rolled_back = _sender(
+    MODEL_ROLLED_BACK, "The champion was rolled back to the one before (evidence: tags, reason)."
+)
 
 
-def emit_data_quality_failed(model_name: str, evidence: dict[str, Any], **kw: Any) -> str | None:
-    """A schema break or failed quality check: alerts, never retrains."""
-    return emit(DATA_QUALITY_FAILED, model_name, evidence, **kw)
+class RecordingEmitter:
+    """This module's ``emit_<event>`` API recording ``(event, model name, payload)`` in
+    :attr:`events` instead of sending (replay runs, tests); ids are ``<prefix>-<n>``."""
 
+    def __init__(self, prefix: str = "recorded") -> None:
+        self.prefix = prefix
+        self.events: list[tuple[str, str, dict[str, Any]]] = []
 
-def emit_model_promoted(model_name: str, evidence: dict[str, Any], **kw: Any) -> str | None:
-    """The challenger won the gate and is now champion (evidence: both scores)."""
-    return emit(MODEL_PROMOTED, model_name, evidence, **kw)
+    @property
+    def sent(self) -> list[tuple[str, dict[str, Any]]]:
+        """``(event, payload)``, in the order recorded."""
+        return [(kind, evidence) for kind, _, evidence in self.events]
 
+    def __getattr__(self, name: str) -> _Send:
+        if not name.startswith("emit_"):
+            raise AttributeError(name)
 
-def emit_model_rejected(model_name: str, evidence: dict[str, Any], **kw: Any) -> str | None:
-    """The challenger lost the gate; the champion stays (evidence: both scores)."""
-    return emit(MODEL_REJECTED, model_name, evidence, **kw)
+        def record(model_name: str, evidence: dict[str, Any], **kw: Any) -> str:
+            self.events.append((name.removeprefix("emit_"), model_name, evidence))
+            return f"{self.prefix}-{len(self.events)}"
 
-
-def emit_model_rolled_back(model_name: str, evidence: dict[str, Any], **kw: Any) -> str | None:
-    """The champion was rolled back to the one before it (evidence: both tags, the reason)."""
-    return emit(MODEL_ROLLED_BACK, model_name, evidence, **kw)
+        return record
 
 
 def emit_rollout(kind: str, model_name: str, evidence: dict[str, Any], **kw: Any) -> str | None:

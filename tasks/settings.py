@@ -16,6 +16,11 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def _under(*parts: str, doc: str | None = None) -> property:
+    """A read-only path ``home/<parts>`` (``Settings.root``)."""
+    return property(lambda settings: settings.root.joinpath(*parts), doc=doc)
+
+
 class Settings(BaseSettings):
     """All locations and server URLs, read from ``DRIFTLOOP_*`` environment variables."""
 
@@ -60,116 +65,51 @@ class Settings(BaseSettings):
     def root(self) -> Path:
         return self.home.expanduser().resolve()
 
-    # --- data ---------------------------------------------------------------------------
-    @property
-    def snapshots_dir(self) -> Path:
-        return self.root / "data" / "snapshots"
-
-    @property
-    def quarantine_dir(self) -> Path:
-        return self.root / "data" / "quarantine"
-
-    @property
-    def reports_dir(self) -> Path:
-        return self.root / "reports"
-
-    # --- models -------------------------------------------------------------------------
-    @property
-    def models_dir(self) -> Path:
-        return self.root / "models"
-
-    @property
-    def alias_index(self) -> Path:
-        return self.models_dir / "index.json"
-
-    @property
-    def bentoml_home(self) -> Path:
-        return self.root / "bentoml"
-
-    @property
-    def bento_exports_dir(self) -> Path:
-        return self.bentoml_home / "exports"
-
-    @property
-    def wandb_dir(self) -> Path:
-        return self.root / "wandb"
+    # --- the state layout under home, one line a place ----------------------------------
+    # data
+    snapshots_dir = _under("data", "snapshots")
+    quarantine_dir = _under("data", "quarantine")
+    reports_dir = _under("reports")
+    # models
+    models_dir = _under("models")
+    alias_index = _under("models", "index.json")
+    bentoml_home = _under("bentoml")
+    bento_exports_dir = _under("bentoml", "exports")
+    wandb_dir = _under("wandb")
+    # orchestration
+    prefect_home = _under("prefect")
+    prefect_db = _under("prefect", "prefect.db")
+    stack_state = _under(
+        "stack",
+        "state.json",
+        doc="Pids, process groups and the API URL of the running local stack.",
+    )
+    stack_logs_dir = _under("stack", "logs")
+    demo_marker = _under(
+        ".driftloop-demo",
+        doc="Marks a home made by ``driftloop demo`` (the only kind the demo may reset).",
+    )
+    demo_reference = _under(
+        "reference.csv", doc="The rows ``driftloop demo`` trains its first champion on."
+    )
+    # serving and monitoring
+    predictions_dir = _under("serving", "predictions")
+    feedback_dir = _under("serving", "feedback")
+    reference_profiles_dir = _under("profiles", "reference")
+    window_profiles_dir = _under("profiles", "windows")
+    monitor_state = _under("monitor", "state.json")
+    monitor_state_lock = _under("monitor", "state.lock")
+    # events and retraining
+    events_outbox_dir = _under("events", "outbox")
+    events_sent_dir = _under("events", "sent")
+    events_outbox_lock = _under("events", "outbox.lock")
+    retrain_dir = _under(
+        "retrain", doc="Training files a retrain assembled (reference + feedback), one per run."
+    )
 
     @property
     def optuna_url(self) -> str:
         return self.optuna_storage or f"sqlite:///{self.root / 'optuna.db'}"
-
-    # --- orchestration ------------------------------------------------------------------
-    @property
-    def prefect_home(self) -> Path:
-        return self.root / "prefect"
-
-    @property
-    def prefect_db(self) -> Path:
-        return self.prefect_home / "prefect.db"
-
-    @property
-    def stack_state(self) -> Path:
-        """Pids, process groups and the API URL of the running local stack."""
-        return self.root / "stack" / "state.json"
-
-    @property
-    def stack_logs_dir(self) -> Path:
-        return self.root / "stack" / "logs"
-
-    @property
-    def demo_marker(self) -> Path:
-        """Marks a home made by ``driftloop demo`` (the only kind the demo may reset)."""
-        return self.root / ".driftloop-demo"
-
-    @property
-    def demo_reference(self) -> Path:
-        """The rows ``driftloop demo`` trains its first champion on."""
-        return self.root / "reference.csv"
-
-    # --- serving and monitoring ---------------------------------------------------------
-    @property
-    def predictions_dir(self) -> Path:
-        return self.root / "serving" / "predictions"
-
-    @property
-    def feedback_dir(self) -> Path:
-        return self.root / "serving" / "feedback"
-
-    @property
-    def reference_profiles_dir(self) -> Path:
-        return self.root / "profiles" / "reference"
-
-    @property
-    def window_profiles_dir(self) -> Path:
-        return self.root / "profiles" / "windows"
-
-    @property
-    def monitor_state(self) -> Path:
-        return self.root / "monitor" / "state.json"
-
-    # --- monitoring, events and retraining (issue #11, monitoring helper) -----------------
-    @property
-    def monitor_state_lock(self) -> Path:
-        return self.root / "monitor" / "state.lock"
-
-    @property
-    def events_outbox_dir(self) -> Path:
-        return self.root / "events" / "outbox"
-
-    @property
-    def events_sent_dir(self) -> Path:
-        return self.root / "events" / "sent"
-
-    @property
-    def events_outbox_lock(self) -> Path:
-        return self.root / "events" / "outbox.lock"
-
-    @property
-    def retrain_dir(self) -> Path:
-        """Training files a retrain assembled (reference + feedback), one per run."""
-        return self.root / "retrain"
-
-    # --- end of the monitoring helper's block ---------------------------------------------
 
     # --- shared state on PostgreSQL (issue #16, topology helper) ------------------------
     database_url: str | None = Field(

@@ -4,33 +4,17 @@ from __future__ import annotations
 
 import json
 
-import lightgbm as lgb
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from driftloop.cli import build_app
 from tasks import events, registry
-from tasks.features import FeatureSpec
-
-FEATURES = FeatureSpec(columns=("a", "b"), categories={})
-
-
-def _booster(seed: int) -> lgb.Booster:
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(100, 2))
-    params = {"objective": "binary", "verbosity": -1, "num_threads": 1, "seed": seed}
-    return lgb.train(params, lgb.Dataset(X, (X[:, 0] > 0).astype(float)), num_boost_round=2)
+from tests.support.models import save_toy_pair
 
 
 @pytest.fixture
 def models(home) -> tuple[str, str]:
-    a, b = (
-        registry.save_model(_booster(s), name="telco", features=FEATURES, metadata={})
-        for s in (1, 2)
-    )
-    registry.promote("telco", a, reason="test")
-    return a, b
+    return save_toy_pair("telco")
 
 
 def _run(*args: str) -> tuple[int, dict | None, str]:

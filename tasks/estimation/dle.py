@@ -22,6 +22,7 @@ import numpy as np
 import polars as pl
 
 from tasks.estimation.stats import CONFIDENCE, RegressionMetrics, normal
+from tasks.trees import SmallTrees
 
 if TYPE_CHECKING:
     import lightgbm as lgb
@@ -31,10 +32,7 @@ _BOOT_ROWS = 5_000
 
 @dataclass(frozen=True)
 class DLEConfig:
-    num_trees: int = 60
-    num_leaves: int = 15
-    learning_rate: float = 0.05
-    min_data_in_leaf: int = 30
+    trees: SmallTrees = SmallTrees(num_trees=60, learning_rate=0.05, min_data_in_leaf=30)
     folds: int = 2  # cross-fit for the residual variance
     bootstraps: int = 8  # error models on resampled reference rows (model uncertainty)
     seed: int = 0
@@ -65,13 +63,8 @@ def _matrix(features: pl.DataFrame, predictions: np.ndarray, columns: tuple[str,
 def _train(x, target, cat_idx, config: DLEConfig, seed: int) -> lgb.Booster:
     import lightgbm as lgb
 
-    params = {
-        "objective": "regression", "num_leaves": config.num_leaves, "verbose": -1,
-        "learning_rate": config.learning_rate, "min_data_in_leaf": config.min_data_in_leaf,
-        "num_threads": 1, "seed": seed, "deterministic": True,
-    }  # fmt: skip
     data = lgb.Dataset(x, target, categorical_feature=cat_idx, free_raw_data=True)
-    return lgb.train(params, data, num_boost_round=config.num_trees)
+    return config.trees.train("regression", data, seed)
 
 
 def fit_dle(

@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from tasks.metrics import roc_auc
+from tasks.trees import SmallTrees
 
 
 @dataclass(frozen=True)
@@ -29,10 +30,7 @@ class DomainConfig:
     max_rows: int = 5_000  # per side, subsampled at random beyond this (speed)
     null_splits: int = 8  # reference-against-reference splits calibrating the threshold
     k_sigma: float = 3.0  # threshold = null mean + k_sigma null standard deviations
-    num_trees: int = 40
-    num_leaves: int = 15
-    learning_rate: float = 0.1
-    min_data_in_leaf: int = 40
+    trees: SmallTrees = SmallTrees(num_trees=40, learning_rate=0.1, min_data_in_leaf=40)
     top_features: int = 5
     seed: int = 0
 
@@ -105,17 +103,12 @@ def _cross_validated_auc(
     x = np.vstack([a, b])
     y = np.r_[np.zeros(a.shape[0]), np.ones(b.shape[0])]
     fold = _group_folds(x, config.folds, seed)
-    params = {
-        "objective": "binary", "num_leaves": config.num_leaves, "verbose": -1,
-        "learning_rate": config.learning_rate, "min_data_in_leaf": config.min_data_in_leaf,
-        "num_threads": 1, "seed": seed, "deterministic": True,
-    }  # fmt: skip
     oof = np.empty(y.size)
     gain = np.zeros(x.shape[1])
     for k in range(config.folds):
         held = fold == k
         data = lgb.Dataset(x[~held], y[~held], categorical_feature=cat_idx, free_raw_data=True)
-        booster = lgb.train(params, data, num_boost_round=config.num_trees)
+        booster = config.trees.train("binary", data, seed)
         oof[held] = booster.predict(x[held], raw_score=True)
         gain += booster.feature_importance("gain")
     return roc_auc(y, oof), gain

@@ -197,24 +197,15 @@ def score_window(
     )
 
 
-def realized_windows(
-    predictions: pl.DataFrame,
-    feedback: pl.DataFrame,
-    *,
+def score_windows(
+    parts: list[tuple[datetime, int, pl.DataFrame]],
     every: timedelta,
-    horizon: timedelta,
-    as_of: datetime,
-    anchor: datetime | None = None,
+    *,
     threshold: float | None = None,
     task: Task = "binary",
     confidence: float = CONFIDENCE,
-    score_column: str = "score",
 ) -> list[RealizedWindow]:
-    """One result per prediction-time window (``every`` long, on a grid through ``anchor``,
-    default the epoch) that has predictions in ``[as_of - horizon, as_of)``, oldest first,
-    scored on the labels arrived by ``as_of``."""
-    parts = labelled_by_window(predictions, feedback, every=every, horizon=horizon, as_of=as_of,
-                               anchor=anchor, score_column=score_column)  # fmt: skip
+    """:func:`score_window` of each of :func:`labelled_by_window`'s windows, oldest first."""
     return [
         score_window(start, every, n, part, threshold=threshold, task=task, confidence=confidence)
         for start, n, part in parts

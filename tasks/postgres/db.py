@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -121,6 +122,25 @@ def open_connection(url: str) -> Connection:
     except psycopg2.OperationalError as exc:
         where = dsn(url).rpartition("@")[2]  # never the password
         raise DatabaseUnavailable(f"PostgreSQL at {where}: {str(exc).strip()}") from None
+
+
+@contextlib.contextmanager
+def scratch_database(admin_url: str, prefix: str) -> Iterator[str]:
+    """A new, uniquely named database on ``admin_url``'s server (for one test or benchmark run):
+    yield its URL, then drop it with any sessions still on it."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    conn = open_connection(admin_url)
+    conn.autocommit = True  # CREATE/DROP DATABASE cannot run inside a transaction
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+        finally:
+            with conn.cursor() as cur:
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        conn.close()
 
 
 def schema_version(conn: Connection) -> int:

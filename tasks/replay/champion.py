@@ -12,6 +12,7 @@ import polars as pl
 
 from schemas.base import DatasetSpec
 from tasks.settings import Settings
+from tasks.trees import SmallTrees
 
 if TYPE_CHECKING:
     from tasks.registry import LoadedModel
@@ -23,10 +24,7 @@ SCORE = "__replay_score__"  # the pool's score column (not an input; dropped bef
 
 @dataclass(frozen=True)
 class ChampionParams:
-    rounds: int = 150
-    learning_rate: float = 0.05
-    num_leaves: int = 15
-    min_data_in_leaf: int = 40
+    trees: SmallTrees = SmallTrees(num_trees=150, learning_rate=0.05, min_data_in_leaf=40)
     threshold: float = 0.5
     seed: int = 0
 
@@ -80,14 +78,9 @@ def prepare_champion(
     train, reference, pool = _split(frame, params.seed)
     fspec = FeatureSpec.from_dataset(dataset)
     y = (train[dataset.target].cast(pl.String) == str(dataset.positive_class)).to_numpy()
-    lgb_params = {
-        "objective": "binary", "learning_rate": params.learning_rate, "verbose": -1,
-        "num_leaves": params.num_leaves, "min_data_in_leaf": params.min_data_in_leaf,
-        "num_threads": 1, "seed": params.seed, "deterministic": True,
-    }  # fmt: skip
     data = lgb.Dataset(to_matrix(build_features(train, fspec)), y.astype(float),
                        feature_name=list(fspec.columns))  # fmt: skip
-    booster = lgb.train(lgb_params, data, num_boost_round=params.rounds)
+    booster = params.trees.train("binary", data, params.seed)
     gains = dict(zip(fspec.columns, map(float, booster.feature_importance("gain")), strict=True))
     ref_scores = booster.predict(to_matrix(build_features(reference, fspec)), num_threads=1)
     ref_y = (reference[dataset.target].cast(pl.String) == str(dataset.positive_class)).to_numpy()

@@ -29,6 +29,7 @@ import polars as pl
 
 from schemas.base import DatasetSpec
 from tasks.estimation.realized import binary_metrics
+from tasks.events import RecordingEmitter
 from tasks.replay.champion import SCORE, Prepared, score
 from tasks.settings import Settings, get_settings
 from tasks.simulate import DriftSpec, scenario_windows
@@ -79,25 +80,6 @@ class WindowOutcome:
     estimated_lower: float | None
     estimated_upper: float | None
     monitor_seconds: float
-
-
-class RecordingEmitter:
-    """Same API as ``tasks.events``: keeps (event, payload) instead of sending."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, dict[str, Any]]] = []
-
-    def _emit(self, kind: str):
-        def emit(model_name: str, evidence: dict[str, Any]) -> str:
-            self.sent.append((kind, evidence))
-            return f"replay-{len(self.sent)}"
-
-        return emit
-
-    def __getattr__(self, name: str):
-        if name.startswith("emit_"):
-            return self._emit(name.removeprefix("emit_"))
-        raise AttributeError(name)
 
 
 @contextlib.contextmanager
@@ -225,7 +207,7 @@ def replay_seed(
         pending, due = _write_feedback(pending, until, settings, i)
         matured += int((due["window"] >= spec.drift_from).sum())
         truth = binary_metrics(y, scores, prepared.champion.metadata.get("threshold", 0.5)).roc_auc
-        emitter = RecordingEmitter()
+        emitter = RecordingEmitter("replay")
         started = time.perf_counter()
         with recording(emitter):
             doc = run_monitor(config.model_copy(update={"until": until, "now": until}))

@@ -6,11 +6,12 @@ dead-lettered once every batch in hand is finished; ``inflight`` is the differen
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
+
+from tasks.lazy import once
 
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000)
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -29,30 +30,21 @@ class StreamMetrics:
     throughput: Any  # Gauge: records finished per second over the last window
 
 
-_lock = threading.Lock()
-_metrics: StreamMetrics | None = None
-
-
+@once
 def stream_metrics() -> StreamMetrics:
-    global _metrics
-    with _lock:
-        if _metrics is None:
-            from prometheus_client import Counter, Gauge, Histogram
+    from prometheus_client import Counter, Gauge, Histogram
 
-            p = "driftloop_stream_"
-            _metrics = StreamMetrics(
-                records_in=Counter(f"{p}records_in", "Records received from the input."),
-                scored=Counter(f"{p}scored", "Records scored and published.", ["model_tag"]),
-                dead_lettered=Counter(f"{p}dead_lettered", "Records sent to the dead letter."),
-                errors=Counter(f"{p}errors", "Batches that failed and were retried.", ["stage"]),
-                batch_size=Histogram(f"{p}batch_size", "Records per batch.", buckets=BATCH_BUCKETS),
-                lag=Histogram(
-                    f"{p}lag_seconds", "Producer send to acknowledgement.", buckets=LAG_BUCKETS
-                ),
-                inflight=Gauge(f"{p}inflight", "Records received, not yet acknowledged."),
-                throughput=Gauge(f"{p}throughput", "Records finished per second (last 10 s)."),
-            )
-        return _metrics
+    p = "driftloop_stream_"
+    return StreamMetrics(
+        records_in=Counter(f"{p}records_in", "Records received from the input."),
+        scored=Counter(f"{p}scored", "Records scored and published.", ["model_tag"]),
+        dead_lettered=Counter(f"{p}dead_lettered", "Records sent to the dead letter."),
+        errors=Counter(f"{p}errors", "Batches that failed and were retried.", ["stage"]),
+        batch_size=Histogram(f"{p}batch_size", "Records per batch.", buckets=BATCH_BUCKETS),
+        lag=Histogram(f"{p}lag_seconds", "Producer send to acknowledgement.", buckets=LAG_BUCKETS),
+        inflight=Gauge(f"{p}inflight", "Records received, not yet acknowledged."),
+        throughput=Gauge(f"{p}throughput", "Records finished per second (last 10 s)."),
+    )
 
 
 class Throughput:

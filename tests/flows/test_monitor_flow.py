@@ -19,6 +19,7 @@ from schemas import load_dataset
 from schemas.records import TS
 from tasks import registry
 from tasks.drift import DriftConfig
+from tasks.events import RecordingEmitter
 from tasks.features import FeatureSpec, build_features, to_matrix
 from tasks.monitoring import decision
 from tasks.monitoring.policy import PolicyConfig
@@ -103,25 +104,6 @@ def write_log(model, *, drifted: bool, n: int = 600, drop: str | None = None, se
     (frame.drop(drop) if drop else frame).write_parquet(folder / f"batch-{seed}.parquet")
 
 
-class FakeEmitter:
-    """Records what the flow would emit (same API as tasks.events)."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str, dict]] = []
-
-    def _rec(self, kind):
-        def emit(model_name: str, evidence: dict) -> str:
-            self.events.append((kind, model_name, evidence))
-            return f"fake-{len(self.events)}"
-
-        return emit
-
-    def __getattr__(self, name: str):
-        if name.startswith("emit_"):
-            return self._rec(name.removeprefix("emit_"))
-        raise AttributeError(name)
-
-
 # the policy before issue #14: input drift retrains, a label-free estimate does not
 INPUT_DRIFT_ONLY = PolicyConfig(input_drift="retrain", retrain_on_estimated_loss=False)
 
@@ -138,9 +120,9 @@ def fresh_state(champion):
 
 
 @pytest.fixture
-def fake(monkeypatch) -> FakeEmitter:
+def fake(monkeypatch) -> RecordingEmitter:
     """The monitor's default emitter replaced by a recorder for this test."""
-    emitter = FakeEmitter()
+    emitter = RecordingEmitter("fake")
     monkeypatch.setattr(decision, "default_emitter", lambda: emitter)
     return emitter
 

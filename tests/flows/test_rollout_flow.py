@@ -6,21 +6,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import lightgbm as lgb
 import numpy as np
 import polars as pl
 import pytest
 
 from flows.rollout import RolloutRunConfig, rollout
 from tasks import registry
-from tasks.features import FeatureSpec
 from tasks.predlog import FEEDBACK_TYPES, PREDICTION_TYPES
 from tasks.rollout import experiment, report
 from tasks.rollout.config import RolloutConfig
 from tasks.rollout.routing import Router
 from tasks.settings import get_settings
+from tests.support.models import save_toy_pair
 
-FEATURES = FeatureSpec(columns=("a", "b"), categories={})
 RUN = RolloutRunConfig(dataset="telco")
 
 
@@ -33,14 +31,6 @@ class FakeEmitter:
         return f"fake-{len(self.events)}"
 
 
-def _booster(seed: int) -> lgb.Booster:
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(100, 2))
-    y = (X[:, 0] > 0).astype(float)
-    params = {"objective": "binary", "verbosity": -1, "num_threads": 1, "seed": seed}
-    return lgb.train(params, lgb.Dataset(X, y), num_boost_round=2 + seed)
-
-
 @pytest.fixture
 def fake(monkeypatch) -> FakeEmitter:
     """The flow's default emitter replaced by a recorder for this test."""
@@ -51,12 +41,7 @@ def fake(monkeypatch) -> FakeEmitter:
 
 @pytest.fixture
 def models(home) -> tuple[str, str]:
-    a, b = (
-        registry.save_model(_booster(s), name="telco", features=FEATURES, metadata={})
-        for s in (1, 2)
-    )
-    registry.promote("telco", a, reason="test")
-    return a, b
+    return save_toy_pair("telco")
 
 
 def _traffic(exp: experiment.Experiment, n: int, *, challenger_noise: float, seed: int) -> None:

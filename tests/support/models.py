@@ -16,6 +16,7 @@ from tasks.settings import Settings
 from tests.support.telco import telco_frame
 
 TINY_THRESHOLD = 0.4
+TOY_FEATURES = FeatureSpec(columns=("a", "b"), categories={})
 
 
 @dataclass(frozen=True)
@@ -67,3 +68,24 @@ def save_tiny(booster: lgb.Booster, fspec: FeatureSpec, settings: Settings, note
 
 def scores_in_process(booster: lgb.Booster, fspec: FeatureSpec, rows: pl.DataFrame) -> np.ndarray:
     return booster.predict(to_matrix(build_features(rows, fspec)), num_threads=1)
+
+
+def toy_booster(seed: int) -> lgb.Booster:
+    """A small binary booster on two numeric features (``TOY_FEATURES``: label ``a`` + noise
+    > 0); another seed gives another model."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(200, 2))
+    y = (x[:, 0] + rng.normal(scale=0.5, size=200) > 0).astype(float)
+    params = {"objective": "binary", "verbosity": -1, "num_threads": 1, "seed": seed}
+    return lgb.train(params, lgb.Dataset(x, y), num_boost_round=3 + seed)
+
+
+def save_toy_pair(name: str) -> tuple[str, str]:
+    """Two toy models stored as ``name`` in the current home, the first promoted champion;
+    their tags (champion, other)."""
+    a, b = (
+        registry.save_model(toy_booster(s), name=name, features=TOY_FEATURES, metadata={})
+        for s in (1, 2)
+    )
+    registry.promote(name, a, reason="test")
+    return a, b

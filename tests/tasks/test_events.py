@@ -75,6 +75,20 @@ def test_data_quality_is_not_a_retrain_trigger():
 # --- against the server ---------------------------------------------------------------
 
 
+def test_recording_emitter_keeps_what_it_would_send_and_sends_nothing(home):
+    rec = events.RecordingEmitter("r")
+    assert rec.emit_drift_detected("telco", {"score": 1.0}) == "r-1"
+    assert rec.emit_model_promoted("churn", {"tag": "a"}) == "r-2"
+    assert rec.events == [
+        ("drift_detected", "telco", {"score": 1.0}),
+        ("model_promoted", "churn", {"tag": "a"}),
+    ]
+    assert rec.sent == [("drift_detected", {"score": 1.0}), ("model_promoted", {"tag": "a"})]
+    assert events.pending_events() == [] and events.sent_events() == []
+    with pytest.raises(AttributeError):
+        rec.flush_outbox  # noqa: B018 (only the emit_* API)
+
+
 def test_emit_records_confirms_and_moves_to_sent(server, home):
     evidence = {"drift_share": 0.4, "drifted_features": ["tenure"], "champion_tag": "telco:abc"}
     event_id = events.emit_drift_detected("telco", evidence)

@@ -10,7 +10,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import lightgbm as lgb
 import numpy as np
 import pytest
 
@@ -20,22 +19,15 @@ from tasks.features import FeatureSpec
 from tasks.io import atomic_write
 from tasks.settings import Settings, get_settings
 from tasks.training import register
+from tests.support.models import TOY_FEATURES as FEATURES
+from tests.support.models import toy_booster
 
 REPO = Path(__file__).resolve().parents[2]
-FEATURES = FeatureSpec(columns=("a", "b"), categories={})
-
-
-def _booster(seed: int) -> lgb.Booster:
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(200, 2))
-    y = (X[:, 0] + rng.normal(scale=0.5, size=200) > 0).astype(float)
-    params = {"objective": "binary", "verbosity": -1, "num_threads": 1, "seed": seed}
-    return lgb.train(params, lgb.Dataset(X, y), num_boost_round=5 + seed)
 
 
 def _save(seed: int) -> str:
     return registry.save_model(
-        _booster(seed), name="toy", features=FEATURES, metadata={"seed": seed, "threshold": 0.4},
+        toy_booster(seed), name="toy", features=FEATURES, metadata={"seed": seed, "threshold": 0.4},
         card="# card for {{MODEL_TAG}}",
     )  # fmt: skip
 
@@ -52,7 +44,7 @@ def index(request, home, monkeypatch) -> str:
 
 
 def test_save_load_round_trip(home) -> None:
-    booster = _booster(1)
+    booster = toy_booster(1)
     tag = registry.save_model(
         booster, name="toy", features=FEATURES, metadata={"threshold": 0.3, "nested": {"x": None}},
         labels={"dataset": "toy"}, card="# {{MODEL_TAG}}",
@@ -92,7 +84,13 @@ def test_rollback_walks_back_through_champions(home, index) -> None:
 def test_rollback_restores_previous_champion_after_a_challenger_is_promoted(home, index) -> None:
     a, b = _save(1), _save(2)
     r = register.register_model(
-        _booster(1), name="toy", features=FEATURES, metadata={}, labels={}, card="", alias="auto"
+        toy_booster(1),
+        name="toy",
+        features=FEATURES,
+        metadata={},
+        labels={},
+        card="",
+        alias="auto",
     )
     assert r.alias == registry.CHAMPION
     registry.set_alias("toy", registry.CHALLENGER, b)
@@ -218,7 +216,7 @@ def test_prior_model_warm_params_and_init_model_checks(home) -> None:
     )
     assert none_yet.champion is None and none_yet.warm_params == [{"d": 1}]
     tag = registry.save_model(
-        _booster(1), name="toy", features=FEATURES, metadata={"params": {"num_leaves": 7}}
+        toy_booster(1), name="toy", features=FEATURES, metadata={"params": {"num_leaves": 7}}
     )
     registry.promote("toy", tag)
     prior = register.prior_model(
@@ -242,7 +240,7 @@ def test_bentoml_private_model_store_keeps_models_where_settings_say(home, tmp_p
     from bentoml._internal.models.model import ModelStore
 
     elsewhere = Settings(home=tmp_path / "elsewhere")
-    tag = registry.save_model(_booster(1), name="toy", features=FEATURES, metadata={},
+    tag = registry.save_model(toy_booster(1), name="toy", features=FEATURES, metadata={},
                               settings=elsewhere)  # fmt: skip
     store = registry._store(elsewhere)
     assert isinstance(store, ModelStore)

@@ -13,9 +13,10 @@ from schemas.records import TS
 from tasks.estimation.realized import (
     binary_metrics,
     label_rate_drift,
+    labelled_by_window,
     labels_since,
-    realized_windows,
     regression_metrics,
+    score_windows,
 )
 from tasks.estimation.stats import delong, wilson
 from tasks.metrics import roc_auc
@@ -60,9 +61,16 @@ FEEDBACK = _feedback(
 )
 
 
+def _realized(preds: pl.DataFrame, feedback: pl.DataFrame, *, horizon, as_of, anchor=None, **how):
+    """Hourly windows: the labelled rows of each (``labelled_by_window``), then scored."""
+    parts = labelled_by_window(preds, feedback, every=HOUR, horizon=horizon, as_of=as_of,
+                               anchor=anchor)  # fmt: skip
+    return score_windows(parts, HOUR, **how)
+
+
 def _windows(feedback: pl.DataFrame, as_of_hours: float):
-    return realized_windows(
-        PREDS, feedback, every=HOUR, horizon=24 * HOUR, as_of=T0 + as_of_hours * HOUR,
+    return _realized(
+        PREDS, feedback, horizon=24 * HOUR, as_of=T0 + as_of_hours * HOUR,
         threshold=0.5,
     )  # fmt: skip
 
@@ -95,9 +103,7 @@ def test_a_late_label_for_an_old_window_changes_that_window() -> None:
 
 
 def test_horizon_drops_old_windows() -> None:
-    windows = realized_windows(
-        PREDS, FEEDBACK, every=HOUR, horizon=2 * HOUR, as_of=T0 + 2.5 * HOUR, threshold=0.5
-    )
+    windows = _realized(PREDS, FEEDBACK, horizon=2 * HOUR, as_of=T0 + 2.5 * HOUR, threshold=0.5)
     assert [w.start for w in windows] == [T0 + HOUR]
 
 
@@ -110,9 +116,7 @@ def test_labels_since_the_last_run() -> None:
 def test_labels_join_by_entity_too() -> None:
     preds = PREDS.with_columns(entity_id=pl.col("request_id"))
     fb = FEEDBACK.with_columns(entity_id=pl.col("request_id"), request_id=pl.lit(None, pl.String))
-    by_entity = realized_windows(
-        preds, fb, every=HOUR, horizon=24 * HOUR, as_of=T0 + 3 * HOUR, threshold=0.5
-    )
+    by_entity = _realized(preds, fb, horizon=24 * HOUR, as_of=T0 + 3 * HOUR, threshold=0.5)
     assert by_entity == _windows(FEEDBACK, 3.0) and by_entity[0].labels == 3
 
 
@@ -158,24 +162,22 @@ def test_label_rate_drift() -> None:
 
 def test_regression_windows_score_mae_and_rmse() -> None:
     fb = FEEDBACK.with_columns(label=pl.Series([1.0, 0.0, 1.0, 2.0, 0.0, 0.0]))
-    w0, w1 = realized_windows(
-        PREDS, fb, every=HOUR, horizon=24 * HOUR, as_of=T0 + 3 * HOUR, task="regression"
-    )
+    w0, w1 = _realized(PREDS, fb, horizon=24 * HOUR, as_of=T0 + 3 * HOUR, task="regression")
     assert w0.label_rate is None and w0.metrics.mae.value == pytest.approx((0.1 + 0.2 + 0.3) / 3)
     assert w1.metrics.rmse.value == pytest.approx(math.sqrt((1.2**2 + 0.3**2 + 0.1**2) / 3))
 
 
 def test_binary_windows_need_the_threshold() -> None:
     with pytest.raises(ValueError, match="threshold"):
-        realized_windows(PREDS, FEEDBACK, every=HOUR, horizon=24 * HOUR, as_of=T0 + 3 * HOUR)
+        _realized(PREDS, FEEDBACK, horizon=24 * HOUR, as_of=T0 + 3 * HOUR)
 
 
 def test_windows_on_a_grid_through_an_anchor() -> None:
     """The monitor's windows end at its run's ``until``: the grid runs through that anchor,
     not the epoch (a quarter-hour offset: a and b in one window, c to f in the next)."""
     anchor = T0 + 2.25 * HOUR
-    found = realized_windows(
-        PREDS, FEEDBACK, every=HOUR, horizon=24 * HOUR, as_of=T0 + 3 * HOUR, anchor=anchor,
+    found = _realized(
+        PREDS, FEEDBACK, horizon=24 * HOUR, as_of=T0 + 3 * HOUR, anchor=anchor,
         threshold=0.5,
     )  # fmt: skip
     assert [w.start for w in found] == [T0 - 0.75 * HOUR, T0 + 0.25 * HOUR, T0 + 1.25 * HOUR]

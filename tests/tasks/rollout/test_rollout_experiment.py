@@ -2,38 +2,24 @@
 
 from __future__ import annotations
 
-import lightgbm as lgb
 import numpy as np
 import pytest
 
 from tasks import registry
-from tasks.features import FeatureSpec
 from tasks.rollout import experiment
 from tasks.rollout.config import RolloutConfig
 from tasks.rollout.decision import ArmStatistics, decide
 from tasks.rollout.guardrails import GuardrailObservation
 from tasks.rollout.routing import split_of
+from tests.support.models import save_toy_pair
 
-FEATURES = FeatureSpec(columns=("a", "b"), categories={})
 CANARY = RolloutConfig(mode="canary", ramp=(0.1, 0.5, 1.0), min_labels=100)
 CLEAN = GuardrailObservation(5_000, 5_000, 0.0, 1.0, 0.02)
 
 
-def _booster(seed: int) -> lgb.Booster:
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(200, 2))
-    y = (X[:, 0] + rng.normal(scale=0.5, size=200) > 0).astype(float)
-    params = {"objective": "binary", "verbosity": -1, "num_threads": 1, "seed": seed}
-    return lgb.train(params, lgb.Dataset(X, y), num_boost_round=3 + seed)
-
-
 @pytest.fixture
 def models(home) -> tuple[str, str]:
-    a, b = (
-        registry.save_model(_booster(s), name="toy", features=FEATURES, metadata={}) for s in (1, 2)
-    )
-    registry.promote("toy", a, reason="test")
-    return a, b
+    return save_toy_pair("toy")
 
 
 def _decision(shift: float, share: float, config: RolloutConfig = CANARY):

@@ -88,6 +88,24 @@ def _table(got: dict[str, dict[str, dict[str, list[float]]]], units: dict[str, s
     return lines
 
 
+def _write(args: argparse.Namespace, after_rev: str, got: dict, units: dict[str, str],
+           load: list[float], t0: float) -> str:  # fmt: skip
+    text = [
+        "# Before / after, side by side",
+        "",
+        f"`python -m bench.compare --before {args.before} --rounds {args.rounds}` on "
+        f"{datetime.now(UTC).isoformat(timespec='seconds')}: before = {args.before}, after = "
+        f"{after_rev}, {args.rounds} round(s), parts alternated; "
+        f"{(time.perf_counter() - t0) / 60:.0f} min; 1-min load average "
+        f"{min(load):.1f} to {max(load):.1f} during the run (2-core box).",
+        "",
+        *_table(got, units),
+        "",
+    ]
+    args.out.write_text("\n".join(text))
+    return "\n".join(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.compare",
                                      description=__doc__.split("\n")[0])  # fmt: skip
@@ -118,24 +136,12 @@ def main(argv: list[str] | None = None) -> int:
                             got.setdefault(part, {}).setdefault(row["name"], {}).setdefault(
                                 which, []).append(float(row["value"]))  # fmt: skip
                     load.append(os.getloadavg()[0])
+                    _write(args, after_rev, got, units, load, t0)  # what a stopped run had
     finally:
         for tree in trees.values():
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO,
                            capture_output=True)  # fmt: skip
-    text = [
-        "# Before / after, side by side",
-        "",
-        f"`python -m bench.compare --before {args.before} --rounds {args.rounds}` on "
-        f"{datetime.now(UTC).isoformat(timespec='seconds')}: before = {args.before}, after = "
-        f"{after_rev}, {args.rounds} round(s), parts alternated; "
-        f"{(time.perf_counter() - t0) / 60:.0f} min; 1-min load average "
-        f"{min(load):.1f} to {max(load):.1f} during the run (2-core box).",
-        "",
-        *_table(got, units),
-        "",
-    ]
-    args.out.write_text("\n".join(text))
-    print("\n".join(text))
+    print(_write(args, after_rev, got, units, load, t0))
     return 0
 
 

@@ -56,16 +56,16 @@ def apply_notifications(url: str, notifications: list[Notification]) -> dict[str
     from prefect.events.actions import CallWebhook
     from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 
+    from driftloop.automations import replace_automation
+
     block_id = save_webhook(url)
     created: dict[str, str] = {}
     with get_client(sync_client=True) as client:
         for n in notifications:
-            for old in client.read_automations_by_name(name=n.name):
-                client.delete_automation(old.id)
             trigger = EventTrigger(expect=set(n.expect), match=n.match,
                                    posture=Posture.Reactive, threshold=1, within=0)  # fmt: skip
             action = CallWebhook(block_document_id=block_id, payload=n.payload)
             automation = AutomationCore(name=n.name, description=n.description,
                                         trigger=trigger, actions=[action])  # fmt: skip
-            created[n.name] = str(client.create_automation(automation))
+            created[n.name] = replace_automation(client, automation)
     return created

@@ -252,14 +252,17 @@ class LocalStack:
         )  # fmt: skip
 
     def configure(self) -> None:
-        """What the stack adds to prefect.yaml: the deployed monitor's service URL, and the
-        notification automations when there is a webhook to call."""
+        """What the stack adds to prefect.yaml: the deployed monitor's service URL, crash
+        detection (runs whose heartbeat stops become Crashed), and the notification
+        automations when there is a webhook to call."""
+        from driftloop.automations import apply_crash_detection
+        from driftloop.notify import apply_notifications, load_notifications
+
         if self.config.serving_url and self.config.deploy:
             prefect_api.set_serving_url(self.api_url, self.config.serving_url)
-        if self.config.notify_url:
-            from driftloop.notify import apply_notifications, load_notifications
-
-            with prefect_api.use_api(self.api_url):
+        with prefect_api.use_api(self.api_url):
+            apply_crash_detection(self.settings)
+            if self.config.notify_url:
                 notifications = load_notifications(self.config.repo / "prefect.yaml")
                 apply_notifications(self.config.notify_url, notifications)
 

@@ -37,6 +37,14 @@ class Settings(BaseSettings):
     prefect_api_url: str | None = Field(
         default=None, description="Prefect API URL; default: whatever PREFECT_API_URL says."
     )
+    flow_heartbeat_s: int = Field(
+        default=30, ge=30, description="Seconds between a running flow's heartbeat events "
+        "(PREFECT_FLOWS_HEARTBEAT_FREQUENCY; 30 is Prefect's minimum).",
+    )  # fmt: skip
+    crash_grace_s: int = Field(
+        default=60, ge=10, description="A flow run whose next heartbeat is this late (after "
+        "flow_heartbeat_s) is marked Crashed by the server's crash-detection automation.",
+    )  # fmt: skip
     admin_token: str | None = Field(default=None, description="Token for admin endpoints.")
     min_free_mb: int = Field(
         default=64, ge=0, description="A writing command refuses to start with less free disk."
@@ -60,6 +68,11 @@ class Settings(BaseSettings):
     process_metrics_seconds: float | None = Field(
         default=None, gt=0, description="Process/model gauge sampling; default: the sampler's."
     )
+
+    @property
+    def crash_after_s(self) -> int:
+        """Silence after a flow run's last heartbeat that marks it Crashed."""
+        return self.flow_heartbeat_s + self.crash_grace_s
 
     @cached_property
     def root(self) -> Path:
@@ -152,6 +165,8 @@ class Settings(BaseSettings):
             "WANDB_CONFIG_DIR": str(self.wandb_dir / "config"),
             "WHYLOGS_NO_ANALYTICS": "True",
             "PREFECT_HOME": str(self.prefect_home),
+            # every flow run this home starts beats at the rate crash detection expects
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(self.flow_heartbeat_s),
         }
         if "WANDB_MODE" not in os.environ and "WANDB_API_KEY" not in os.environ:
             env["WANDB_MODE"] = "offline"

@@ -10,6 +10,7 @@ import httpx
 import pytest
 import yaml
 
+from driftloop.automations import CRASH_DETECTION
 from driftloop.notify import BLOCK_NAME, apply_notifications, load_notifications
 from driftloop.stack import REPO, LocalStack, StackConfig
 from tasks import events
@@ -55,9 +56,11 @@ def test_each_notified_event_calls_the_webhook_once(server):
         apply_notifications(hook.url, notifications)
         apply_notifications(hook.url, notifications)  # idempotent: still one automation each
         autos = httpx.post(f"{server.api_url}/automations/filter", json={}).json()
-        names = sorted(a["name"] for a in autos)
-        assert names == sorted(n.name for n in notifications)
-        assert {a["actions"][0]["type"] for a in autos} == {"call-webhook"}
+        actions = {a["name"]: a["actions"][0]["type"] for a in autos}
+        # the stack's own crash detection, beside one automation per notification
+        assert sorted(actions) == sorted([CRASH_DETECTION, *(n.name for n in notifications)])
+        assert actions.pop(CRASH_DETECTION) == "change-flow-run-state"
+        assert set(actions.values()) == {"call-webhook"}
         block = httpx.get(
             f"{server.api_url}/block_types/slug/webhook/block_documents/name/{BLOCK_NAME}"
         )

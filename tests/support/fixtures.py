@@ -56,10 +56,14 @@ def champion_challenger_home(home_settings: Settings, tiny_models: TinyModels) -
 
 @pytest.fixture(scope="session")
 def prefect_harness():
-    """A real, temporary Prefect server (SQLite) for the session; opt-in per test."""
+    """A real, temporary Prefect server (SQLite) for the session, with the stack's crash
+    detection (a run whose heartbeat stops becomes Crashed); opt-in per test."""
     from prefect.testing.utilities import prefect_test_harness
 
+    from driftloop.automations import apply_crash_detection
+
     with prefect_test_harness(server_startup_timeout=120):
+        apply_crash_detection(Settings())
         yield
 
 

@@ -34,6 +34,12 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["WANDB_DIR"] = str(home / "wandb")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    # flows run in this process beat as the servers' crash detection expects (before Prefect
+    # loads its settings; Prefect's own default, 180 s, is longer than the detection window)
+    from tasks.settings import Settings
+
+    heartbeat = "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"
+    os.environ[heartbeat] = Settings(home=home).library_env()[heartbeat]
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

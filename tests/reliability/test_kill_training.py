@@ -6,7 +6,8 @@ the registry loads, a rerun completes, and no model version is stored twice.
 A ``driftloop train`` runs its flow in-process: nothing but the missing heartbeat tells the
 server it died. The kill points are chosen from what is observed: once the run is Running in
 the Prefect API, a seeded random share of a reference run's observed duration; the test fails
-if a run ended before its kill."""
+if a run ended before its kill. A run set Running that never beats stands for one killed
+before its first heartbeat left the process."""
 
 from __future__ import annotations
 
@@ -53,6 +54,19 @@ def _runs() -> dict[str, State]:
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["train"])))
     return {str(r.id): r.state for r in runs}
+
+
+def _silent_run() -> str:
+    """A train run set Running whose process never beats: one killed before its first
+    heartbeat left the process (only the server's own Running event tells of it)."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Running
+
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(flow(name="train")(lambda: None))
+        client.set_flow_run_state(run.id, Running())
+    return str(run.id)
 
 
 def _running_run(proc: subprocess.Popen, known: set[str], timeout_s: float = 120) -> str:
@@ -134,6 +148,8 @@ def test_killed_training_is_crashed_and_leaves_a_consistent_registry(
             for model in registry.list_models("telco", settings):  # the registry loads ...
                 registry.verify_files(registry.model_path(model["tag"], settings))
             assert registry.load_model("telco:champion", settings).tag == champion_home.champion
+        silent = _silent_run()
+        killed[silent] = time.time()
         stored_before = {m["tag"] for m in registry.list_models("telco", settings)}
         known = set(_runs())
         proc = _train(env)
@@ -153,11 +169,12 @@ def test_killed_training_is_crashed_and_leaves_a_consistent_registry(
     assert registry.get_alias("telco", registry.CHALLENGER, settings) == result["model_tag"]
     assert torn == []
     states = _runs()
-    (rerun,) = set(states) - known - set(killed)
+    (rerun,) = set(states) - known
     assert len(kill_after) == KILLS and set(crashed) == set(killed)
     assert states[reference].is_completed() and states[rerun].is_completed()  # not crashed
     figures("sigkill of training runs", kills=len(kill_after), seed=SEED,
             run_s=round(duration, 1), killed_after_running_s=kill_after,
-            crashed_after_kill_s=sorted(crashed.values()), crash_window_s=HEARTBEAT_S + GRACE_S,
+            crashed_after_kill_s=[crashed[i] for i in killed if i != silent],
+            never_beat_crashed_after_s=crashed[silent], crash_window_s=HEARTBEAT_S + GRACE_S,
             index_reads=reads[0], torn_index_reads=len(torn), models_stored=len(tags),
             rerun_exit=proc.returncode)  # fmt: skip

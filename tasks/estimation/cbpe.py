@@ -3,11 +3,18 @@
 Fit on held-out reference rows (scores and labels): a calibration of the scores, kept only if
 it helps. On a window of scores alone, each row counts as a fractional positive ``p`` and a
 fractional negative ``1 - p`` (``p`` the calibrated probability), which gives the expected
-confusion matrix at the champion's threshold and the expected ROC AUC. The interval is the
-sampling error of the realized metric: labels drawn as Bernoulli(``p``) many times (vectorised),
-the metric computed on each draw, its standard deviation around the estimate, combined with
-the calibration's own uncertainty (the spread of the estimate under calibrations fitted on
-bootstrap resamples of the reference, measured on at most ``_CAL_ROWS`` window rows).
+confusion matrix at the champion's threshold and the expected ROC AUC.
+
+The interval combines two standard errors. Sampling: the spread of the realized metric when
+labels are drawn as Bernoulli(``p``), by the delta method over the sums the metrics are made
+of (positives, true positives, the positives' rank sum), in closed form; rows sharing one
+score share one label draw (a repeated request, or a row resampled into the window, is one
+entity with one label; for distinct rows with equal scores this only widens the interval a
+little). Calibration: the spread of the estimate under calibrations fitted on bootstrap
+resamples of the reference.
+
+Everything is computed over the window's distinct scores (one sort), so a window costs
+O(n log n) and no per-row Python.
 
 Valid under covariate shift (P(label | inputs) unchanged); a change of that relationship is
 what :mod:`tasks.estimation.trust` finds once labels arrive.
@@ -23,13 +30,9 @@ import numpy as np
 
 from tasks.estimation.calibration import CalibrationFit, Calibrator, fit_calibration, fit_isotonic
 from tasks.estimation.stats import CONFIDENCE, BinaryMetrics, Estimate, normal
-from tasks.metrics import rank_average
 
-REPLICATES = 200  # label draws for the sampling-error interval
-_BLOCK = 25  # replicates drawn at once (bounds memory to _BLOCK x rows)
 BOOTSTRAPS = 20  # calibrations fitted on resampled reference rows (calibration uncertainty)
 _CAL_ROWS = 5_000  # window rows the calibration uncertainty is measured on
-_SIM_ROWS = 10_000  # beyond this, draws run on a sample and the spread scales by sqrt(rows)
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,6 @@ class CBPEModel:
     threshold: float
     value: ValueKnobs | None
     bootstraps: tuple[Calibrator, ...]
-    replicates: int = REPLICATES
     seed: int = 0
 
 
@@ -85,7 +87,6 @@ def fit_cbpe(
     *,
     threshold: float,
     value: ValueKnobs | None = None,
-    replicates: int = REPLICATES,
     seed: int = 0,
 ) -> CBPEModel:
     """Fit on held-out reference rows (never the training rows: their scores are optimistic)."""
@@ -93,22 +94,7 @@ def fit_cbpe(
     rng = np.random.default_rng(seed)
     boots = tuple(fit_isotonic(s[i], y[i]) for i in rng.integers(0, s.size, (BOOTSTRAPS, s.size)))
     calibration = fit_calibration(s, y, seed=seed)
-    return CBPEModel(calibration, threshold, value, boots, replicates, seed)
-
-
-def expected_auc(scores: np.ndarray, p: np.ndarray) -> float | None:
-    """E-weighted ROC AUC: every pair of distinct rows (i, j) counts ``p_i (1 - p_j)`` times,
-    as a win when ``s_i > s_j`` and half a win on a tie."""
-    order = np.argsort(scores, kind="mergesort")
-    s, p = scores[order], p[order]
-    q = 1.0 - p
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    group = np.cumsum(np.r_[True, s[1:] != s[:-1]]) - 1
-    neg_in_group = np.add.reduceat(q, starts)
-    neg_below = np.cumsum(neg_in_group) - neg_in_group
-    wins = p * (neg_below[group] + 0.5 * (neg_in_group[group] - q))
-    pairs = p.sum() * q.sum() - float(np.dot(p, q))
-    return float(wins.sum() / pairs) if pairs > 0 else None
+    return CBPEModel(calibration, threshold, value, boots, seed)
 
 
 def _ratio(num: np.ndarray | float, den: np.ndarray | float) -> np.ndarray:
@@ -116,35 +102,43 @@ def _ratio(num: np.ndarray | float, den: np.ndarray | float) -> np.ndarray:
     return np.divide(num, den, out=np.full(np.broadcast(num, den).shape, np.nan), where=den > 0)
 
 
-def _sample(s: np.ndarray, rows: int, seed: int) -> np.ndarray:
-    """Row indices: all, or ``rows`` of them at random."""
-    if s.size <= rows:
-        return np.arange(s.size)
-    return np.random.default_rng(seed).choice(s.size, rows, replace=False)
+def _auc_from_groups(pos: np.ndarray, neg: np.ndarray, self_pairs) -> np.ndarray:
+    """Expected ROC AUC from per-score sums (scores ascending, along the last axis): ``pos`` /
+    ``neg`` the expected positives / negatives at each distinct score, ``self_pairs`` the sum
+    of ``p (1 - p)`` over rows (a row is never paired with itself). Pairs at one score count
+    half a win. NaN where there is no pair."""
+    neg_below = np.cumsum(neg, axis=-1) - neg
+    wins = (pos * neg_below).sum(-1) + 0.5 * ((pos * neg).sum(-1) - self_pairs)
+    return _ratio(wins, pos.sum(-1) * neg.sum(-1) - self_pairs)
 
 
-def _sampling_std(model: CBPEModel, s: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    """Spread of each realized metric over ``replicates`` label draws from Bernoulli(p).
-
-    Beyond ``_SIM_ROWS`` rows the draws run on a sample: a rate's spread shrinks with the
-    square root of the rows, a total's (value) grows with it."""
-    keep = _sample(s, _SIM_ROWS, model.seed)
-    scale = np.sqrt(keep.size / s.size)
-    s, p, m = s[keep], p[keep], keep.size
-    flagged = s >= model.threshold
-    weights = np.column_stack([np.ones(m), flagged.astype(np.float64), rank_average(s)])
-    rng = np.random.default_rng(model.seed)
-    sums = []
-    for start in range(0, model.replicates, _BLOCK):
-        k = min(_BLOCK, model.replicates - start)
-        draws = rng.random((k, m), dtype=np.float32) < p.astype(np.float32)
-        sums.append(draws.astype(np.float64) @ weights)
-    pos, tp, rank_sum = np.vstack(sums).T
-    sims = _metrics_from_counts(m, flagged.sum(), pos, tp, model.value, rank_sum)
-    return {k: _std(v) * (1 / scale if k == "value" else scale) for k, v in sims.items()}
+def expected_auc(scores: np.ndarray, p: np.ndarray) -> float | None:
+    """E-weighted ROC AUC: every pair of distinct rows (i, j) counts ``p_i (1 - p_j)`` times,
+    as a win when ``s_i > s_j`` and half a win on a tie."""
+    s, p = np.asarray(scores, dtype=np.float64), np.asarray(p, dtype=np.float64)
+    _, group = np.unique(s, return_inverse=True)
+    pos, neg = np.bincount(group, weights=p), np.bincount(group, weights=1.0 - p)
+    auc = float(_auc_from_groups(pos, neg, float(np.dot(p, 1.0 - p))))
+    return auc if np.isfinite(auc) else None
 
 
-def _metrics_from_counts(n, n_flagged, pos, tp, value, rank_sum=None) -> dict[str, np.ndarray]:
+@dataclass(frozen=True)
+class _Window:
+    """A window of scores as its distinct scores (ascending), their row counts, and whether
+    each is at or above the threshold."""
+
+    scores: np.ndarray
+    counts: np.ndarray
+    flagged: np.ndarray
+    rows: int
+
+
+def _window(scores: np.ndarray, threshold: float) -> _Window:
+    xs, counts = np.unique(scores, return_counts=True)
+    return _Window(xs, counts.astype(np.float64), xs >= threshold, int(scores.size))
+
+
+def _metrics_from_counts(n, n_flagged, pos, tp, value) -> dict[str, np.ndarray]:
     fp, fn = n_flagged - tp, pos - tp
     out = {
         "precision": _ratio(tp, n_flagged),
@@ -152,20 +146,55 @@ def _metrics_from_counts(n, n_flagged, pos, tp, value, rank_sum=None) -> dict[st
         "f1": _ratio(2 * tp, 2 * tp + fp + fn),
         "accuracy": _ratio(n - fp - fn, n),
     }
-    if rank_sum is not None:
-        out["roc_auc"] = _ratio(rank_sum - pos * (pos + 1) / 2, pos * (n - pos))
     if value is not None:
         gain = value.offer_success_rate * value.value_retained
         out["value"] = np.asarray(tp * gain - value.offer_cost * n_flagged, dtype=np.float64)
     return out
 
 
-def _point(s: np.ndarray, p: np.ndarray, flagged: np.ndarray, value) -> dict[str, float]:
-    tp, pos = float(p[flagged].sum()), float(p.sum())
-    out = _metrics_from_counts(s.size, int(flagged.sum()), pos, tp, value)
-    point: dict[str, float] = {k: float(v) for k, v in out.items()}
-    point["roc_auc"] = expected_auc(s, p) or float("nan") if s.size else float("nan")
-    return point
+def _points(w: _Window, p: np.ndarray, value: ValueKnobs | None) -> dict[str, np.ndarray]:
+    """Expected metrics, one per row of ``p`` (calibrated probabilities at each distinct
+    score: one calibration per row)."""
+    pos, neg = w.counts * p, w.counts * (1.0 - p)
+    n_flagged, tp = w.counts[w.flagged].sum(), pos[..., w.flagged].sum(-1)
+    out = _metrics_from_counts(w.rows, n_flagged, pos.sum(-1), tp, value)
+    out["roc_auc"] = _auc_from_groups(pos, neg, (pos * (1.0 - p)).sum(-1))
+    return out
+
+
+def _sampling_std(w: _Window, p: np.ndarray, value: ValueKnobs | None) -> dict[str, float]:
+    """Standard error of each realized metric when each distinct score's rows share one label
+    drawn from Bernoulli(p): the delta method over (positives P, true positives TP, the
+    positives' rank sum A), whose summands are independent across distinct scores."""
+    c, f = w.counts, w.flagged.astype(np.float64)
+    n, nf = float(w.rows), float(c @ f)
+    big_p, tp = float(c @ p), float((c * f) @ p)
+    rank_sum = c * (np.cumsum(c) - (c - 1) / 2)  # the average rank, times the rows sharing it
+    a = float(rank_sum @ p)
+    den = big_p * (n - big_p)
+    nan = float("nan")
+    grads = {  # d metric / d(P, TP, A)
+        "roc_auc": (-((big_p + 0.5) * den + (a - big_p * (big_p + 1) / 2) * (n - 2 * big_p))
+                    / den**2, 0.0, 1 / den) if den > 0 else (nan, nan, nan),
+        "precision": (0.0, 1 / nf, 0.0) if nf > 0 else (nan, nan, nan),
+        "recall": (-tp / big_p**2, 1 / big_p, 0.0) if big_p > 0 else (nan, nan, nan),
+        "f1": (-2 * tp / (nf + big_p) ** 2, 2 / (nf + big_p), 0.0)
+        if nf + big_p > 0 else (nan, nan, nan),
+        "accuracy": (-1 / n, 2 / n, 0.0),
+    }  # fmt: skip
+    if value is not None:
+        grads["value"] = (0.0, value.offer_success_rate * value.value_retained, 0.0)
+    # Var = sum_g p(1-p) (c dP + c f dTP + R dA)^2, expanded into six sums once
+    v, cf = p * (1.0 - p), c * f
+    m = {k: float(v @ (x * y)) for k, (x, y) in {
+        "pp": (c, c), "tt": (cf, cf), "aa": (rank_sum, rank_sum),
+        "pt": (c, cf), "pa": (c, rank_sum), "ta": (cf, rank_sum)}.items()}  # fmt: skip
+    out = {}
+    for name, (dp, dt, da) in grads.items():
+        var = (dp * dp * m["pp"] + dt * dt * m["tt"] + da * da * m["aa"]
+               + 2 * (dp * dt * m["pt"] + dp * da * m["pa"] + dt * da * m["ta"]))  # fmt: skip
+        out[name] = float(np.sqrt(max(var, 0.0))) if np.isfinite(var) else nan
+    return out
 
 
 def _std(values) -> float:
@@ -175,14 +204,13 @@ def _std(values) -> float:
 
 
 def _calibration_std(model: CBPEModel, s: np.ndarray) -> dict[str, float]:
-    """Spread of each point estimate over the bootstrap calibrations (on at most
-    ``_CAL_ROWS`` rows: a bias shared by every row, so a total scales with the rows)."""
-    keep = _sample(s, _CAL_ROWS, model.seed)
-    sub = s[keep]
-    flagged = sub >= model.threshold
-    points = [_point(sub, cal(sub), flagged, model.value) for cal in model.bootstraps]
-    scale = {"value": s.size / keep.size}
-    return {k: _std([pt[k] for pt in points]) * scale.get(k, 1.0) for k in points[0]}
+    """Spread of each point estimate over the bootstrap calibrations, on at most ``_CAL_ROWS``
+    of the window's rows (a bias every row shares: a total, the value, scales with the rows)."""
+    rows = s if s.size <= _CAL_ROWS else np.random.default_rng(model.seed).choice(s, _CAL_ROWS)
+    w = _window(rows, model.threshold)
+    points = _points(w, np.vstack([cal(w.scores) for cal in model.bootstraps]), model.value)
+    scale = {"value": s.size / rows.size}
+    return {k: _std(v) * scale.get(k, 1.0) for k, v in points.items()}
 
 
 def estimate_performance(
@@ -191,16 +219,15 @@ def estimate_performance(
     """Estimated metrics of the champion on a window of scores (no labels)."""
     s = np.asarray(scores, dtype=np.float64).ravel()
     calibrated = model.calibration.calibrated
-    n = s.size
-    if not n:
+    if not s.size:
         empty = BinaryMetrics(None, None, None, None, None)
         return CBPEResult(
             0, model.threshold, calibrated, ExpectedConfusion(0, 0, 0, 0), empty, None
         )
-    p = model.calibration.calibrator(s)
-    flagged = s >= model.threshold
-    point = _point(s, p, flagged, model.value)
-    sampling, calibration = _sampling_std(model, s, p), _calibration_std(model, s)
+    w = _window(s, model.threshold)
+    p = model.calibration.calibrator(w.scores)
+    point = {k: float(v) for k, v in _points(w, p, model.value).items()}
+    sampling, calibration = _sampling_std(w, p, model.value), _calibration_std(model, s)
 
     def est(name: str, lo: float = 0.0, hi: float = 1.0) -> Estimate | None:
         value, std = point[name], sampling[name]
@@ -209,8 +236,12 @@ def estimate_performance(
         std = float(np.hypot(std, np.nan_to_num(calibration[name])))
         return normal(value, std, confidence, lo=lo, hi=hi)
 
-    tp, pos, n_flagged = float(p[flagged].sum()), float(p.sum()), int(flagged.sum())
-    confusion = ExpectedConfusion(n - n_flagged - (pos - tp), n_flagged - tp, pos - tp, tp)
+    n, n_flagged = w.rows, float(w.counts[w.flagged].sum())
+    pos = w.counts * p
+    tp, positives = float(pos[w.flagged].sum()), float(pos.sum())
+    confusion = ExpectedConfusion(
+        n - n_flagged - (positives - tp), n_flagged - tp, positives - tp, tp
+    )
     metrics = BinaryMetrics(*(est(k) for k in ("roc_auc", "precision", "recall", "f1", "accuracy")))
     value = est("value", -np.inf, np.inf) if model.value is not None else None
     return CBPEResult(n, model.threshold, calibrated, confusion, metrics, value)

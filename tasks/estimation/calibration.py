@@ -33,6 +33,16 @@ class Calibrator:
             return np.clip(s, 0.0, 1.0)
         return np.interp(s, self.knots_x, self.knots_y)
 
+    def to_json(self) -> dict[str, list[float]]:
+        return {"x": self.knots_x.tolist(), "y": self.knots_y.tolist()}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, list[float]]) -> Calibrator:
+        x, y = np.asarray(doc["x"], dtype=np.float64), np.asarray(doc["y"], dtype=np.float64)
+        if x.shape != y.shape or x.ndim != 1 or np.any(np.diff(x) < 0):
+            raise ValueError("calibration knots: x and y of one length, x ascending")
+        return cls(x, y)
+
 
 IDENTITY = Calibrator(np.empty(0), np.empty(0))
 

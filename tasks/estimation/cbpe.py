@@ -245,3 +245,26 @@ def estimate_performance(
     metrics = BinaryMetrics(*(est(k) for k in ("roc_auc", "precision", "recall", "f1", "accuracy")))
     value = est("value", -np.inf, np.inf) if model.value is not None else None
     return CBPEResult(n, model.threshold, calibrated, confusion, metrics, value)
+
+
+def cbpe_to_json(model: CBPEModel) -> dict[str, Any]:
+    """The fitted state as plain JSON types (calibration knots, never code)."""
+    fit = model.calibration
+    return {
+        "calibrator": fit.calibrator.to_json(),
+        "ece_raw": fit.ece_raw,
+        "ece_calibrated": fit.ece_calibrated,
+        "threshold": model.threshold,
+        "value": None if model.value is None else vars(model.value),
+        "bootstraps": [b.to_json() for b in model.bootstraps],
+        "seed": model.seed,
+    }
+
+
+def cbpe_from_json(doc: Mapping[str, Any]) -> CBPEModel:
+    fit = CalibrationFit(
+        Calibrator.from_json(doc["calibrator"]), float(doc["ece_raw"]), float(doc["ece_calibrated"])
+    )
+    value = None if doc["value"] is None else ValueKnobs(**doc["value"])
+    boots = tuple(Calibrator.from_json(b) for b in doc["bootstraps"])
+    return CBPEModel(fit, float(doc["threshold"]), value, boots, int(doc["seed"]))

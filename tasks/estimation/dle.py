@@ -15,8 +15,9 @@ Like CBPE, valid while P(target | inputs) holds; :mod:`tasks.estimation.trust` c
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -142,3 +143,33 @@ def estimate_loss(
     mae_std = math.hypot(math.sqrt(model.abs_residual_var / n), boot_mae)
     mae_est = normal(mae, mae_std, confidence, lo=0)
     return DLEResult(n, RegressionMetrics(mae_est, normal(rmse, rmse_std, confidence, lo=0)))
+
+
+def dle_to_json(model: DLEModel) -> dict[str, Any]:
+    """The fitted state as plain JSON types (LightGBM model text, never code)."""
+    return {
+        "columns": list(model.columns),
+        "categorical": list(model.categorical),
+        "abs_model": model.abs_model.model_to_string(),
+        "sq_model": model.sq_model.model_to_string(),
+        "abs_residual_var": model.abs_residual_var,
+        "sq_residual_var": model.sq_residual_var,
+        "bootstraps": [[a.model_to_string(), s.model_to_string()] for a, s in model.bootstraps],
+    }
+
+
+def dle_from_json(doc: Mapping[str, Any]) -> DLEModel:
+    import lightgbm as lgb
+
+    def booster(text: str) -> lgb.Booster:
+        return lgb.Booster(model_str=text)  # predictions ask for one thread themselves
+
+    return DLEModel(
+        tuple(doc["columns"]),
+        tuple(doc["categorical"]),
+        booster(doc["abs_model"]),
+        booster(doc["sq_model"]),
+        float(doc["abs_residual_var"]),
+        float(doc["sq_residual_var"]),
+        tuple((booster(a), booster(s)) for a, s in doc["bootstraps"]),
+    )

@@ -15,7 +15,9 @@ categorical ones as codes named in ``categorical``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -124,7 +126,7 @@ def fit_domain_classifier(
     config = config or DomainConfig()
     columns = tuple(reference.columns)
     rng = np.random.default_rng(config.seed)
-    rows = _cap(_matrix(reference, columns), config.max_rows, rng)
+    rows = _cap(_matrix(reference, columns), config.max_rows, rng)  # rng's first draw
     cat_idx = [columns.index(c) for c in categorical]
     half = rows.shape[0] // 2
     deviations = []
@@ -136,6 +138,22 @@ def fit_domain_classifier(
     dev = np.asarray(deviations)
     null_std = max(1.0, float(dev.std(ddof=1))) if dev.size > 1 else 1.0
     return DomainReference(columns, tuple(categorical), rows, float(dev.mean()), null_std, config)
+
+
+def domain_to_json(fitted: DomainReference) -> dict[str, Any]:
+    """The calibrated null and the settings; the rows come back from the reference itself."""
+    return {"columns": list(fitted.columns), "categorical": list(fitted.categorical),
+            "null_mean": fitted.null_mean, "null_std": fitted.null_std,
+            "config": asdict(fitted.config)}  # fmt: skip
+
+
+def domain_from_json(doc: Mapping[str, Any], reference: pl.DataFrame) -> DomainReference:
+    """:func:`fit_domain_classifier`'s result again, from its JSON and the same reference."""
+    config = DomainConfig(**doc["config"])
+    columns = tuple(doc["columns"])
+    rows = _cap(_matrix(reference, columns), config.max_rows, np.random.default_rng(config.seed))
+    null_mean, null_std = float(doc["null_mean"]), float(doc["null_std"])
+    return DomainReference(columns, tuple(doc["categorical"]), rows, null_mean, null_std, config)
 
 
 def domain_drift(fitted: DomainReference, window: pl.DataFrame) -> DomainDrift:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 
@@ -53,6 +54,18 @@ Metrics = BinaryMetrics | RegressionMetrics
 def metric_items(metrics: Metrics) -> dict[str, Estimate | None]:
     """The metric set as name -> estimate, in field order (for reports and comparisons)."""
     return {f.name: getattr(metrics, f.name) for f in fields(metrics)}
+
+
+def metrics_to_json(metrics: Metrics) -> dict[str, Any]:
+    fields_ = {k: None if e is None else [e.value, e.lower, e.upper, e.std]
+               for k, e in metric_items(metrics).items()}  # fmt: skip
+    return {"kind": "binary" if isinstance(metrics, BinaryMetrics) else "regression", **fields_}
+
+
+def metrics_from_json(doc: dict[str, Any]) -> Metrics:
+    cls = BinaryMetrics if doc["kind"] == "binary" else RegressionMetrics
+    values = {f.name: doc[f.name] for f in fields(cls)}
+    return cls(**{k: None if v is None else Estimate(*v) for k, v in values.items()})
 
 
 def z_value(confidence: float = CONFIDENCE) -> float:

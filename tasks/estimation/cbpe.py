@@ -108,7 +108,8 @@ def _auc_from_groups(pos: np.ndarray, neg: np.ndarray, self_pairs) -> np.ndarray
     of ``p (1 - p)`` over rows (a row is never paired with itself). Pairs at one score count
     half a win. NaN where there is no pair."""
     neg_below = np.cumsum(neg, axis=-1) - neg
-    wins = (pos * neg_below).sum(-1) + 0.5 * ((pos * neg).sum(-1) - self_pairs)
+    dot = "...i,...i->..."
+    wins = np.einsum(dot, pos, neg_below) + 0.5 * (np.einsum(dot, pos, neg) - self_pairs)
     return _ratio(wins, pos.sum(-1) * neg.sum(-1) - self_pairs)
 
 
@@ -155,10 +156,10 @@ def _metrics_from_counts(n, n_flagged, pos, tp, value) -> dict[str, np.ndarray]:
 def _points(w: _Window, p: np.ndarray, value: ValueKnobs | None) -> dict[str, np.ndarray]:
     """Expected metrics, one per row of ``p`` (calibrated probabilities at each distinct
     score: one calibration per row)."""
-    pos, neg = w.counts * p, w.counts * (1.0 - p)
-    n_flagged, tp = w.counts[w.flagged].sum(), pos[..., w.flagged].sum(-1)
-    out = _metrics_from_counts(w.rows, n_flagged, pos.sum(-1), tp, value)
-    out["roc_auc"] = _auc_from_groups(pos, neg, (pos * (1.0 - p)).sum(-1))
+    pos = w.counts * p
+    positives, tp = p @ w.counts, p @ (w.counts * w.flagged)
+    out = _metrics_from_counts(w.rows, w.counts @ w.flagged, positives, tp, value)
+    out["roc_auc"] = _auc_from_groups(pos, w.counts - pos, positives - (p * p) @ w.counts)
     return out
 
 

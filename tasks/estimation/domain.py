@@ -14,6 +14,7 @@ categorical ones as codes named in ``categorical``).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -140,16 +141,26 @@ def fit_domain_classifier(
     return DomainReference(columns, tuple(categorical), rows, float(dev.mean()), null_std, config)
 
 
+def _settings(config: DomainConfig) -> Any:
+    return json.loads(json.dumps(asdict(config)))
+
+
 def domain_to_json(fitted: DomainReference) -> dict[str, Any]:
-    """The calibrated null and the settings; the rows come back from the reference itself."""
+    """The calibrated null and the settings it holds for; the rows come back from the
+    reference itself."""
     return {"columns": list(fitted.columns), "categorical": list(fitted.categorical),
             "null_mean": fitted.null_mean, "null_std": fitted.null_std,
-            "config": asdict(fitted.config)}  # fmt: skip
+            "config": _settings(fitted.config)}  # fmt: skip
 
 
-def domain_from_json(doc: Mapping[str, Any], reference: pl.DataFrame) -> DomainReference:
-    """:func:`fit_domain_classifier`'s result again, from its JSON and the same reference."""
-    config = DomainConfig(**doc["config"])
+def domain_from_json(
+    doc: Mapping[str, Any], reference: pl.DataFrame, config: DomainConfig | None = None
+) -> DomainReference:
+    """:func:`fit_domain_classifier`'s result again, from its JSON and the same reference;
+    a ValueError if it was calibrated under other settings than ``config`` (a refit is due)."""
+    config = config or DomainConfig()
+    if doc["config"] != _settings(config):
+        raise ValueError("the domain classifier was calibrated under other settings")
     columns = tuple(doc["columns"])
     rows = _cap(_matrix(reference, columns), config.max_rows, np.random.default_rng(config.seed))
     null_mean, null_std = float(doc["null_mean"]), float(doc["null_std"])

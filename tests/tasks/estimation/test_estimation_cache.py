@@ -106,3 +106,18 @@ def test_dle_round_trips_through_model_text() -> None:
     model = fit_dle(features, pred, y)
     again = dle_from_json(json.loads(json.dumps(dle_to_json(model))))
     assert estimate_loss(again, features, pred) == estimate_loss(model, features, pred)
+
+
+def test_a_domain_classifier_calibrated_under_other_settings_is_refitted(saved, synthetic):
+    from dataclasses import replace
+
+    from tasks.estimation.domain import domain_from_json, domain_to_json
+
+    reference, fitted, _ = saved
+    doc = domain_to_json(fitted.domain)
+    encoded = est_mod.encode(reference.sample, synthetic)
+    assert domain_from_json(doc, encoded, fitted.domain.config).null_mean == (
+        fitted.domain.null_mean
+    )
+    with pytest.raises(ValueError, match="other settings"):
+        domain_from_json(doc, encoded, replace(fitted.domain.config, k_sigma=4.0))

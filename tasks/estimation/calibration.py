@@ -1,4 +1,4 @@
-"""Score calibration for binary models: isotonic regression by pool-adjacent-violators.
+"""Score calibration for binary models: isotonic regression (pool adjacent violators).
 
 Fitted on held-out reference rows and kept only when it lowers the expected calibration error
 (ECE) in a cross-fit: calibrating an already calibrated model only adds noise. ECE rather than
@@ -59,25 +59,18 @@ class CalibrationFit:
 
 
 def fit_isotonic(scores: np.ndarray, labels: np.ndarray) -> Calibrator:
-    """Isotonic regression of labels on scores (pool adjacent violators over distinct scores)."""
+    """Isotonic regression of labels on scores: pool adjacent violators over the distinct
+    scores (SciPy's, in C), each block a flat piece between its first and last score."""
+    from scipy.optimize import isotonic_regression
+
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels, dtype=np.float64)
     xs, inverse = np.unique(s, return_inverse=True)
-    sums = np.bincount(inverse, weights=y)
     counts = np.bincount(inverse).astype(np.float64)
-    # blocks as a stack: (sum, count, first distinct index, last distinct index)
-    b_sum, b_cnt, b_lo, b_hi = [], [], [], []
-    for i in range(xs.size):
-        cs, cc, lo = sums[i], counts[i], i
-        while b_sum and b_sum[-1] / b_cnt[-1] >= cs / cc:
-            cs, cc, lo = cs + b_sum.pop(), cc + b_cnt.pop(), b_lo.pop()
-            b_hi.pop()
-        b_sum.append(cs), b_cnt.append(cc), b_lo.append(lo), b_hi.append(i)
-    means = np.asarray(b_sum) / np.asarray(b_cnt)
-    lo_x, hi_x = xs[np.asarray(b_lo)], xs[np.asarray(b_hi)]
-    knots_x = np.column_stack([lo_x, hi_x]).ravel()
-    knots_y = np.repeat(means, 2)
-    return Calibrator(knots_x, knots_y)
+    fit = isotonic_regression(np.bincount(inverse, weights=y) / counts, weights=counts)
+    starts = fit.blocks[:-1]
+    knots_x = np.column_stack([xs[starts], xs[fit.blocks[1:] - 1]]).ravel()
+    return Calibrator(knots_x, np.repeat(fit.x[starts], 2))
 
 
 def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> float:

@@ -316,3 +316,27 @@ def test_run_monitor_is_the_same_run_without_the_engine(champion, fake):
     assert report["decision"]["action"] == "fire" and report["verdict"] is not None
     assert [k for k, _, _ in fake.events] == ["drift_detected"]
     assert fake.events[0][2]["retrain"] is True
+
+
+def test_report_page_draws_the_estimate_across_windows(champion, fake):
+    """The HTML page's 'across windows' chart reads each report's label-free estimate where
+    the report keeps it: two runs with estimates give an estimated-AUC line of two points."""
+    from flows.monitor import run_monitor
+    from tasks.monitoring.html import recent_windows
+
+    folder = get_settings().reports_dir / "monitor"
+    for old in folder.glob("*"):
+        old.unlink()
+    reports = []
+    for seed in (13, 14):
+        write_log(champion, drifted=False, seed=seed)
+        reports.append(run_monitor(config()))
+    estimates = [r["evidence"]["estimate"]["metrics"]["roc_auc"]["value"] for r in reports]
+    assert all(0.5 < e < 1 for e in estimates)
+    points = recent_windows(folder)
+    assert [p.estimated_auc for p in points] == pytest.approx(estimates)
+    page = Path(reports[-1]["report"]["html"]).read_text()
+    chart = page.split("<title>performance</title>")[1].split("</svg>")[0]
+    assert "estimated AUC" in chart
+    line = chart.split("stroke='#2ca02c'")[0].rsplit("<polyline points='", 1)[1]
+    assert len(line.split("'")[0].split()) == 2  # one point per run

@@ -38,17 +38,21 @@ class QualityGateError(DataQualityFailed, RuntimeError):
 read_table = task(read.read_table, name="read_table", cache_policy=NO_CACHE)
 save_snapshot = task(snapshot.save_snapshot, name="save_snapshot", cache_policy=NO_CACHE, retries=2)
 STEPS = compose.IngestSteps(read=read_table, save=save_snapshot)
+emit_quality_failed = task(
+    compose.emit_quality_failed, name="emit_quality_failed", cache_policy=NO_CACHE
+)
 
 
 @flow(name="ingest", log_prints=True)
 def ingest(config: IngestConfig) -> dict[str, Any]:
-    """Read -> parse -> validate -> quarantine -> snapshot -> quality report."""
-    settings = get_settings().apply_env()
+    """Read -> parse -> validate -> quarantine -> snapshot -> quality report (and the
+    data-quality event when a threshold broke)."""
+    settings, dataset = get_settings().apply_env(), load_dataset(config.dataset)
     result = compose.ingest_file(
-        path=config.path, dataset=load_dataset(config.dataset), options=config,
-        settings=settings, steps=STEPS,
+        path=config.path, dataset=dataset, options=config, settings=settings, steps=STEPS,
     )  # fmt: skip
     artifacts.publish_ingest(result=result, dataset=config.dataset)
+    emit_quality_failed(result=result, model_name=dataset.name)  # alerts, never retrains
     if result.quality_failures and config.fail_on_quality:
         raise QualityGateError(result.quality_failures, result.summary())
     return result.summary()

@@ -12,7 +12,7 @@ from typing import Any
 
 from prefect import Task, flow, task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from schemas import load_dataset
 from tasks import profiling
@@ -44,6 +44,11 @@ class MonitorConfig(BaseModel):
     health: HealthConfig = Field(default_factory=HealthConfig)
     evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
+
+    @field_validator("serving_url")
+    @classmethod
+    def _service_url(cls, url: str | None) -> str | None:
+        return service.service_url(url) if url is not None else None
 
     def run_time(self) -> datetime:
         """``now`` if set (a replay), else the clock; UTC."""

@@ -78,12 +78,15 @@ def _whylogs() -> Any:
 
 
 def _fast_pandas_split(self: Any, series: Any, parse_numeric_string: bool = False) -> None:
-    """Vectorised ``PreprocessedColumn._pandas_split`` for NumPy float columns.
+    """Vectorised ``PreprocessedColumn._pandas_split`` for NumPy float and pandas string columns.
 
-    Same counts as whylogs (nulls are NaN, so ``nan_count == null_count``; infinities are kept
-    in ``floats`` and counted), without a Python call per element. Other dtypes go to whylogs.
+    Same counts as whylogs (float nulls are NaN, so ``nan_count == null_count``; infinities are
+    kept in ``floats`` and counted), without a Python call per element. Other dtypes go to
+    whylogs.
     """
     dtype = getattr(series, "dtype", None)
+    if getattr(dtype, "type", None) is str and _fast_string_split(self, series):
+        return None
     if not (isinstance(dtype, np.dtype) and dtype.kind == "f"):
         return self._stock_pandas_split(series, parse_numeric_string)
     values = series.to_numpy()
@@ -94,6 +97,26 @@ def _fast_pandas_split(self: Any, series: Any, parse_numeric_string: bool = Fals
     self.inf_count = int(np.count_nonzero(np.isinf(floats)))
     self.numpy.floats = floats.astype(float, copy=False)
 
+
+def _fast_string_split(self: Any, series: Any) -> bool:
+    """A pandas string column as whylogs' NumPy string view: cardinality and frequent items
+    read one ``tolist()`` of an object array instead of three conversions of the Arrow array
+    (whylogs' pandas path also truncates each value to ``max_frequent_item_size`` in Python, so
+    a column with a longer value goes to whylogs: False). Null counts as whylogs' own."""
+    values = series.to_numpy()
+    nulls = series.isna().to_numpy()
+    n_null = int(nulls.sum())
+    strings = values[~nulls] if n_null else values
+    if len(strings) and int(series.str.len().max()) > _FI_MAX_ITEM_SIZE:
+        return False
+    self.null_count = n_null
+    self.nan_count = sum(1 for v in values[nulls] if isinstance(v, float)) if n_null else 0
+    if len(strings):
+        self.numpy.strings = strings
+    return True
+
+
+_FI_MAX_ITEM_SIZE = 128  # whylogs' FrequentItemsMetric.max_frequent_item_size default
 
 _fast_pandas_split._driftloop_fast = True  # type: ignore[attr-defined]
 
@@ -118,10 +141,22 @@ def profile_frame(frame: pl.DataFrame, chunk_rows: int = PROFILE_CHUNK_ROWS) -> 
     for start in range(0, max(frame.height, 1), chunk_rows):
         chunk = _to_pandas(frame.slice(start, chunk_rows))
         with np.errstate(invalid="ignore"):  # whylogs' mean/variance of a column with inf
-            part = why.log(pandas=chunk).view()
+            part = why.log(pandas=chunk, schema=_schema()).view()
         with np.errstate(invalid="ignore"):
             view = part if view is None else view.merge(part)
     return view
+
+
+def _schema() -> Any:
+    """whylogs' standard metrics per column type through ``StandardResolver`` (the same metrics
+    as its default declarative resolver, which builds and deep-copies a unicode-range metric
+    per string column only to drop it); whylogs' own default when the stock path is on."""
+    from whylogs.core.preprocessing import PreprocessedColumn
+    from whylogs.core.resolvers import StandardResolver
+    from whylogs.core.schema import DatasetSchema
+
+    stock = PreprocessedColumn._pandas_split is not _fast_pandas_split
+    return DatasetSchema() if stock else DatasetSchema(resolvers=StandardResolver())
 
 
 def _to_pandas(frame: pl.DataFrame) -> Any:

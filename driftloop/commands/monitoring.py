@@ -21,6 +21,9 @@ def monitor(
     until: str = typer.Option(None, help="End of the window, ISO 8601 (default: now)."),
     hysteresis: int = typer.Option(None, help="Consecutive drifting windows needed to fire."),
     cooldown_minutes: float = typer.Option(None, help="Quiet time after a fire or retrain."),
+    serving_url: str = typer.Option(
+        None, "--serving-url", help="The service's base URL: its /metrics go into the report."
+    ),
     as_json: bool = JSON,
 ) -> None:
     """Profile the recent prediction-log window against the champion's reference, write the
@@ -31,14 +34,24 @@ def monitor(
         from tasks.monitoring.report import MonitorReport
 
         config = _config(
-            MonitorConfig, dataset, window_minutes, until, hysteresis, cooldown_minutes
-        )
+            MonitorConfig, dataset, window_minutes, until, hysteresis, cooldown_minutes,
+            serving_url,
+        )  # fmt: skip
         report = MonitorReport.model_validate(monitor_flow(config=config))
         emit(summarize(report), as_json, _render)
 
 
-def _config(model: Any, dataset, window_minutes, until, hysteresis, cooldown) -> Any:
+def _config(
+    model: Any, dataset, window_minutes, until, hysteresis, cooldown, serving_url=None
+) -> Any:
+    from tasks.monitoring.serving import service_url
+
     base = model(dataset=dataset).model_dump()
+    if serving_url is not None:
+        try:
+            base["serving_url"] = service_url(serving_url)
+        except ValueError as exc:
+            raise CLIError(f"--serving-url {exc}") from None
     if window_minutes is not None:
         base["window_minutes"] = window_minutes
     if until is not None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import polars as pl
 
@@ -75,6 +75,30 @@ def make_result(snapshot: Snapshot, split: Split, report: QualityReport) -> Inge
         quarantined=split.quarantined,
         quality=report,
     )
+
+
+class QualityEmitter(Protocol):
+    """What an ingest needs of ``tasks.events`` (a test may pass a recorder)."""
+
+    def emit_data_quality_failed(self, model_name: str, evidence: dict[str, Any]) -> str | None: ...
+
+
+def emit_quality_failed(
+    result: IngestResult, model_name: str, emitter: QualityEmitter | None = None
+) -> str | None:
+    """``driftloop.data_quality.failed`` when the file broke a quality threshold (the monitor's
+    event for a bad window, so one notification covers both): the failures, the data version,
+    the rows and the report. Returns the event's id; None when quality passed or Prefect is
+    off (the outbox keeps the event)."""
+    if not result.quality_failures:
+        return None
+    if emitter is None:
+        from tasks import events
+
+        emitter = events  # type: ignore[assignment]
+    reason = "ingest data quality: " + "; ".join(result.quality_failures)
+    evidence = {"reason": reason, "source": "ingest", "dataset": model_name, **result.summary()}
+    return emitter.emit_data_quality_failed(model_name, evidence)  # type: ignore[union-attr]
 
 
 @dataclass(frozen=True)

@@ -50,13 +50,16 @@ class WindowPoint:
 
 
 def window_point(report: dict[str, Any]) -> WindowPoint:
-    """The numbers of one report's JSON that the history charts draw. The estimate is read from
-    ``performance.estimated_auc`` when the report carries one."""
+    """The numbers of one report's JSON that the history charts draw. The estimate is the
+    current window's label-free ROC AUC (``evidence.estimate.metrics.roc_auc.value``, CBPE),
+    None when the run made none (no estimator, a regression model, estimates off)."""
     drift, perf = report.get("drift") or {}, report.get("performance") or {}
+    estimate = ((report.get("evidence") or {}).get("estimate") or {}).get("metrics") or {}
     return WindowPoint(
         run_at=str(report.get("run_at", "")), drift_score=drift.get("score"),
         drift_threshold=drift.get("threshold"), realized_auc=perf.get("auc"),
-        estimated_auc=perf.get("estimated_auc"), champion_auc=perf.get("champion_auc"),
+        estimated_auc=(estimate.get("roc_auc") or {}).get("value"),
+        champion_auc=perf.get("champion_auc"),
     )  # fmt: skip
 
 

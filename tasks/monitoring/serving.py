@@ -7,6 +7,23 @@ from dataclasses import dataclass, fields
 _PROBES = ("/metrics", "/livez", "/readyz", "/healthz")
 
 
+def service_url(url: str) -> str:
+    """The service's base URL as the monitor uses it: http(s), a host, a valid port, no query
+    or fragment; returned without a trailing slash. A ValueError names what is wrong."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url.strip())
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a port out of range or not a number
+    except ValueError:
+        raise ValueError(f"{url!r} has an invalid port (1-65535)") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http(s) URL with a host, e.g. http://127.0.0.1:3000")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{url!r} is a base URL: no query or fragment")
+    return url.strip().rstrip("/")
+
+
 @dataclass(frozen=True)
 class ServingCounters:
     """Request counts from the service's Prometheus ``/metrics`` (cumulative or a delta)."""

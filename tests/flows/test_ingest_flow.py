@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 
 from flows.ingest import IngestConfig, QualityGateError, ingest
+from tasks import events
 from tests.support.artifacts import latest_artifacts, table_rows
 from tests.support.telco import TELCO_CSV
 
@@ -32,6 +33,7 @@ def test_ingest_artifacts_carry_rows_dimensions_failures_and_report(
     assert (row["column"], row["rows"]) == ("tenure", 3)
     report = result["report"]
     assert found["ingest-telco-report"].data.endswith(f"(file://{report})")
+    assert _quality_events() == []  # quality passed: nothing to alert
 
 
 def test_failed_quality_gate_still_publishes_why(home, prefect_harness, tmp_path):
@@ -43,3 +45,16 @@ def test_failed_quality_gate_still_publishes_why(home, prefect_harness, tmp_path
     body = latest_artifacts("ingest-telco")["ingest-telco"].data
     assert "quality FAILED" in body and "- ❌ completeness: column 'TotalCharges'" in body
     assert "most missing TotalCharges (100.00%)" in body
+    (event,) = _quality_events()  # the notification's event, delivered to Prefect
+    assert events.wait_confirmed([event["id"]], timeout_s=30)
+    assert event["resource"]["prefect.resource.id"] == "driftloop.model.telco"
+    payload = event["payload"]
+    assert payload["source"] == "ingest" and payload["reason"].startswith("ingest data quality")
+    assert "TotalCharges" in payload["reason"] and payload["rows_in"] == 200
+    assert payload["quality_failures"] and payload["data_version"]
+    assert payload["report"].endswith(".md")
+
+
+def _quality_events() -> list[dict]:
+    found = [*events.pending_events(), *events.sent_events()]
+    return [r for r in found if r["event"] == events.DATA_QUALITY_FAILED]

@@ -266,6 +266,57 @@ def test_cli_monitor_json(champion, prefect_harness, restore_env):
     assert bad.exit_code == 1 and "ISO 8601" in bad.stderr
 
 
+SERVICE_METRICS = """# TYPE bentoml_api_server_request_total counter
+bentoml_api_server_request_total{endpoint="/predict",http_response_code="200"} 150.0
+bentoml_api_server_request_total{endpoint="/predict",http_response_code="503"} 50.0
+"""
+
+
+def test_cli_monitor_reads_the_service_named_by_serving_url(champion, prefect_harness, restore_env):
+    """``--serving-url``: the service's counters are in the report (a real HTTP server serving
+    Prometheus text); a bad URL is one error line naming the option, before any run."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from typer.testing import CliRunner
+
+    from driftloop.cli import build_app
+
+    class Metrics(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200 if self.path == "/metrics" else 404)
+            self.end_headers()
+            self.wfile.write(SERVICE_METRICS.encode() if self.path == "/metrics" else b"")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Metrics)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    write_log(champion, drifted=False, seed=15)
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    args = ["monitor", "--json", "--until", UNTIL.isoformat(), "--window-minutes", "60",
+            "--serving-url", url]  # fmt: skip
+    try:
+        result = CliRunner().invoke(build_app(), args)
+    finally:
+        server.shutdown()
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["health"]["error_source"].startswith("service /metrics")
+    assert out["health"]["error_rate"] == pytest.approx(0.25)  # 50 of 200 answers were 5xx
+    saved = json.loads(Path(out["report_json"]).read_text())
+    assert saved["config"]["serving_url"] == url.rstrip("/")
+    for bad, why in (("ftp://127.0.0.1:3000", "http(s) URL"), ("127.0.0.1:3000", "http(s) URL"),
+                     ("http://127.0.0.1:99999", "invalid port"), ("http://:3000", "with a host"),
+                     ("http://h:3000/?x=1", "no query")):  # fmt: skip
+        failed = CliRunner().invoke(build_app(), ["monitor", "--serving-url", bad])
+        assert failed.exit_code == 1, (bad, failed.output)
+        lines = failed.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: --serving-url"), (bad, lines)
+        assert why in lines[0] and "Traceback" not in failed.output
+
+
 def test_steps_are_task_runs_and_estimates_are_an_artifact(champion, prefect_harness, fake):
     """The flow run's timeline shows the monitor's steps; estimated vs realized per window
     is a table artifact."""
@@ -298,3 +349,27 @@ def test_run_monitor_is_the_same_run_without_the_engine(champion, fake):
     assert report["decision"]["action"] == "fire" and report["verdict"] is not None
     assert [k for k, _, _ in fake.events] == ["drift_detected"]
     assert fake.events[0][2]["retrain"] is True
+
+
+def test_report_page_draws_the_estimate_across_windows(champion, fake):
+    """The HTML page's 'across windows' chart reads each report's label-free estimate where
+    the report keeps it: two runs with estimates give an estimated-AUC line of two points."""
+    from flows.monitor import run_monitor
+    from tasks.monitoring.html import recent_windows
+
+    folder = get_settings().reports_dir / "monitor"
+    for old in folder.glob("*"):
+        old.unlink()
+    reports = []
+    for seed in (13, 14):
+        write_log(champion, drifted=False, seed=seed)
+        reports.append(run_monitor(config()))
+    estimates = [r["evidence"]["estimate"]["metrics"]["roc_auc"]["value"] for r in reports]
+    assert all(0.5 < e < 1 for e in estimates)
+    points = recent_windows(folder)
+    assert [p.estimated_auc for p in points] == pytest.approx(estimates)
+    page = Path(reports[-1]["report"]["html"]).read_text()
+    chart = page.split("<title>performance</title>")[1].split("</svg>")[0]
+    assert "estimated AUC" in chart
+    line = chart.split("stroke='#2ca02c'")[0].rsplit("<polyline points='", 1)[1]
+    assert len(line.split("'")[0].split()) == 2  # one point per run

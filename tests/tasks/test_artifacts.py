@@ -168,8 +168,10 @@ def test_recent_windows_reads_the_newest_reports(tmp_path):
     import json
 
     for i in range(4):
-        perf = {"auc": 0.8, "estimated_auc": 0.79, "champion_auc": 0.84}
-        doc = {"run_at": f"t{i}", "drift": {"score": i / 10, "threshold": 0.3}, "performance": perf}
+        perf = {"auc": 0.8, "champion_auc": 0.84}
+        estimate = {"metrics": {"roc_auc": {"value": 0.79, "lower": 0.75, "upper": 0.83}}}
+        doc = {"run_at": f"t{i}", "drift": {"score": i / 10, "threshold": 0.3},
+               "performance": perf, "evidence": {"estimate": estimate}}  # fmt: skip
         (tmp_path / f"2026030{i}.json").write_text(json.dumps(doc))
     (tmp_path / "20260309.json").write_text("{broken")
     points = html.recent_windows(tmp_path, limit=4)

@@ -39,6 +39,43 @@ def test_fast_path_counts_match_stock_whylogs():
     assert set(fast["c"]["top"]) == {"a", "b", "c"}
 
 
+def _full_summaries(frame: pl.DataFrame, stock: bool) -> dict:
+    """Every whylogs summary of every column (NaN as None so equal summaries compare equal)."""
+    profiling.use_stock_whylogs(stock)
+    try:
+        view = profiling.profile_frame(frame)
+    finally:
+        profiling.use_stock_whylogs(False)
+    return {
+        name: {k: None if isinstance(v, float) and np.isnan(v) else v
+               for k, v in col.to_summary_dict().items()}
+        for name, col in view.get_columns().items()
+    }  # fmt: skip
+
+
+def test_string_fast_path_and_schema_give_whylogs_own_summaries():
+    """String columns (with nulls, non-ASCII, all-null, a value longer than whylogs' 128-char
+    frequent-item cut) and the StandardResolver schema: every summary whylogs makes, as stock."""
+    rng = np.random.default_rng(3)
+    n = 3_000
+    c = rng.choice(["a", "b", "é✓", "x" * 200], n).astype(object)
+    c[:40] = None
+    frame = pl.DataFrame({
+        "c": list(c), "short": rng.choice(["p", "q"], n), "flag": rng.random(n) < 0.3,
+        "empty": pl.Series([None] * n, dtype=pl.String),
+    })  # fmt: skip
+    short = frame.with_columns(pl.col("c").replace("x" * 200, "x"))
+    summaries = {}
+    for name, rows in (("long", frame), ("short", short)):  # whylogs' path, then the fast one
+        summaries[name] = _full_summaries(rows, stock=False)
+        assert summaries[name] == _full_summaries(rows, stock=True)
+    fast = summaries["short"]
+    assert fast["c"]["counts/null"] == 40
+    assert fast["c"]["types/string"] == fast["c"]["counts/n"] - 40
+    assert fast["empty"]["counts/null"] == n and fast["empty"]["types/string"] == 0
+    assert not any(k.startswith("unicode_range") for k in fast["c"])
+
+
 def test_numpy2_shim_installed():
     profiling._whylogs()
     assert np.unicode_ is np.str_

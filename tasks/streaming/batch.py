@@ -165,6 +165,6 @@ def score_records(
     for answer in answers:  # the log row joins its result by the record's key
         mine = keys if answer.rows is None else [keys[i] for i in answer.rows.tolist()]
         batch = replace(answer.batch, request_ids=mine)
-        log.append((batch, in_use.challenger), len(batch))
+        log.append((batch, in_use.challenger), len(batch), journal=False)  # flushed per batch
         scored[batch.model_tag] = scored.get(batch.model_tag, 0) + len(batch)
     return BatchOutcome(results_message(answers, keys), checked.dead_letters, scored)

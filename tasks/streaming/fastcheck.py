@@ -13,6 +13,7 @@ contract does, never less (``tests/streaming/test_fastcheck.py`` holds it to tha
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -55,23 +56,24 @@ class FastCheck:
         rows = [i for i, obj in enumerate(decoded)
                 if type(obj) is dict and (keys is None or obj.keys() <= keys)]  # fmt: skip
         values = [decoded[i] for i in rows]
-        cols = [[v.get(c) for v in values] for c in self.columns]
+        cols = _columns(values, self.columns)
         bad = {j for col, ok in zip(cols, self.types, strict=True)
                if not set(map(type, col)) <= ok
                for j, x in enumerate(col) if type(x) not in ok}  # fmt: skip
-        if bad:
-            keep = [j for j in range(len(rows)) if j not in bad]
-            rows, values = [rows[j] for j in keep], [values[j] for j in keep]
-            cols = [[col[j] for j in keep] for col in cols]
-        try:
-            frame = pl.DataFrame(
-                [
-                    pl.Series(c, col, dtype=self.schema[c], strict=True)
-                    for c, col in zip(self.columns, cols, strict=True)
-                ]  # fmt: skip
-            )
-        except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError):
-            return Accepted([], [], None)  # e.g. an int beyond Int64: pydantic decides
+        frame = None
+        for _ in range(2):  # a second time without the numbers a 64-bit column cannot hold
+            if bad:
+                keep = [j for j in range(len(rows)) if j not in bad]
+                rows, values = [rows[j] for j in keep], [values[j] for j in keep]
+                cols = [[col[j] for j in keep] for col in cols]
+            try:
+                frame = self._frame(cols)
+                break
+            except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError):
+                bad = {j for col in cols for j, x in enumerate(col)
+                       if type(x) is int and not _I64[0] <= x <= _I64[1]}  # fmt: skip
+        if frame is None:
+            return Accepted([], [], None)  # pydantic decides them all
         if self.rules is not None and frame.height:
             try:
                 ok = frame.select(self.rules).to_series()
@@ -82,6 +84,27 @@ class FastCheck:
                 rows, values = [rows[j] for j in keep], [values[j] for j in keep]
                 frame = frame[keep]
         return Accepted(rows, values, frame)
+
+    def _frame(self, cols: list[Any]) -> pl.DataFrame:
+        return pl.DataFrame(
+            [
+                pl.Series(c, col, dtype=self.schema[c], strict=True)
+                for c, col in zip(self.columns, cols, strict=True)
+            ]  # fmt: skip
+        )
+
+
+_I64 = (-(2**63), 2**63 - 1)
+
+
+def _columns(values: list[dict[str, Any]], columns: tuple[str, ...]) -> list[Any]:
+    """The records' values column by column (an absent field is None)."""
+    if len(columns) > 1 and values:
+        try:  # every field present (the common case): transposed in C
+            return list(zip(*map(itemgetter(*columns), values), strict=True))
+        except KeyError:
+            pass
+    return [[v.get(c) for v in values] for c in columns]
 
 
 def _loads(body: bytes) -> Any:

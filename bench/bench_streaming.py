@@ -42,7 +42,7 @@ class Running:
     def __init__(self, setup: Setup, batch_size: int) -> None:
         from tasks.settings import Settings
         from tasks.streaming.config import StreamConfig
-        from tasks.streaming.consumer import ConsumerThread, build_consumer
+        from tasks.streaming.consumer import ConsumerThread, build_consumer, settle_heap
 
         tag = uuid.uuid4().hex[:8]
         self.config = StreamConfig(
@@ -50,6 +50,7 @@ class Running:
             dead_letter=f"bench-dead-{tag}", batch_size=batch_size, metrics_port=0,
         )  # fmt: skip
         self.thread = ConsumerThread(build_consumer(self.config, Settings(home=setup.home)))
+        settle_heap()  # as `driftloop stream` does once its consumer is built
         self.consumer = self.thread.consumer
 
     def start(self) -> Running:

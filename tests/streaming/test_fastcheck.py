@@ -102,6 +102,20 @@ def _reference(records: list[Record], models) -> tuple[list[str], pl.DataFrame, 
     return [records[order[j]].key for j in keep], frame[keep], dead
 
 
+def test_a_clean_column_pass_never_hides_a_bad_record(models) -> None:
+    """A batch of valid records and one mutant: the whole-column pass must send it to the
+    per-row query whenever the mutant breaks a rule."""
+    clean = [orjson.dumps(r) for r in tiny_models().records[:20]]
+    mutants = _mutants(tiny_models().records, 400, SEED + 2)[len(tiny_models().records) :]
+    check, refused = fast_check(models), 0
+    for body in mutants:
+        accepted = check.accept([*clean, body])
+        valid = sorted(_by_model([*clean, body], models))
+        assert accepted.rows == valid
+        refused += len(valid) == len(clean)
+    assert refused > 100  # most single mutants break a rule
+
+
 def test_validate_matches_validating_every_record_with_the_model(models) -> None:
     bodies = _mutants(tiny_models().records, 600, SEED + 1)
     records = [Record(f"k{i}", body) for i, body in enumerate(bodies)]

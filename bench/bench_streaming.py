@@ -3,9 +3,9 @@
 One run, same model and rows as ``bench_serving`` (its ``prepare``):
 
 - records/s through the stream at micro-batch sizes 1, 100 and 1,000: a backlog of records
-  waits in the input stream, the consumer (one process: an asyncio loop and one scoring
-  thread, LightGBM ``num_threads=1``) drains it; time from its start to the last record
-  scored, published and acknowledged (the log fsynced per batch, as in production);
+  waits in the input stream, the consumer (one process pinned to one core: an asyncio loop
+  and one scoring thread, LightGBM ``num_threads=1``) drains it; time from its start to the
+  last record scored, published and acknowledged (the log fsynced per batch, as in production);
 - ``/predict_batch`` rows/s of ``driftloop serve`` (1,000 records per call, 2 clients);
 - p50 end-to-end latency at a steady 1,000 records/s: from the producer's XADD (the input
   stream id's time) to the result on the output stream (its id's time), both Redis clocks.
@@ -17,10 +17,13 @@ Run: ``uv run python -m bench.bench_streaming [--quick]`` -> ``bench/results/str
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import statistics
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from bench import harness
@@ -39,7 +42,7 @@ class Running:
     def __init__(self, setup: Setup, batch_size: int) -> None:
         from tasks.settings import Settings
         from tasks.streaming.config import StreamConfig
-        from tasks.streaming.consumer import ConsumerThread, build_consumer
+        from tasks.streaming.consumer import ConsumerThread, build_consumer, settle_heap
 
         tag = uuid.uuid4().hex[:8]
         self.config = StreamConfig(
@@ -47,6 +50,7 @@ class Running:
             dead_letter=f"bench-dead-{tag}", batch_size=batch_size, metrics_port=0,
         )  # fmt: skip
         self.thread = ConsumerThread(build_consumer(self.config, Settings(home=setup.home)))
+        settle_heap()  # as `driftloop stream` does once its consumer is built
         self.consumer = self.thread.consumer
 
     def start(self) -> Running:
@@ -86,8 +90,33 @@ def _xadd(client: Any, stream: str, bodies: list[bytes]) -> None:
     pipe.execute()
 
 
+@contextlib.contextmanager
+def one_core() -> Iterator[int | None]:
+    """Every thread of this process (and those it starts) on one CPU, as ``taskset -c`` would
+    pin it: the target is records/s on one core. The previous affinity is restored after."""
+    if not hasattr(os, "sched_setaffinity"):
+        yield None
+        return
+    before = os.sched_getaffinity(0)
+    core = min(before)
+    for tid in os.listdir("/proc/self/task"):
+        os.sched_setaffinity(int(tid), {core})
+    try:
+        yield core
+    finally:
+        for tid in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                os.sched_setaffinity(int(tid), before)
+
+
 def throughput(setup: Setup, batch_size: int, n: int, timeout: float) -> dict[str, float]:
-    """Records/s draining a backlog of ``n`` records at ``batch_size``."""
+    """Records/s draining a backlog of ``n`` records at ``batch_size``, the consumer pinned to
+    one core (:func:`one_core`; Redis, a process of its own, is not)."""
+    with one_core():
+        return _drain(setup, batch_size, n, timeout)
+
+
+def _drain(setup: Setup, batch_size: int, n: int, timeout: float) -> dict[str, float]:
     run = Running(setup, batch_size)
     try:
         client = _redis()
@@ -156,7 +185,7 @@ def run(quick: bool = False) -> list[dict]:
             rows.append(harness.metric(
                 AREA, f"stream_b{size}_records_per_s", got["records_per_s"], "records/s",
                 target=target, note=f"backlog of {got['records']:.0f} drained at batch {size} "
-                f"(log fsynced per batch); {note}",
+                f"(log fsynced per batch; consumer pinned to one core); {note}",
             ))  # fmt: skip
         lat = steady_latency(setup, 1.0 if quick else 20.0)
         rows.append(harness.metric(

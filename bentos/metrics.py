@@ -54,20 +54,25 @@ def serving_metrics() -> ServingMetrics:
 
 
 def observe_scores(histogram: Any, model_tag: str, scores: np.ndarray) -> None:
-    """Add many observations at once (one bucket increment per bucket, not per score).
+    """Add many scores of one model at once (see :func:`observe_many`)."""
+    observe_many(histogram.labels(model_tag=model_tag), scores)
+
+
+def observe_many(child: Any, values: np.ndarray) -> None:
+    """Add many observations to a histogram (or one labelled child) at once: one bucket
+    increment per bucket, not one ``observe`` call per value.
 
     Uses prometheus_client's private child internals (``_upper_bounds``, ``_buckets``,
     ``_sum``; checked against the pinned 0.26 by tests/service/test_metrics_internals.py),
-    and falls back to one ``observe`` per score if the bucket internals are gone.
+    and falls back to one ``observe`` per value if the bucket internals are gone.
     """
-    child = histogram.labels(model_tag=model_tag)
     bounds = getattr(child, "_upper_bounds", None)
     buckets = getattr(child, "_buckets", None)
     if bounds is None or buckets is None or len(bounds) != len(buckets):
-        for s in scores:  # a prometheus_client without these internals: slow path
+        for s in values:  # a prometheus_client without these internals: slow path
             child.observe(float(s))
         return
-    finite = scores[np.isfinite(scores)]
+    finite = values[np.isfinite(values)]
     counts = np.bincount(np.searchsorted(np.asarray(bounds), finite, side="left"))
     for i, n in enumerate(counts.tolist()):
         if n:

@@ -54,6 +54,8 @@ class RequestModels:
     polars_schema: dict[str, pl.DataType]
     frame_checks: tuple[Any, ...]  # (column or None, pandera Check) pydantic cannot express
     labels: dict[str, float]  # target class -> numeric label (binary: 1/0; multiclass: index)
+    extra: str = "forbid"  # fields outside the contract: "forbid" (rejected) or "ignore"
+    rules: tuple[FieldRule, ...] = ()  # one per input column, what its field was made from
 
 
 def _base_type(dtype: pl.DataType) -> Any:
@@ -81,8 +83,21 @@ def _one_of(allowed: tuple[Any, ...]) -> Any:
     return check
 
 
-def _field(name: str, column: Any) -> tuple[Any, Any, list[Any]]:
-    """(annotation, default, untranslated checks) for one pandera column."""
+@dataclass(frozen=True)
+class FieldRule:
+    """What the contract allows in one request field, read once from its pandera column: the
+    pydantic field (:func:`_field`) and the batch check of ``tasks.streaming.fastcheck`` are
+    both made from it, so the two cannot disagree."""
+
+    name: str
+    base: type  # int, float, bool, str, datetime or date
+    nullable: bool
+    allowed: tuple[Any, ...] | None  # isin
+    constraints: dict[str, Any]  # pydantic Field kwargs: ge/gt/le/lt, pattern, min/max_length
+    untranslated: tuple[Any, ...]  # checks run on the typed frame (frame_errors)
+
+
+def _rule(name: str, column: Any) -> FieldRule:
     dtype = column.dtype.type if hasattr(column.dtype, "type") else column.dtype
     base = _base_type(dtype)
     kwargs: dict[str, Any] = {}
@@ -112,12 +127,19 @@ def _field(name: str, column: Any) -> tuple[Any, Any, list[Any]]:
                              ("lt", math.ceil)):  # fmt: skip
             if kwargs.get(key) is not None:
                 kwargs[key] = int(rounded(kwargs[key]))
+    if base is str and literal is None:
+        kwargs.setdefault("max_length", MAX_STRING)
+    return FieldRule(name, base, column.nullable, literal, kwargs, tuple(untranslated))
+
+
+def _field(rule: FieldRule) -> tuple[Any, Any]:
+    """(annotation, default) of one request field."""
+    base, literal, kwargs = rule.base, rule.allowed, dict(rule.constraints)
     if literal is not None and base is str:
         annotation: Any = Literal[literal]  # type: ignore[valid-type]
     elif literal is not None:  # a Literal would take True for 1: keep the type strict
         annotation = Annotated[base, Field(strict=True), AfterValidator(_one_of(literal))]
     elif base is str:
-        kwargs.setdefault("max_length", MAX_STRING)
         pattern = kwargs.pop("pattern", None)
         annotation = Annotated[str, StringConstraints(pattern=pattern, strict=True)]
     elif base is float:
@@ -127,9 +149,9 @@ def _field(name: str, column: Any) -> tuple[Any, Any, list[Any]]:
     else:
         annotation = base
     default: Any = ...
-    if column.nullable:
+    if rule.nullable:
         annotation, default = annotation | None, None
-    return annotation, Field(default, **kwargs), untranslated
+    return annotation, Field(default, **kwargs)
 
 
 _CACHE: dict[tuple[str, str], RequestModels] = {}
@@ -149,10 +171,10 @@ def _build(dataset: DatasetSpec) -> RequestModels:
     fields: dict[str, Any] = {}
     frame_checks: list[Any] = [(None, c) for c in schema.checks]
     columns = [c for c in dataset.columns if c != dataset.target]
-    for name in columns:
-        annotation, field, untranslated = _field(name, schema.columns[name])
-        fields[name] = (annotation, field)
-        frame_checks += [(name, c) for c in untranslated]
+    rules = tuple(_rule(name, schema.columns[name]) for name in columns)
+    for rule in rules:
+        fields[rule.name] = _field(rule)
+        frame_checks += [(rule.name, c) for c in rule.untranslated]
     extra = "forbid" if dataset.extra_columns == "reject" else "ignore"
     record = create_model(
         f"{dataset.name.title().replace('_', '')}Record",
@@ -172,6 +194,8 @@ def _build(dataset: DatasetSpec) -> RequestModels:
         polars_schema={c: dataset.columns[c].dtype for c in columns},
         frame_checks=tuple(frame_checks),
         labels=labels,
+        extra=extra,
+        rules=rules,
     )
 
 
@@ -180,13 +204,17 @@ _ROW_WISE_MAX = 16  # below this, building a frame row-wise is cheaper than colu
 
 def records_to_frame(records: list[BaseModel], models: RequestModels) -> pl.DataFrame:
     """Validated records -> a frame typed as the contract types it (one column per input)."""
+    return rows_to_frame([r.__dict__ for r in records], models)
+
+
+def rows_to_frame(rows: list[dict[str, Any]], models: RequestModels) -> pl.DataFrame:
+    """Validated records' fields (an absent field is null) -> the contract-typed frame."""
     cols, schema = models.input_columns, models.polars_schema
-    rows = [r.__dict__ for r in records]
     if len(rows) <= _ROW_WISE_MAX:
         return pl.DataFrame(
-            [tuple(row[c] for c in cols) for row in rows], schema=schema, orient="row"
+            [tuple(row.get(c) for c in cols) for row in rows], schema=schema, orient="row"
         )
-    return pl.DataFrame([pl.Series(c, [row[c] for row in rows], dtype=schema[c]) for c in cols])
+    return pl.DataFrame([pl.Series(c, [row.get(c) for row in rows], dtype=schema[c]) for c in cols])
 
 
 def frame_errors(frame: pl.DataFrame, models: RequestModels, loc: str = "records") -> list[dict]:

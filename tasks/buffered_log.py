@@ -182,12 +182,15 @@ class BufferedLog:
         atexit.register(self.close)
         return self
 
-    def append(self, entry: Any, rows: int) -> Future:
-        """Buffer one entry of ``rows`` rows; the future resolves once it is on disk."""
+    def append(self, entry: Any, rows: int, *, journal: bool = True) -> Future:
+        """Buffer one entry of ``rows`` rows; the future resolves once it is on disk.
+        ``journal=False``: the caller makes it durable itself with :meth:`flush` (the stream
+        consumer, once per batch), so the writer does not journal it first."""
         done: Future = Future()
         with self._lock:
             self._pending.append((entry, rows, done))
-        self._wake.set()
+        if journal:
+            self._wake.set()
         return done
 
     @property

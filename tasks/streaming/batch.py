@@ -11,14 +11,15 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 import polars as pl
 from pydantic import ValidationError
 
 from bentos.arms import score_routed
-from schemas.requests import RequestModels, frame_errors, records_to_frame
+from schemas.requests import RequestModels, frame_errors, rows_to_frame
+from tasks.streaming.fastcheck import fast_check
 
 if TYPE_CHECKING:
     from bentos.arms import Answer
@@ -26,12 +27,16 @@ if TYPE_CHECKING:
     from tasks.buffered_log import BufferedLog
 
 
+# the batch check has a fixed cost (building a frame, ~0.6 ms): per record, pydantic alone is
+# as fast up to ~400 records; at 1,000 the check takes ~7.0 ms against ~7.9 (CPU, one core)
+FAST_CHECK_MIN_RECORDS = 500
+
+
 class NoModelError(RuntimeError):
     """No champion to score with yet: the batch is kept (not acknowledged) and retried."""
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(NamedTuple):  # a tuple: thousands are made per batch
     key: str  # stable across redeliveries: the broker's id of the record, or its key field
     body: bytes  # as received
     sent_at: float | None = None  # when the producer sent it (epoch seconds), if known
@@ -62,18 +67,18 @@ def dead_letter(record: Record, errors: list[dict]) -> bytes:
     )
 
 
-def _with_key(record: Record, key_field: str | None, model: object | None = None) -> Record:
-    """The record keyed by its ``key_field`` value when it has one (else the broker's id)."""
+def _with_key(record: Record, key_field: str | None, value: Any = None) -> Record:
+    """The record keyed by its ``key_field`` value when it has one (else the broker's id);
+    ``value``: the validated field's value, if the field is in the contract."""
     if key_field is None:
         return record
-    value = getattr(model, key_field, None)
     if value is None:  # not a contract field, or the record failed validation: read the JSON
         try:
             obj = orjson.loads(record.body)
         except orjson.JSONDecodeError:
             return record
         value = obj.get(key_field) if isinstance(obj, dict) else None
-    return record if value is None else replace(record, key=str(value))
+    return record if value is None else record._replace(key=str(value))
 
 
 @dataclass(frozen=True)
@@ -86,31 +91,42 @@ class Validated:
 def validate(
     records: list[Record], models: RequestModels, key_field: str | None = None
 ) -> Validated:
-    """Split records into valid rows and dead letters, with the service's request contract."""
-    good: list[Record] = []
-    parsed = []
-    dead: list[bytes] = []
+    """Split records into valid rows and dead letters, with the service's request contract:
+    the whole batch through the contract's batch check, then every record it did not accept
+    through the request model (as the service validates a request body), which gives a dead
+    letter its reasons."""
+    fast = fast_check(models) if len(records) >= FAST_CHECK_MIN_RECORDS else None
+    accepted = fast.accept([r.body for r in records]) if fast is not None else None
+    rows: dict[int, dict] = {}  # index in the batch -> validated fields
+    if accepted is not None:
+        rows = dict(zip(accepted.rows, accepted.values, strict=True))
+    dead: dict[int, bytes] = {}
     check = models.record.__pydantic_validator__.validate_json  # model_validate_json, unwrapped
-    for record in records:
+    for i in (i for i in range(len(records)) if i not in rows):
         try:  # JSON mode, as the service validates a request body (bad JSON: json_invalid)
-            model = check(record.body)
+            rows[i] = check(records[i].body).__dict__
         except ValidationError as exc:
             errors = _json_safe(exc.errors(include_url=False))
-            dead.append(dead_letter(_with_key(record, key_field), errors))
-            continue
-        parsed.append(model)
-        good.append(_with_key(record, key_field, model))
-    if not good:
-        return Validated(good, None, dead)
-    frame = records_to_frame(parsed, models)
+            dead[i] = dead_letter(_with_key(records[i], key_field), errors)
+    if not rows:
+        return Validated([], None, [dead[i] for i in sorted(dead)])
+    order = sorted(rows)
+    if accepted is not None and accepted.frame is not None and len(order) == len(accepted.rows):
+        frame = accepted.frame  # the common case: the batch check accepted every valid record
+    else:
+        frame = rows_to_frame([rows[i] for i in order], models)
+    keyed = key_field in frame.columns
+    keys = frame[key_field].to_list() if keyed else [None] * len(order)
+    good = [_with_key(records[i], key_field, k) for i, k in zip(order, keys, strict=True)]
     by_row: dict[int, list[dict]] = defaultdict(list)
     for err in frame_errors(frame, models, loc="record"):
         by_row[err["loc"][1]].append({**err, "loc": [err["loc"][0], *err["loc"][2:]]})
     if by_row:  # the checks pydantic cannot express (dataframe-level rules)
-        dead += [dead_letter(good[i], errs) for i, errs in sorted(by_row.items())]
-        keep = [i for i in range(len(good)) if i not in by_row]
-        good, frame = [good[i] for i in keep], frame[keep]
-    return Validated(good, frame if good else None, dead)
+        for j, errs in by_row.items():
+            dead[order[j]] = dead_letter(good[j], errs)
+        keep = [j for j in range(len(good)) if j not in by_row]
+        good, frame = [good[j] for j in keep], frame[keep]
+    return Validated(good, frame if good else None, [dead[i] for i in sorted(dead)])
 
 
 def results_message(answers: list[Answer], keys: list[str]) -> bytes:
@@ -154,6 +170,6 @@ def score_records(
     for answer in answers:  # the log row joins its result by the record's key
         mine = keys if answer.rows is None else [keys[i] for i in answer.rows.tolist()]
         batch = replace(answer.batch, request_ids=mine)
-        log.append((batch, in_use.challenger), len(batch))
+        log.append((batch, in_use.challenger), len(batch), journal=False)  # flushed per batch
         scored[batch.model_tag] = scored.get(batch.model_tag, 0) + len(batch)
     return BatchOutcome(results_message(answers, keys), checked.dead_letters, scored)

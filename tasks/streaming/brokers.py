@@ -13,6 +13,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -127,7 +128,7 @@ def _redis_records(msg: StreamMessage[Any]) -> list[Record]:
         if payload is None:  # a plain XADD of fields: the record is those fields
             payload = orjson.dumps({k.decode(): v.decode() for k, v in entry.items()})
         key = entry_id.decode()
-        sent = int(key.split("-")[0]) / 1000  # a stream id starts with its time in ms
+        sent = int(key.partition("-")[0]) / 1000  # a stream id starts with its time in ms
         out.append(Record(key, _redis_body(payload), sent))
     return out
 
@@ -139,12 +140,18 @@ def _redis_body(payload: bytes) -> bytes:
     a payload that is neither binary nor mentions ``"data"`` (nor escapes a character, as
     ``"d\\u0061ta"`` would) cannot be an envelope, so it is taken as is without decoding.
     """
+    binary = _binary_format()
+    if payload.startswith(binary.IDENTITY_HEADER) or b'"data"' in payload or b"\\u" in payload:
+        return binary.parse(payload)[0]
+    return payload
+
+
+@cache
+def _binary_format() -> Any:
+    # imported once, on first use (an import statement per record costs more than the check)
     from faststream.redis.parser.binary import BinaryMessageFormatV1
 
-    binary = payload.startswith(BinaryMessageFormatV1.IDENTITY_HEADER)
-    if binary or b'"data"' in payload or b"\\u" in payload:
-        return BinaryMessageFormatV1.parse(payload)[0]
-    return payload
+    return BinaryMessageFormatV1
 
 
 def jetstream_name(subject: str) -> str:

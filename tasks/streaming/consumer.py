@@ -11,6 +11,7 @@ SIGTERM stops taking records, finishes those already received, acknowledges, and
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import threading
@@ -19,6 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from bentos.metrics import observe_many
 from tasks.streaming.batch import BatchOutcome, NoModelError, Record, score_records
 from tasks.streaming.brokers import connect
 from tasks.streaming.metrics import StreamMetrics, Throughput, serve_metrics, stream_metrics
@@ -38,6 +42,7 @@ RETRY_SECONDS = 1.0  # pause before retrying a batch that failed to score or pub
 IDLE_CHECK_SECONDS = 0.2  # how often an idle consumer looks at the stop flag
 LOG_FLUSH_SECONDS = 60.0  # batches flush the log themselves; the timer is only a backstop
 BATCHES_QUEUED = 2  # deliveries held beyond the batch in hand (x batch_size if one per record)
+GC_YOUNG_THRESHOLD = 20_000  # allocations between young collections (see settle_heap)
 
 
 @dataclass(frozen=True)
@@ -181,10 +186,9 @@ class StreamConsumer:
         m.batch_size.observe(len(records))
         m.inflight.dec(len(records))
         m.throughput.set(self.throughput.add(len(records)))
-        now = time.time()
-        for record in records:
-            if record.sent_at is not None:
-                m.lag.observe(max(now - record.sent_at, 0.0))
+        sent = [r.sent_at for r in records if r.sent_at is not None]
+        if sent:  # one bucket increment per bucket, not one observe per record
+            observe_many(m.lag, np.maximum(time.time() - np.asarray(sent), 0.0))
 
     async def run(self, on_ready: Callable[[], None] | None = None) -> None:
         """Consume until :meth:`stop`; then finish every record already received."""
@@ -271,6 +275,19 @@ class ConsumerThread:
             raise self.error
 
 
+def settle_heap() -> None:
+    """Tune the garbage collector for a process that now only consumes: what startup loaded
+    (libraries, the model) is frozen out of its sight, and young collections run every
+    ``GC_YOUNG_THRESHOLD`` allocations instead of 700. A 1,000-record batch makes tens of
+    thousands of short-lived objects; with the defaults the collector ran ~13 times per
+    batch and re-scanned the whole heap (~240k objects) every 15-30k records: 5-10 ms of
+    CPU per 1,000 records (measured by ``gc.callbacks``), under 1 ms with this."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+
+
 def run_stream(
     config: StreamConfig, settings: Settings, on_ready: Callable[[], None] | None = None
 ) -> None:
@@ -278,6 +295,7 @@ def run_stream(
 
     async def main() -> None:
         consumer = build_consumer(config, settings)
+        settle_heap()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, consumer.stop)

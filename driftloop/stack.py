@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from driftloop import prefect_api
 from driftloop.supervise import (
@@ -72,6 +72,13 @@ class StackConfig(BaseModel):
     repo: Path = REPO
     startup_timeout_s: float = 120.0
     stop_timeout_s: float = 10.0
+
+    @field_validator("serving_url")
+    @classmethod
+    def _service_url(cls, url: str | None) -> str | None:  # the monitor's own URL rule
+        from tasks.monitoring.serving import service_url
+
+        return service_url(url) if url is not None else None
 
     @model_validator(mode="after")
     def _several_servers_share_state(self) -> StackConfig:

@@ -100,3 +100,14 @@ def test_an_unexpected_error_prints_one_line(capsys) -> None:
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: 'x'", "error: ArithmeticError: a b (driftloop --verbose shows the "
                    "traceback)"]  # fmt: skip
+
+
+def test_stack_up_refuses_a_bad_serving_url_before_starting_anything(home) -> None:
+    """``stack up --serving-url`` uses the monitor's URL rule: one error line, exit 1, no
+    server started (no state file written)."""
+    failed = CliRunner().invoke(build_app(), ["stack", "up", "--serving-url", "ftp://h:3000"])
+    assert failed.exit_code == 1, failed.output
+    lines = failed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --serving-url"), lines
+    assert "http(s) URL" in lines[0] and "Traceback" not in failed.output
+    assert not (home / "stack" / "state.json").exists()

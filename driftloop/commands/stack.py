@@ -58,6 +58,13 @@ def up(
 ) -> None:
     """Start the Prefect server, create the work pool, deploy prefect.yaml, start a worker."""
     with errors_as_exit(as_json):
+        if serving_url is not None:
+            from tasks.monitoring.serving import service_url
+
+            try:
+                serving_url = service_url(serving_url)
+            except ValueError as exc:
+                raise CLIError(f"--serving-url {exc}") from None
         stack = _stack(
             port=port, poll_s=poll_s, deployments=deployment or None, worker=worker,
             deploy=deploy, scheduler=scheduler, ui=ui, database=database, redis=redis,

@@ -1,10 +1,11 @@
 """The prediction and feedback logs as PostgreSQL tables: COPY in, COPY out.
 
 Write: one ``COPY ... FROM STDIN`` in PostgreSQL's binary format (:mod:`tasks.postgres.pgcopy`)
-per flushed batch, in one transaction, so a batch is in the table whole or not at all, as a Parquet file is whole or
-absent. Columns the table lacks (the dataset's input columns, known only when the service
-scores) are added first under an advisory lock; a column whose type no longer fits is widened
-(integer to float, anything else to text), as the Parquet reader relaxes files that disagree.
+per flushed batch, in one transaction, so a batch is in the table whole or not at all, as a
+Parquet file is whole or absent. Columns the table lacks (the dataset's input columns, known
+only when the service scores) are added first under an advisory lock; a column whose type no
+longer fits is widened (integer to float, anything else to text), as the Parquet reader relaxes
+files that disagree.
 
 Read: ``COPY (SELECT ...) TO STDOUT`` as CSV parsed by polars with the table's column types,
 the time filter done by PostgreSQL on the ``ts`` index, oldest first (ties in insertion order).

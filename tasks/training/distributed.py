@@ -4,14 +4,15 @@ The train flow's tuning step creates the study (warm trials enqueued), starts
 ``TuneJob.tune_workers`` runs of the tune-worker deployment (``run_deployment``, one per work
 queue when queues are given) and waits. Each run (:func:`run_share`) rebuilds the same
 train/valid pair from the snapshot (data version + seed: the split is deterministic) and
-optimizes the shared study until it holds ``trials`` finished trials (``SharedBudget``: at
-most ``tune_workers - 1`` over). Before its first trial each run checks in on the study and
-waits (at most ``START_BARRIER_S``) until all ``tune_workers`` runs have: the runs start on
-the same trial, however late a worker picked its run up or loaded its data, so they share
-the trials evenly instead of the first one taking most of them. The study lives where ``DRIFTLOOP_OPTUNA_STORAGE`` says,
-the same URL on every host; on PostgreSQL running trials send heartbeats, and a trial whose
-worker died is failed and re-run with its parameters (:mod:`tasks.training.storage`), so a
-killed worker costs no trial. The caller then refits the best trial as a local study would.
+optimizes the shared study until it holds ``trials`` finished trials (``SharedBudget``: at most
+``tune_workers - 1`` over). Before its first trial each run checks in on the study and waits
+(at most ``START_BARRIER_S``) until all ``tune_workers`` runs have: the runs start their trials
+together, however late a worker picked its run up or loaded its data, so they share the trials
+evenly instead of the first one taking most of them. The study lives where
+``DRIFTLOOP_OPTUNA_STORAGE`` says, the same URL on every host; on PostgreSQL running trials
+send heartbeats, and a trial whose worker died is failed and re-run with its parameters
+(:mod:`tasks.training.storage`), so a killed worker costs no trial. The caller then refits the
+best trial as a local study would.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ DEPLOYMENT = "tune-worker/tune-worker"
 START_SLACK_S = 300.0  # beyond the tuning budget: worker pick-up, imports, loading the data
 POLL_S = 1.0
 START_BARRIER_S = 60.0  # a run waits at most this long for the others to check in
+BARRIER_POLL_S = 0.2
 _CHECK_IN = "tune-worker-ready:"  # study user-attribute key prefix, one per worker index
 
 
@@ -140,8 +142,7 @@ def _wait(study: optuna.Study, runs: list, trials: int, deadline: float) -> list
 
 
 def start_together(
-    study: optuna.Study, worker: int, workers: int, *, limit_s: float = START_BARRIER_S,
-    poll_s: float = 0.2,
+    study: optuna.Study, worker: int, workers: int, *, limit_s: float = START_BARRIER_S
 ) -> list[int]:
     """Check ``worker`` in on ``study`` and wait until all ``workers`` have checked in, or
     ``limit_s`` passed (a worker that never starts must not hold up the others: they go on
@@ -153,7 +154,7 @@ def start_together(
                        if k.startswith(_CHECK_IN))  # fmt: skip
         if len(ready) >= workers or time.monotonic() >= deadline:
             return ready
-        time.sleep(poll_s)
+        time.sleep(BARRIER_POLL_S)
 
 
 def run_share(job: TuneJob, worker: int, settings: Settings) -> ShareResult:

@@ -171,11 +171,8 @@ def run_share(job: TuneJob, worker: int, settings: Settings) -> ShareResult:
     splits = split_data(frame, dataset, job.seed, job.valid_fraction, job.test_fraction)
     data = fit_data(splits, dataset, FeatureSpec.from_dataset(dataset), job.seed,
                     job.num_threads)  # fmt: skip
-    import optuna
-
-    from tasks.training.storage import open_storage
-
-    study = optuna.load_study(study_name=job.study_name, storage=open_storage(settings.optuna_url))
+    study = open_study(data, storage=settings.optuna_url, study_name=job.study_name,
+                       pruning=job.pruning, sampler_seed=data.seed)  # fmt: skip
     start_together(study, worker, job.tune_workers)
     result = tune(data, trials=job.trials, timeout_s=job.timeout_s, storage=settings.optuna_url,
                   study_name=job.study_name, pruning=job.pruning,

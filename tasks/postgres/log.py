@@ -1,10 +1,11 @@
 """The prediction and feedback logs as PostgreSQL tables: COPY in, COPY out.
 
-Write: one ``COPY ... FROM STDIN`` of CSV (written by polars) per flushed batch, in one
-transaction, so a batch is in the table whole or not at all, as a Parquet file is whole or
-absent. Columns the table lacks (the dataset's input columns, known only when the service
-scores) are added first under an advisory lock; a column whose type no longer fits is widened
-(integer to float, anything else to text), as the Parquet reader relaxes files that disagree.
+Write: one ``COPY ... FROM STDIN`` in PostgreSQL's binary format (:mod:`tasks.postgres.pgcopy`)
+per flushed batch, in one transaction, so a batch is in the table whole or not at all, as a
+Parquet file is whole or absent. Columns the table lacks (the dataset's input columns, known
+only when the service scores) are added first under an advisory lock; a column whose type no
+longer fits is widened (integer to float, anything else to text), as the Parquet reader relaxes
+files that disagree.
 
 Read: ``COPY (SELECT ...) TO STDOUT`` as CSV parsed by polars with the table's column types,
 the time filter done by PostgreSQL on the ``ts`` index, oldest first (ties in insertion order).
@@ -16,11 +17,13 @@ import contextlib
 import io
 import queue
 import threading
+from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 import polars as pl
 
+from tasks.postgres import pgcopy
 from tasks.postgres.db import SCHEMA, ensure_schema, open_connection
 
 if TYPE_CHECKING:
@@ -29,7 +32,7 @@ if TYPE_CHECKING:
 TABLES = ("predictions", "feedback")
 _COLUMN_LOCK = 0x64726967  # pg_advisory_xact_lock key of column additions
 _INTERNAL = ("seq",)  # table columns that are not log columns
-COPY_CHUNK_ROWS = 5_000  # rows encoded per slice while COPY sends the previous one
+COPY_CHUNK_ROWS = 20_000  # rows encoded per slice while COPY sends the previous one
 
 TEXT, BIGINT, DOUBLE, BOOLEAN, DATE = "text", "bigint", "double precision", "boolean", "date"
 TSTZ, TS = "timestamp with time zone", "timestamp without time zone"
@@ -120,16 +123,15 @@ def fit_columns(
     return table_columns(conn, table)
 
 
-class _CsvChunks(io.RawIOBase):
-    """``frame`` as CSV for COPY, encoded in slices on a thread while COPY sends the previous
-    one (polars and libpq both release the GIL: about a third more rows/s than encode-then-send).
-    """
+class _Chunks(io.RawIOBase):
+    """The byte strings ``chunks`` yields, as a file COPY reads, produced on a thread while
+    COPY sends the previous one (NumPy, Arrow and libpq release the GIL for most of it)."""
 
-    def __init__(self, frame: pl.DataFrame, rows: int = COPY_CHUNK_ROWS) -> None:
+    def __init__(self, chunks: Iterator[bytes]) -> None:
         self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=2)
         self._pending = b""
         self._done = threading.Event()
-        self._thread = threading.Thread(target=self._encode, args=(frame, rows), daemon=True)
+        self._thread = threading.Thread(target=self._produce, args=(chunks,), daemon=True)
         self._thread.start()
 
     def _put(self, item: bytes | BaseException | None) -> None:
@@ -137,14 +139,10 @@ class _CsvChunks(io.RawIOBase):
             with contextlib.suppress(queue.Full):
                 return self._queue.put(item, timeout=0.5)
 
-    def _encode(self, frame: pl.DataFrame, rows: int) -> None:
+    def _produce(self, chunks: Iterator[bytes]) -> None:
         try:
-            for start in range(0, frame.height, rows):
-                buf = io.BytesIO()
-                frame.slice(start, rows).write_csv(
-                    buf, include_header=False, null_value="", quote_style="non_numeric"
-                )
-                self._put(buf.getvalue())
+            for chunk in chunks:
+                self._put(chunk)
             self._put(None)
         except BaseException as exc:  # handed to the reader, raised in the COPY's thread
             self._put(exc)
@@ -170,13 +168,17 @@ class _CsvChunks(io.RawIOBase):
         super().close()
 
 
-def copy_in(conn: Connection, table: str, frame: pl.DataFrame) -> None:
-    """COPY ``frame``'s rows into ``table`` (in the caller's transaction)."""
-    untyped = [c for c, t in frame.schema.items() if t == pl.Null]
-    frame = frame.drop(untyped).with_columns(pl.col(pl.Categorical, pl.Enum).cast(pl.String))
-    names = ", ".join(_ident(c) for c in frame.columns)
-    sql = f"COPY {_qualified(table)} ({names}) FROM STDIN WITH (FORMAT csv)"
-    with _CsvChunks(frame) as chunks, conn.cursor() as cur:
+def copy_in(conn: Connection, table: str, frame: pl.DataFrame, columns: dict[str, str]) -> None:
+    """COPY ``frame``'s rows into ``table`` (in the caller's transaction), each value in the
+    binary format of its table column (``columns``, as :func:`fit_columns` returns them)."""
+    if frame.height == 0:
+        return
+    frame = frame.with_columns(pl.col(pl.Categorical, pl.Enum).cast(pl.String))
+    order = pgcopy.copy_order(frame, columns)
+    names = ", ".join(_ident(c) for c in order)
+    sql = f"COPY {_qualified(table)} ({names}) FROM STDIN WITH (FORMAT binary)"
+    stream = pgcopy.binary_copy(frame, columns, order, COPY_CHUNK_ROWS)
+    with _Chunks(stream) as chunks, conn.cursor() as cur:
         cur.copy_expert(sql, chunks, size=1 << 20)
 
 
@@ -204,7 +206,7 @@ class PostgresSink:
         conn = self._conn
         try:
             self._columns = fit_columns(conn, self.table, frame, self._columns)
-            copy_in(conn, self.table, frame)
+            copy_in(conn, self.table, frame, self._columns)
             conn.commit()
         except Exception:
             self.close()  # a broken or aborted connection is not reused

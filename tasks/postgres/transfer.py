@@ -44,7 +44,7 @@ def _copy_log(conn, kind: LogKind, settings: Settings) -> int:
     for path in log_files(folder):  # file by file: memory stays one file's worth
         frame = pl.read_parquet(path)
         columns = fit_columns(conn, kind, frame, columns)
-        copy_in(conn, kind, frame)
+        copy_in(conn, kind, frame, columns)
         rows += frame.height
     return rows
 

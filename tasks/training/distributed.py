@@ -4,11 +4,15 @@ The train flow's tuning step creates the study (warm trials enqueued), starts
 ``TuneJob.tune_workers`` runs of the tune-worker deployment (``run_deployment``, one per work
 queue when queues are given) and waits. Each run (:func:`run_share`) rebuilds the same
 train/valid pair from the snapshot (data version + seed: the split is deterministic) and
-optimizes the shared study until it holds ``trials`` finished trials (``SharedBudget``: at
-most ``tune_workers - 1`` over). The study lives where ``DRIFTLOOP_OPTUNA_STORAGE`` says,
-the same URL on every host; on PostgreSQL running trials send heartbeats, and a trial whose
-worker died is failed and re-run with its parameters (:mod:`tasks.training.storage`), so a
-killed worker costs no trial. The caller then refits the best trial as a local study would.
+optimizes the shared study until it holds ``trials`` finished trials (``SharedBudget``: at most
+``tune_workers - 1`` over). Before its first trial each run checks in on the study and waits
+(at most ``START_BARRIER_S``) until all ``tune_workers`` runs have: the runs start their trials
+together, however late a worker picked its run up or loaded its data, so they share the trials
+evenly instead of the first one taking most of them. The study lives where
+``DRIFTLOOP_OPTUNA_STORAGE`` says, the same URL on every host; on PostgreSQL running trials
+send heartbeats, and a trial whose worker died is failed and re-run with its parameters
+(:mod:`tasks.training.storage`), so a killed worker costs no trial. The caller then refits the
+best trial as a local study would.
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ if TYPE_CHECKING:
 DEPLOYMENT = "tune-worker/tune-worker"
 START_SLACK_S = 300.0  # beyond the tuning budget: worker pick-up, imports, loading the data
 POLL_S = 1.0
+START_BARRIER_S = 60.0  # a run waits at most this long for the others to check in
+BARRIER_POLL_S = 0.2
+_CHECK_IN = "tune-worker-ready:"  # study user-attribute key prefix, one per worker index
 
 
 @dataclass(frozen=True)
@@ -134,6 +141,22 @@ def _wait(study: optuna.Study, runs: list, trials: int, deadline: float) -> list
             time.sleep(POLL_S)
 
 
+def start_together(
+    study: optuna.Study, worker: int, workers: int, *, limit_s: float = START_BARRIER_S
+) -> list[int]:
+    """Check ``worker`` in on ``study`` and wait until all ``workers`` have checked in, or
+    ``limit_s`` passed (a worker that never starts must not hold up the others: they go on
+    without it). Return the workers checked in when this one starts."""
+    study.set_user_attr(f"{_CHECK_IN}{worker}", socket.gethostname())
+    deadline = time.monotonic() + limit_s
+    while True:
+        ready = sorted(int(k.removeprefix(_CHECK_IN)) for k in study.user_attrs
+                       if k.startswith(_CHECK_IN))  # fmt: skip
+        if len(ready) >= workers or time.monotonic() >= deadline:
+            return ready
+        time.sleep(BARRIER_POLL_S)
+
+
 def run_share(job: TuneJob, worker: int, settings: Settings) -> ShareResult:
     """One worker's part: the run's train/valid pair from its snapshot, then trials on the
     shared study until it holds ``job.trials`` finished ones."""
@@ -148,14 +171,12 @@ def run_share(job: TuneJob, worker: int, settings: Settings) -> ShareResult:
     splits = split_data(frame, dataset, job.seed, job.valid_fraction, job.test_fraction)
     data = fit_data(splits, dataset, FeatureSpec.from_dataset(dataset), job.seed,
                     job.num_threads)  # fmt: skip
+    study = open_study(data, storage=settings.optuna_url, study_name=job.study_name,
+                       pruning=job.pruning, sampler_seed=data.seed)  # fmt: skip
+    start_together(study, worker, job.tune_workers)
     result = tune(data, trials=job.trials, timeout_s=job.timeout_s, storage=settings.optuna_url,
                   study_name=job.study_name, pruning=job.pruning,
                   share=StudyShare(worker))  # fmt: skip
-    import optuna
-
-    from tasks.training.storage import open_storage
-
-    study = optuna.load_study(study_name=job.study_name, storage=open_storage(settings.optuna_url))
     done = study.get_trials(deepcopy=False, states=finished_states())
     mine = [t for t in done if t.user_attrs.get("worker") == worker]
     return ShareResult(worker, socket.gethostname(), len(mine), result.n_trials)

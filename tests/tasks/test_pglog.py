@@ -181,3 +181,40 @@ def test_a_batch_of_many_copy_slices_arrives_whole_and_in_order(pg_url: str):
     got = read_log(pg_url, "predictions")
     assert got.height == n and got["request_id"].to_list() == ids
     assert_frame_equal(got, frame)
+
+
+def test_every_column_type_round_trips_through_the_binary_copy(pg_url: str, monkeypatch):
+    """Each value goes in its table column's binary format: ints, floats (NaN, an int into a
+    float column), booleans, dates, timestamps with and without a zone, text (empty, non-ASCII,
+    a number into a text column) and nulls, with a column null in one COPY slice only."""
+    from datetime import date
+
+    from tasks.postgres import log as pglog
+
+    monkeypatch.setattr(pglog, "COPY_CHUNK_ROWS", 2)  # slices [0, 1], [2, 3], [4]
+    base = prediction_frame(_batch([f"r{i}" for i in range(5)], T0))
+    inputs = pl.DataFrame({
+        "count": pl.Series([1, None, 3, 4, -(2**62)], dtype=pl.Int64),
+        "ratio": [0.5, float("nan"), None, -1e300, 2.0],
+        "flag": [True, False, None, True, None],
+        "day": [date(1999, 12, 31), date(2000, 1, 1), None, date(2026, 3, 1), date(1970, 1, 1)],
+        "seen": [datetime(1969, 7, 20, 20, 17, 40, 5), None, datetime(2000, 1, 1),
+                 datetime(2026, 12, 1, 9, 30), datetime(2038, 1, 19, 3, 14, 8)],
+        "city": ["Zürich", "", None, "東京", "a\tb\nc,\"d\""],
+        "code": pl.Series(["x", "y", "x", None, "y"], dtype=pl.Categorical),
+    })  # fmt: skip
+    sink = PostgresSink(pg_url, "predictions")
+    sink.open()
+    sink.write(pl.concat([base.head(1), inputs.head(1)], how="horizontal"))  # columns exist
+    with db.connect(pg_url) as conn, conn.cursor() as cur:  # later columns widened by the table
+        cur.execute("ALTER TABLE driftloop.predictions ADD COLUMN whole double precision,"
+                    " ADD COLUMN label text")  # fmt: skip
+    frame = pl.concat([base, inputs], how="horizontal").with_columns(
+        whole=pl.Series([1, 2, None, 4, 5]), label=pl.Series([1.5, None, 3.0, 4.0, 5.0])
+    )
+    sink.write(frame)
+    sink.close()
+    got = read_log(pg_url, "predictions").slice(1)
+    expected = frame.with_columns(pl.col("code").cast(pl.String), pl.col("whole").cast(pl.Float64),
+                                  pl.col("label").cast(pl.String))  # fmt: skip
+    assert_frame_equal(got.select(expected.columns), expected)

@@ -55,3 +55,33 @@ def test_a_killed_worker_s_trial_is_retried_with_its_parameters(pg_url: str):
     retried = [t for t in trials if t.system_attrs.get("failed_trial") == lost.number]
     assert len(retried) == 1 and retried[0].params == lost.params
     assert retried[0].state == optuna.trial.TrialState.COMPLETE
+
+
+@pytest.mark.timeout(60)
+def test_tune_workers_start_together(pg_url: str):
+    """A tune worker waits on the shared study until every worker has checked in (each with
+    its own connection, as on separate hosts); one that never comes holds nobody up for
+    longer than the barrier's limit."""
+    import threading
+
+    import optuna
+
+    from tasks.training.distributed import _CHECK_IN, start_together
+
+    def study() -> optuna.Study:  # one storage (connection pool) per worker
+        return optuna.load_study(study_name="s", storage=shared_storage(pg_url, 1, 3))
+
+    optuna.create_study(study_name="s", storage=shared_storage(pg_url, 1, 3))
+    seen: dict[int, list[int]] = {}
+    first = threading.Thread(target=lambda: seen.update({0: start_together(study(), 0, 2)}))
+    first.start()
+    watcher = study()
+    deadline = time.monotonic() + 30
+    while f"{_CHECK_IN}0" not in watcher.user_attrs and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert f"{_CHECK_IN}0" in watcher.user_attrs and first.is_alive()  # checked in, waiting
+    seen[1] = start_together(study(), 1, 2)  # the late worker: everyone is in, no wait
+    first.join(timeout=30)
+    assert seen == {0: [0, 1], 1: [0, 1]}
+    # a third worker that never checks in: the others go on at the limit
+    assert start_together(study(), 0, 3, limit_s=0.5) == [0, 1]

@@ -3,10 +3,10 @@ the tune-worker deployment (prefect.yaml), one per work queue, each taken by its
 worker; the study is on PostgreSQL. A real server (``LocalStack``), ``prefect deploy``, two
 ``prefect worker start`` processes; the train flow runs here against that server.
 
-* two workers on one study both run trials (how evenly depends on when each worker's
-  process starts, so the split is measured in ``make bench``, not asserted here), the study
-  holds the requested number of finished trials (at most one over), none running or
-  waiting, and the flow registers the refit of the best trial;
+* two workers on one study each run at least 30% of the trials (the runs wait for each other
+  on the study before their first trial, so a worker whose process started later under load
+  still gets its share), the study holds the requested number of finished trials (at most
+  one over), none running or waiting, and the flow registers the refit of the best trial;
 * with each worker in its own network namespace, killing every process of one namespace
   mid-study loses no trial (the killed trial is failed after its heartbeat grace period and
   re-run with its parameters by the other worker) and the flow still completes.
@@ -100,7 +100,7 @@ def test_two_workers_share_one_study(tmp_path: Path, pg_url: str, monkeypatch):
     assert sorted(r["work_queue_name"] for r in runs) == QUEUES
     assert [r["state_type"] for r in runs] == ["COMPLETED", "COMPLETED"]
     per_worker = _check_study(_study(pg_url, out["tuning"]["study_name"]), trials)
-    assert min(per_worker.values()) >= 2, per_worker  # both took part in the one study
+    assert min(per_worker.values()) >= 0.3 * sum(per_worker.values()), per_worker
     assert out["tuning"]["trials"] == sum(per_worker.values())
     assert out["model_tag"] and out["metrics"]["roc_auc"] > 0.8
 

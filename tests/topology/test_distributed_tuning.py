@@ -34,7 +34,8 @@ from tests.support.netns import network, private_postgres, wait_for
 POOL = "driftloop-process"
 QUEUES = ["tune-q0", "tune-q1"]
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+# the server and `prefect deploy` alone took 80-100 s at load 15
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 
 def _config(trials: int) -> TrainConfig:

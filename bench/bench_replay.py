@@ -36,11 +36,11 @@ FLIP_WINDOWS = 10
 
 
 def _datasets(quick: bool) -> list[tuple[str, Any, Any, str]]:
-    """(label, DatasetSpec, frame, how to load it): Telco and a generated binary table with a
-    contract."""
-    from bench.harness import write_synthetic
+    """(label, DatasetSpec, frame, how to load it): Telco and the replay's generated binary
+    table (``tasks.replay.synth``) with its contract."""
     from schemas import load_dataset
     from tasks.ingest.compose import read_valid_rows
+    from tasks.replay.synth import write_correlated
 
     telco = load_dataset("telco")
     out = [
@@ -53,8 +53,8 @@ def _datasets(quick: bool) -> list[tuple[str, Any, Any, str]]:
     ]
     if quick:  # the smoke run's budget is seconds: one dataset
         return out
-    csv, module = write_synthetic(scratch_dir() / "replay_synth", rows=40_000, cols=12, seed=3,
-                                  name="replay_synth")  # fmt: skip
+    # correlated features the label depends on: the correlation flip is a real change
+    csv, module = write_correlated(scratch_dir() / "replay_synth", rows=40_000, seed=3)
     synth = load_dataset(str(module))
     out.append(
         ("generated (replay_synth)", synth, read_valid_rows(csv, synth).accepted, str(module))

@@ -150,6 +150,20 @@ def _concept(evidence: Evidence, metric: str, sign: int, margin: float) -> list[
     return out
 
 
+def _strongest(family: list[tuple], share: float) -> tuple | None:
+    """(window, loss, limit) of the family's largest loss when it passes the family's share
+    of the false-alarm rate split over its tests (Bonferroni); None otherwise."""
+    if not family:
+        return None
+    window, found = max(family, key=lambda p: p[1].z)
+    limit = z_one_sided(share / len(family))
+    return (window, found, limit) if found.z > limit else None
+
+
+def _interval(e: Estimate) -> str:
+    return f"{e.value:.3f} [{e.lower:.3f}, {e.upper:.3f}]"
+
+
 def judge(evidence: Evidence, champion: Champion, policy: PolicyConfig) -> Verdict:
     """Which evidence asks for a retrain, by the policy's switches, at the policy's
     false-alarm rate per run."""
@@ -160,39 +174,37 @@ def judge(evidence: Evidence, champion: Champion, policy: PolicyConfig) -> Verdi
     margin = min_loss(policy, metric, realized_base or baseline)
     realized = [(w, t) for w, got in _realized(evidence, metric, policy)
                 if (t := loss(got, realized_base, sign, margin)) is not None]  # fmt: skip
-    realized = realized if policy.retrain_on_realized_loss else []
     est = metric_items(evidence.estimate.metrics).get(metric) if evidence.estimate else None
-    estimated = loss(est, baseline, sign, margin) if policy.retrain_on_estimated_loss else None
-    concept = _concept(evidence, metric, sign, margin) if policy.retrain_on_concept_drift else []
+    estimated = [(None, t)] if (t := loss(est, baseline, sign, margin)) is not None else []
+    families = {
+        "realized": realized if policy.retrain_on_realized_loss else [],
+        "estimated": estimated if policy.retrain_on_estimated_loss else [],
+        "concept": _concept(evidence, metric, sign, margin) if policy.retrain_on_concept_drift
+        else [],
+    }  # fmt: skip
     kinds = sum((policy.retrain_on_realized_loss, policy.retrain_on_estimated_loss,
                  policy.retrain_on_concept_drift))  # fmt: skip
-    share = policy.false_alarm_rate / max(kinds, 1)
+    share, beyond = policy.false_alarm_rate / max(kinds, 1), f"by more than {margin:g}"
     reasons: list[str] = []
-    if realized:
-        w, t = max(realized, key=lambda p: p[1].z)
-        limit = z_one_sided(share / len(realized))
-        if t.z > limit:
-            reasons.append(f"realized {metric} {t.got.value:.3f} [{t.got.lower:.3f}, "
-                           f"{t.got.upper:.3f}] on {w.labels} labels of the window from "
-                           f"{w.start.isoformat()}, reference {t.base.value:.3f}: worse by more "
-                           f"than {margin:g} at z {t.z:.2f} > {limit:.2f}")  # fmt: skip
-    if estimated is not None and estimated.z > (limit := z_one_sided(share)):
-        e = estimated.got
-        reasons.append(f"estimated {metric} {e.value:.3f} [{e.lower:.3f}, {e.upper:.3f}], "
-                       f"reference estimate {estimated.base.value:.3f}: worse by more than "
-                       f"{margin:g} at z {estimated.z:.2f} > {limit:.2f}")  # fmt: skip
-    if concept:
-        w, t = max(concept, key=lambda p: p[1].z)
-        limit = z_one_sided(share / len(concept))
-        if t.z > limit:
-            reasons.append(f"concept drift: realized {metric} {t.got.value:.3f} on {w.labels} "
-                           f"labels of the window from {w.start.isoformat()} is worse than the "
-                           f"estimate {t.base.value:.3f} on the same rows by more than {margin:g}"
-                           f" at z {t.z:.2f} > {limit:.2f}")  # fmt: skip
-    tests = len(realized) + (estimated is not None) + len(concept)
-    estimated_any = evidence.estimate is not None
+    if hit := _strongest(families["realized"], share):
+        w, t, limit = hit
+        reasons.append(f"realized {metric} {_interval(t.got)} on {w.labels} labels of the window "
+                       f"from {w.start.isoformat()}, reference {_interval(t.base)}: worse "
+                       f"{beyond} at z {t.z:.2f} > {limit:.2f}")  # fmt: skip
+    if hit := _strongest(families["estimated"], share):
+        _, t, limit = hit
+        reasons.append(f"estimated {metric} {_interval(t.got)}, reference estimate "
+                       f"{_interval(t.base)}: worse {beyond} at z {t.z:.2f} > "
+                       f"{limit:.2f}")  # fmt: skip
+    if hit := _strongest(families["concept"], share):
+        w, t, limit = hit
+        reasons.append(f"concept drift: realized {metric} {t.got.value:.3f} on {w.labels} "
+                       f"labels of the window from {w.start.isoformat()}, worse than the "
+                       f"estimate {t.base.value:.3f} on the same rows {beyond} at z {t.z:.2f} > "
+                       f"{limit:.2f}")  # fmt: skip
+    tests = sum(len(f) for f in families.values())
     drift_retrains = policy.input_drift == "retrain" or (
-        policy.input_drift == "retrain_without_estimate" and not estimated_any
+        policy.input_drift == "retrain_without_estimate" and evidence.estimate is None
     )
     note = ("input drift retrains" if drift_retrains else
             "input drift is reported; it retrains only with evidence of loss "

@@ -187,13 +187,14 @@ def reference_realized(reference: Reference | None, task: str, threshold: float)
     from tasks.profiling import LABEL_COLUMN, SCORE_COLUMN
 
     sample = reference.sample if reference is not None else None
-    if sample is None or LABEL_COLUMN not in sample.columns or SCORE_COLUMN not in sample.columns:
+    if sample is None or task not in ("binary", "regression") or not {
+        LABEL_COLUMN, SCORE_COLUMN} <= set(sample.columns):  # fmt: skip
         return None
-    labelled = sample.filter(pl.col(LABEL_COLUMN).is_not_null())
+    pairs = sample.select(pl.col(LABEL_COLUMN, SCORE_COLUMN).cast(pl.Float64, strict=False))
+    labelled = pairs.drop_nulls()
     if labelled.height < MIN_LABELS:
         return None
-    y = labelled[LABEL_COLUMN].cast(pl.Float64).to_numpy()
-    s = labelled[SCORE_COLUMN].cast(pl.Float64).to_numpy()
+    y, s = labelled[LABEL_COLUMN].to_numpy(), labelled[SCORE_COLUMN].to_numpy()
     if task == "regression":
         return rz.regression_metrics(y, s)
     return rz.binary_metrics(y, s, threshold)
@@ -240,5 +241,6 @@ def gather_evidence(
         windows, since, label_drift,
         label_drift is not None and label_drift.p_value < config.label_drift_alpha, current,
         estimators.baseline, domain, any(w.concept_drift for w in windows),
-        list(estimators.notes), reference_realized(reference, task, estimators.threshold),
+        list(estimators.notes),
+        reference_realized(reference, estimators.task, estimators.threshold),
     )  # fmt: skip

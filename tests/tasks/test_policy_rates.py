@@ -114,3 +114,21 @@ def test_with_a_verdict_the_fixed_margin_check_does_not_retrain(tmp_path, monkey
                   champion=_champion(), config=config, now=START)  # fmt: skip
     assert not decide_window(**common, verdict=quiet).performance_fire
     assert decide_window(**common, verdict=None).performance_fire  # no policy: the old check
+
+
+def test_realized_windows_are_judged_against_the_reference_rows_realized_level(tmp_path):
+    import polars as pl
+
+    from tasks.monitoring.evidence import reference_realized
+    from tasks.profiling import LABEL_COLUMN, SCORE_COLUMN, Reference
+
+    rng = np.random.default_rng(3)
+    p = rng.beta(2, 4, 1_000)
+    y = (rng.random(1_000) < p).astype(float)
+    sample = pl.DataFrame({SCORE_COLUMN: p, LABEL_COLUMN: y})
+    reference = Reference("m:1", tmp_path / "p", tmp_path / "s", {}, sample)
+    found = reference_realized(reference, "binary", 0.5)
+    assert found is not None and found.roc_auc == delong(y == 1, p)
+    assert reference_realized(reference, "multiclass", 0.5) is None
+    few = Reference("m:1", tmp_path / "p", tmp_path / "s", {}, sample.head(100))
+    assert reference_realized(few, "binary", 0.5) is None  # too few labels: no level

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from tasks.monitoring.window import Champion
 
 InputDrift = Literal["retrain", "retrain_without_estimate", "report_only"]
-DEFAULT_MIN_AUC_LOSS = 0.01  # ROC AUC points: a smaller loss is not worth a retrain
+DEFAULT_MIN_AUC_LOSS = 0.005  # ROC AUC: issue #14 calls a smaller change harmless
 DEFAULT_MIN_RELATIVE_MAE_LOSS = 0.02  # regression: of the reference MAE
 
 
@@ -53,7 +53,7 @@ class PolicyConfig(BaseModel):
         "the reference MAE)",
     )
     false_alarm_rate: float = Field(
-        0.005,
+        0.01,
         gt=0,
         lt=0.5,
         description="per monitor run: the chance that a model with no loss retrains "

@@ -46,8 +46,8 @@ def _evidence(windows: list[WindowEvidence], reference: BinaryMetrics) -> Eviden
 
 def test_the_bound_is_split_over_the_windows_looked_at():
     """Known answer: a window 0.05 below the reference with a combined standard error of 0.01
-    and ``min_loss`` 0.01 is z = 4; it retrains when judged alone at the default rate 0.01 (limit 2.33)
-    but not among 20 windows at rate 1e-4 (limit z(1e-4 / 20) = 4.42)."""
+    and ``min_loss`` 0.01 is z = 4; it retrains when judged alone at the default rate 0.01
+    (limit 2.33) but not among 20 windows at rate 1e-4 (limit z(1e-4 / 20) = 4.42)."""
     reference = _auc(0.80, 0.006)
     worse = _window(0, _auc(0.75, 0.008), 2_000)
     policy = PolicyConfig(min_loss=0.01, retrain_on_estimated_loss=False,

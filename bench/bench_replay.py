@@ -37,11 +37,11 @@ FLIP_WINDOWS = 10
 
 
 def _datasets(quick: bool) -> list[tuple[str, Any, Any, str]]:
-    """(label, DatasetSpec, frame, how to load it): Telco and a generated binary table with a
-    contract."""
-    from bench.harness import write_synthetic
+    """(label, DatasetSpec, frame, how to load it): Telco and the replay's generated binary
+    table (``tasks.replay.synth``) with its contract."""
     from schemas import load_dataset
     from tasks.ingest.compose import read_valid_rows
+    from tasks.replay.synth import write_correlated
 
     telco = load_dataset("telco")
     out = [
@@ -54,8 +54,8 @@ def _datasets(quick: bool) -> list[tuple[str, Any, Any, str]]:
     ]
     if quick:  # the smoke run's budget is seconds: one dataset
         return out
-    csv, module = write_synthetic(scratch_dir() / "replay_synth", rows=40_000, cols=12, seed=3,
-                                  name="replay_synth")  # fmt: skip
+    # correlated features the label depends on: the correlation flip is a real change
+    csv, module = write_correlated(scratch_dir() / "replay_synth", rows=40_000, seed=3)
     synth = load_dataset(str(module))
     out.append(
         ("generated (replay_synth)", synth, read_valid_rows(csv, synth).accepted, str(module))
@@ -66,12 +66,15 @@ def _datasets(quick: bool) -> list[tuple[str, Any, Any, str]]:
 def _scenario_rows(label: str, replay: Any) -> list[dict[str, Any]]:
     rows = []
     for s in replay.summaries:
+        lo, hi = s.retrain_interval
         note = (f"{s.seeds} seeds x {s.windows // max(s.seeds, 1)} windows of "
-                f"{s.rows_per_window:,} rows; alerts {s.alert_rate:.3f}, retrains "
-                f"{s.retrain_rate:.3f}, delay {s.mean_delay_windows}, univariate "
-                f"{s.univariate_rate_drifted}, multivariate {s.multivariate_rate_drifted}, "
-                f"AUC change {s.auc_change}, estimate MAE {s.estimate_mae}, coverage "
-                f"{s.estimate_coverage}, {s.monitor_seconds:.2f} s per monitor run")  # fmt: skip
+                f"{s.rows_per_window:,} rows; alerts {s.alerts}/{s.windows}, retrains "
+                f"{s.retrains}/{s.windows} = {s.retrain_rate:.3f} (95% CI {lo:.3f}-{hi:.3f}; "
+                f"{s.seeds_retrained} of {s.seeds} seeds), delay {s.mean_delay_windows}, "
+                f"univariate {s.univariate_rate_drifted}, multivariate "
+                f"{s.multivariate_rate_drifted}, AUC change {s.auc_change}, estimate MAE "
+                f"{s.estimate_mae}, coverage {s.estimate_coverage}, {s.monitor_seconds:.2f} s "
+                "per monitor run")  # fmt: skip
         rows.append(metric(AREA, f"{label}: {s.scenario}, retrain rate", s.retrain_rate, "share",
                            note=note))  # fmt: skip
         for t in s.targets:

@@ -91,7 +91,7 @@ def monitor(config: MonitorConfig | None = None) -> dict[str, Any]:
     est = load_estimators(reference=reference, dataset=dataset, champion=champion)
     found = gather_evidence(rows=rows, labels=labels, bounds=bounds, estimators=est,
         dataset=dataset, quality=quality, state=state.load_state(champion.name, settings),
-        config=config.evidence, settings=settings)  # fmt: skip
+        config=config.evidence, settings=settings, reference=reference)  # fmt: skip
     verdict = policy.judge(evidence=found, champion=champion, policy=config.policy)
     due = decide_window(drift=drift, quality=quality, performance=performance,
         champion=champion, config=config.drift, now=now, settings=settings, verdict=verdict,

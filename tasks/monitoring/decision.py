@@ -79,8 +79,10 @@ def decide_window(
                 setattr(state, name, getattr(new, name))
         # one retrain-triggering event per run: when drift fires and asks for a retrain,
         # degraded performance travels in its evidence (two events would mean two retrains)
-        # broken inputs make broken scores: their estimate asks for no retrain
-        wants = performance.degraded or (verdict is not None and verdict.retrain and quality.ok)
+        # broken inputs make broken scores: their estimate asks for no retrain. With a
+        # verdict, only its statistically controlled evidence retrains; the fixed-margin
+        # performance check (no interval, no correction) is then reported, not acted on
+        wants = (verdict.retrain and quality.ok) if verdict is not None else performance.degraded
         drift_retrains = decision.fire and (verdict is None or verdict.retrain
                                             or verdict.input_drift_retrains)  # fmt: skip
         end = cooldown_end(state.last_performance_fired_at, state.last_retrain_requested_at,

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from tasks.monitoring.checks import Quality
     from tasks.monitoring.state import MonitorState
     from tasks.monitoring.window import Window
+    from tasks.profiling import Reference
 
 _SCORED = ("request_id", "entity_id", "ts", "score", "model_tag")
 
@@ -100,6 +101,7 @@ class Evidence:
     multivariate: DomainDrift | None
     concept_drift: bool
     notes: list[str] = field(default_factory=list)
+    reference_realized: Metrics | None = None  # realized on the reference rows ("no loss")
 
 
 def load_scored(since: datetime, until: datetime, settings: Settings | None = None):
@@ -179,6 +181,25 @@ def _window_evidence(
                           trust)  # fmt: skip
 
 
+def reference_realized(reference: Reference | None, task: str, threshold: float):
+    """The champion's realized metrics on its labelled reference rows (None without labels):
+    the level realized windows are compared with, like for like."""
+    from tasks.profiling import LABEL_COLUMN, SCORE_COLUMN
+
+    sample = reference.sample if reference is not None else None
+    if sample is None or task not in ("binary", "regression") or not {
+        LABEL_COLUMN, SCORE_COLUMN} <= set(sample.columns):  # fmt: skip
+        return None
+    pairs = sample.select(pl.col(LABEL_COLUMN, SCORE_COLUMN).cast(pl.Float64, strict=False))
+    labelled = pairs.drop_nulls()
+    if labelled.height < MIN_LABELS:
+        return None
+    y, s = labelled[LABEL_COLUMN].to_numpy(), labelled[SCORE_COLUMN].to_numpy()
+    if task == "regression":
+        return rz.regression_metrics(y, s)
+    return rz.binary_metrics(y, s, threshold)
+
+
 def gather_evidence(
     *,
     rows: pl.DataFrame,
@@ -190,8 +211,10 @@ def gather_evidence(
     state: MonitorState,
     config: EvidenceConfig,
     settings: Settings | None = None,
+    reference: Reference | None = None,
 ) -> Evidence:
-    """Late labels per window, the current estimate, trust, multivariate and label drift."""
+    """Late labels per window, the current estimate, trust, multivariate and label drift;
+    ``reference`` (the champion's) gives the realized "no loss" level."""
     every = bounds.until - bounds.since
     horizon = max(timedelta(hours=config.horizon_hours), every)
     scored = _champion_rows(load_scored(bounds.until - horizon, bounds.until, settings),
@@ -219,4 +242,5 @@ def gather_evidence(
         label_drift is not None and label_drift.p_value < config.label_drift_alpha, current,
         estimators.baseline, domain, any(w.concept_drift for w in windows),
         list(estimators.notes),
+        reference_realized(reference, estimators.task, estimators.threshold),
     )  # fmt: skip

@@ -45,6 +45,11 @@ def start_time() -> datetime:
     return today + timedelta(days=2)
 
 
+# no change: windows per seed (a <= 1% retrain rate needs a few hundred windows to be told
+# apart from 2%; quiet windows are the cheap ones). The horizon (7 windows) fills up too.
+QUIET_WINDOWS = 18
+
+
 @dataclass(frozen=True)
 class ReplaySpec:
     """One scenario's replay: its drift, the windows and how labels arrive."""
@@ -220,7 +225,8 @@ def replay_seed(
 def scenario_specs(prepared: Prepared, *, rows: int, windows: int) -> list[ReplaySpec]:
     """The issue's scenarios (``tasks.simulate.SCENARIOS``) as replays of ``rows``-row windows;
     the harmless shift moves the champion's least used feature; the correlation flip runs on
-    5,000-row windows (the acceptance target's size) unless ``rows`` is smaller for a smoke."""
+    5,000-row windows (the acceptance target's size) unless ``rows`` is smaller for a smoke;
+    no change runs :data:`QUIET_WINDOWS` windows per seed unless ``windows`` is a smoke's."""
     from tasks.simulate import SCENARIOS
 
     out = []
@@ -230,7 +236,8 @@ def scenario_specs(prepared: Prepared, *, rows: int, windows: int) -> list[Repla
         if name == "harmful_covariate":
             drift = replace(drift, column=SCORE)
         size = max(rows, 5_000) if name == "correlation_flip" and rows >= 2_000 else rows
-        out.append(ReplaySpec(name, drift, windows=windows, rows=size))
+        count = max(windows, QUIET_WINDOWS) if name == "no_change" and windows >= 6 else windows
+        out.append(ReplaySpec(name, drift, windows=count, rows=size))
     return out
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from statistics import mean
 from typing import TYPE_CHECKING
 
+from tasks.estimation.stats import wilson
+
 if TYPE_CHECKING:
     from tasks.replay.run import ReplaySpec, WindowOutcome
 
@@ -33,6 +35,11 @@ class ScenarioSummary:
     rows_per_window: int
     alert_rate: float  # windows with a drift event (drift_detected, retraining or not)
     retrain_rate: float  # windows whose events ask for a retrain
+    retrains: int  # windows whose events ask for a retrain (of ``windows``)
+    retrain_interval: tuple[float, float]  # Wilson 95% interval of the retrain rate
+    alerts: int
+    alert_interval: tuple[float, float]
+    seeds_retrained: int  # seeds with any retrain (the windows of a seed share a champion)
     retrain_rate_drifted: float | None
     detected_within_2: float | None  # seeds that retrained within 2 windows of the change
     mean_delay_windows: float | None
@@ -49,6 +56,11 @@ class ScenarioSummary:
 
 def _rate(flags: list[bool]) -> float | None:
     return sum(flags) / len(flags) if flags else None
+
+
+def _interval(flags: list[bool]) -> tuple[float, float]:
+    found = wilson(sum(flags), len(flags))
+    return (found.lower, found.upper) if found is not None else (0.0, 1.0)
 
 
 def _delays(outcomes: list[WindowOutcome], spec: ReplaySpec, concept: bool) -> list[int | None]:
@@ -83,6 +95,9 @@ def summarize(spec: ReplaySpec, outcomes: list[WindowOutcome]) -> ScenarioSummar
         spec.name, len(seeds), len(outcomes), spec.rows,
         _rate([o.drift_alert for o in outcomes]) or 0.0,
         _rate([o.retrain for o in outcomes]) or 0.0,
+        sum(o.retrain for o in outcomes), _interval([o.retrain for o in outcomes]),
+        sum(o.drift_alert for o in outcomes), _interval([o.drift_alert for o in outcomes]),
+        sum(any(o.retrain for o in outcomes if o.seed == s) for s in seeds),
         _rate([o.retrain for o in drifted]),
         _rate([d is not None and d <= 1 for d in delays]),
         mean(found) if found else None,

@@ -85,8 +85,10 @@ def write_correlated(
     directory: Path, rows: int, seed: int = 0, name: str = "replay_synth"
 ) -> tuple[Path, Path]:
     """Write ``<name>.csv`` (rows) and ``<name>.py`` (its contract) into ``directory``."""
+    from tasks.ingest.snapshot import write_table  # every CSV driftloop writes goes there
+
     directory.mkdir(parents=True, exist_ok=True)
     csv, module = directory / f"{name}.csv", directory / f"{name}.py"
-    correlated_table(rows, seed).write_csv(csv)
+    write_table(correlated_table(rows, seed), csv)
     module.write_text(correlated_schema_source(name))
     return csv, module

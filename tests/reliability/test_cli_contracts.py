@@ -129,5 +129,4 @@ def test_batch_scores_as_csv_are_inert(tmp_path: Path, champion_home):
     assert result.rejects is None or str(result.rejects).endswith(".parquet")
     writers = [str(p.relative_to(REPO)) for d in ("tasks", "flows", "driftloop", "bentos")
                for p in (REPO / d).rglob("*.py") if "write_csv" in p.read_text()]  # fmt: skip
-    # tasks/postgres/log.py streams CSV into PostgreSQL's COPY: a wire format, never a file
-    assert sorted(writers) == ["tasks/ingest/snapshot.py", "tasks/postgres/log.py"], writers
+    assert writers == ["tasks/ingest/snapshot.py"], writers  # the log's COPY is binary now

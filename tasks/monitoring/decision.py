@@ -64,9 +64,8 @@ def decide_window(
             )  # fmt: skip
         else:
             decision, new = decide(
-                drifting=drift.drifting, window_rows=drift.window_rows, state=state,
-                config=config, now=now, champion_tag=champion.tag,
-                last_retrain_at=champion.last_retrain_at, score=drift.score,
+                drift, state=state, config=config, now=now, champion_tag=champion.tag,
+                last_retrain_at=champion.last_retrain_at,
             )  # fmt: skip
             for name in type(new).model_fields:
                 setattr(state, name, getattr(new, name))

@@ -82,7 +82,7 @@ def _gather(estimators, labels, state=None, config=None):
     return gather_evidence(
         rows=rows, labels=labels, bounds=Window(UNTIL - HOUR, UNTIL), estimators=estimators,
         dataset=None, quality=Quality(rows=rows.height), state=state or MonitorState(),
-        config=config or EvidenceConfig(horizon_hours=3),
+        config=config or EvidenceConfig(horizon_hours=3), reference=None,
     )  # fmt: skip
 
 

@@ -101,11 +101,11 @@ def build_report(
     champion's reference, the window's)."""
     from tasks.profiling import summarize_profile
 
-    found, (reference, current) = findings, profiles
+    (reference, current), found = profiles, findings
+    champion, bounds = found.champion, found.bounds
     return MonitorReport(
-        run_at=run_at, model_name=found.champion.name, champion_tag=found.champion.tag,
-        config=config, window=WindowSummary(since=found.bounds.since, until=found.bounds.until,
-                                            rows=found.rows),
+        run_at=run_at, model_name=champion.name, champion_tag=champion.tag, config=config,
+        window=WindowSummary(since=bounds.since, until=bounds.until, rows=found.rows),
         drift=found.drift, decision=decision, quality=found.quality,
         performance=found.performance, health=found.health,
         reference_profile=reference.profile_path, current_profile=current.path,

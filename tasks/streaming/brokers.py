@@ -181,15 +181,27 @@ async def _undecoded_batch(raw: Any, original: Any) -> StreamMessage[Any]:
 def _redis_records(msg: StreamMessage[Any]) -> list[Record]:
     """Entries of a batch read (or one claimed entry); the stream id is the key."""
     data = msg.raw_message["data"]
-    out = []
-    for entry_id, entry in zip(_ids(msg), data if isinstance(data, list) else [data], strict=True):
-        payload = entry.get(b"__data__")
-        if payload is None:  # a plain XADD of fields: the record is those fields
-            payload = orjson.dumps({k.decode(): v.decode() for k, v in entry.items()})
-        key = entry_id.decode()
-        sent = int(key.partition("-")[0]) / 1000  # a stream id starts with its time in ms
-        out.append(Record(key, _redis_body(payload), sent))
-    return out
+    entries = data if isinstance(data, list) else [data]
+    payloads = list(map(_payload, entries))
+    keys = [i.decode() for i in _ids(msg)]
+    sent = [int(k.partition("-")[0]) / 1000 for k in keys]  # a stream id starts with its ms
+    return list(map(Record, keys, _redis_bodies(payloads), sent))
+
+
+def _payload(entry: dict[bytes, bytes]) -> bytes:
+    payload = entry.get(b"__data__")
+    if payload is None:  # a plain XADD of fields: the record is those fields
+        return orjson.dumps({k.decode(): v.decode() for k, v in entry.items()})
+    return payload
+
+
+def _redis_bodies(payloads: list[bytes]) -> list[bytes]:
+    """:func:`_redis_body` of each payload; one scan of them all when none holds a mark of an
+    envelope (the common case: plain JSON records)."""
+    joined = b"\n".join(payloads)
+    if any(mark in joined for mark in _ENVELOPE_MARKS):  # a header anywhere: look closer
+        return [_redis_body(p) for p in payloads]
+    return payloads
 
 
 def _redis_body(payload: bytes) -> bytes:
@@ -199,10 +211,15 @@ def _redis_body(payload: bytes) -> bytes:
     a payload that is neither binary nor mentions ``"data"`` (nor escapes a character, as
     ``"d\\u0061ta"`` would) cannot be an envelope, so it is taken as is without decoding.
     """
-    binary = _binary_format()
-    if payload.startswith(binary.IDENTITY_HEADER) or b'"data"' in payload or b"\\u" in payload:
-        return binary.parse(payload)[0]
+    header, *marks = _ENVELOPE_MARKS
+    if payload.startswith(header) or any(mark in payload for mark in marks):
+        return _binary_format().parse(payload)[0]
     return payload
+
+
+# what an envelope holds and a plain record does not: FastStream's binary header, a "data" key
+# or an escape that could spell one (the header: BinaryMessageFormatV1.IDENTITY_HEADER)
+_ENVELOPE_MARKS = (b"\x89BIN\r\n\x1a\n", b'"data"', b"\\u")
 
 
 @cache

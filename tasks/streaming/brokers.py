@@ -150,19 +150,20 @@ async def claim_stale(
     idle_ms, cursor = int(config.ack_wait * 1000), b"0-0"
     pause = min(CLAIM_PAUSE_S, config.ack_wait / 4)
     while True:
+        claimed = False
         try:
             cursor, entries, *_ = await client.xautoclaim(
                 config.input, config.group, config.consumer, idle_ms,
                 start_id=cursor, count=config.batch_size,
             )  # fmt: skip
-        except Exception:
+            entries = [(i, fields) for i, fields in entries if fields is not None]  # not deleted
+            if entries:
+                ids, data = (list(x) for x in zip(*entries, strict=True))
+                await handler(Claimed({"message_ids": ids, "data": data}))  # type: ignore[arg-type]
+                claimed = True
+        except Exception:  # left pending: claimed again on a later look
             log.exception("claiming idle records of %s failed; retrying", config.input)
-            entries = []
-        entries = [(i, fields) for i, fields in entries if fields is not None]  # not deleted
-        if entries:
-            ids, data = (list(x) for x in zip(*entries, strict=True))
-            await handler(Claimed({"message_ids": ids, "data": data}))  # type: ignore[arg-type]
-        else:
+        if not claimed:
             await sleep(pause)
 
 

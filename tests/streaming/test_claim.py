@@ -80,3 +80,31 @@ def test_a_claimer_with_nothing_to_claim_pauses_after_every_look() -> None:
     with pytest.raises(Stop):
         asyncio.run(claim_stale(client, config, handler, sleep=sleep))
     assert client.calls == 3 and pauses == [0.5, 0.5, 0.5]  # ack_wait / 4
+
+
+class _OneEntry:
+    """One idle entry on every look."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def xautoclaim(self, *args, **kwargs):
+        self.calls += 1
+        return [b"0-0", [(b"1-0", {b"__data__": b"{}"})], []]
+
+
+def test_a_failing_handler_leaves_the_claimer_running_after_a_pause() -> None:
+    client, pauses, handled = _OneEntry(), [], []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == 2:
+            raise Stop
+
+    async def handler(msg) -> None:
+        handled.append(_redis_records(msg))
+        raise RuntimeError("the consumer failed on this batch")
+
+    with pytest.raises(Stop):
+        asyncio.run(claim_stale(client, stream_config("redis", ack_wait=2.0), handler, sleep=sleep))
+    assert client.calls == 2 and [[r.key for r in b] for b in handled] == [["1-0"], ["1-0"]]

@@ -2,7 +2,7 @@
 
 - ``stats``: the shared result types (an estimate with its interval; binary and regression
   metric sets) and the interval formulas (Wilson, DeLong, normal);
-- ``calibration``: isotonic calibration (pool adjacent violators), kept only if it helps;
+- ``calibration``: a logistic spline of the score's logit, kept only if the scores need it;
 - ``cbpe``: confidence-based performance estimation for binary models (no labels needed);
 - ``dle``: direct loss estimation for regression models (no labels needed);
 - ``realized``: late labels joined to the predictions they belong to, scored per

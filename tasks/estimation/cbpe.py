@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.estimation.calibration import CalibrationFit, Calibrator, fit_calibration, fit_isotonic
+from tasks.estimation.calibration import CalibrationFit, Calibrator, fit_calibration, fit_splines
 from tasks.estimation.stats import CONFIDENCE, BinaryMetrics, Estimate, normal
 
 BOOTSTRAPS = 20  # calibrations fitted on resampled reference rows (calibration uncertainty)
@@ -92,7 +92,9 @@ def fit_cbpe(
     """Fit on held-out reference rows (never the training rows: their scores are optimistic)."""
     s, y = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.float64)
     rng = np.random.default_rng(seed)
-    boots = tuple(fit_isotonic(s[i], y[i]) for i in rng.integers(0, s.size, (BOOTSTRAPS, s.size)))
+    draws = rng.integers(0, s.size, (BOOTSTRAPS, s.size))
+    counts = np.stack([np.bincount(d, minlength=s.size) for d in draws])
+    boots = tuple(fit_splines(s, y, counts))  # a bootstrap resample is a row's count
     calibration = fit_calibration(s, y, seed=seed)
     return CBPEModel(calibration, threshold, value, boots, seed)
 

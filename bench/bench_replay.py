@@ -214,7 +214,9 @@ def _peer_seed(label: str, dataset: Any, frame: Any, seed: int, flips_too: bool)
         prepared = prepare_champion(frame, dataset, params=ChampionParams(seed=seed))
         kinds = [replace(SCENARIOS["harmful_covariate"], column=SCORE, severity=sev)
                  for sev in (0.5, 1.0, 2.0)]  # fmt: skip
-        kinds.append(replace(SCENARIOS["harmless_covariate"], column=prepared.least_used_feature))
+        kinds.append(
+            replace(SCENARIOS["harmless_covariate"], column=prepared.harmless_feature, within=SCORE)
+        )
         windows = _peer_windows(prepared, dataset, 2_000, PEER_WINDOWS, kinds)
         ours = _ours(prepared, dataset, windows)
         flips, flagged, t_domain = [], [], 0.0
@@ -250,7 +252,7 @@ def _peer_rows(label: str, dataset: Any, frame: Any) -> list[dict[str, Any]]:
     cover = np.concatenate([o["cover"] for o in ours])
     t_ours = sum(o["fit_s"] + o["estimate_s"] for o in ours)
     per_seed = ", ".join(f"{np.mean(np.abs(o['est'] - o['real'])):.4f}" for o in ours)
-    what = (f"{seeds} champions x {PEER_WINDOWS} windows (score narrowed 0.5/1/2, least-used "
+    what = (f"{seeds} champions x {PEER_WINDOWS} windows (score narrowed 0.5/1/2, harmless "
             "feature tilted); CBPE fitted on each champion's held-out rows")  # fmt: skip
     rows = [metric(AREA, f"{name}, ours: mean absolute error", float(err.mean()), "AUC",
                    target="≤ 0.02", note=f"{what}; per champion {per_seed}"),

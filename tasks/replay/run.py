@@ -224,15 +224,16 @@ def replay_seed(
 
 def scenario_specs(prepared: Prepared, *, rows: int, windows: int) -> list[ReplaySpec]:
     """The issue's scenarios (``tasks.simulate.SCENARIOS``) as replays of ``rows``-row windows;
-    the harmless shift moves the champion's least used feature; the correlation flip runs on
-    5,000-row windows (the acceptance target's size) unless ``rows`` is smaller for a smoke;
-    no change runs :data:`QUIET_WINDOWS` windows per seed unless ``windows`` is a smoke's."""
+    the harmless shift tilts the champion's harmless feature within bins of its score; the
+    correlation flip runs on 5,000-row windows (the acceptance target's size) unless ``rows``
+    is smaller for a smoke; no change runs :data:`QUIET_WINDOWS` windows per seed unless
+    ``windows`` is a smoke's."""
     from tasks.simulate import SCENARIOS
 
     out = []
     for name, drift in SCENARIOS.items():
         if name == "harmless_covariate":
-            drift = replace(drift, column=prepared.least_used_feature)
+            drift = replace(drift, column=prepared.harmless_feature, within=SCORE)
         if name == "harmful_covariate":
             drift = replace(drift, column=SCORE)
         size = max(rows, 5_000) if name == "correlation_flip" and rows >= 2_000 else rows
@@ -245,7 +246,7 @@ def scenario_specs(prepared: Prepared, *, rows: int, windows: int) -> list[Repla
 class DatasetReplay:
     dataset: str
     reference_auc: float
-    least_used_feature: str
+    harmless_feature: str  # the most frequent choice over the seeds
     seeds: int
     summaries: list[Any]  # tasks.replay.summary.ScenarioSummary
     seconds: float
@@ -274,11 +275,11 @@ def replay_dataset(
     config = MonitorConfig(dataset=dataset_ref or dataset.name, window_minutes=24 * 60)
     outcomes: dict[str, list[WindowOutcome]] = {}
     specs: dict[str, ReplaySpec] = {}
-    aucs, least = [], []
+    aucs, harmless = [], []
     for seed in range(seeds):  # each seed its own split and champion: the pool varies too
         prepared = prepare_champion(frame, dataset, settings, ChampionParams(seed=seed))
         aucs.append(prepared.reference_auc)
-        least.append(prepared.least_used_feature)
+        harmless.append(prepared.harmless_feature)
         for spec in scenario_specs(prepared, rows=rows, windows=windows):
             if scenarios and spec.name not in scenarios:
                 continue
@@ -287,5 +288,5 @@ def replay_dataset(
                 replay_seed(prepared, dataset, spec, seed, config, settings)
             )
     out = [summarize(specs[name], found) for name, found in outcomes.items()]
-    return DatasetReplay(dataset.name, float(np.mean(aucs)), max(set(least), key=least.count),
+    return DatasetReplay(dataset.name, float(np.mean(aucs)), max(set(harmless), key=harmless.count),
                          seeds, out, time.perf_counter() - started)  # fmt: skip

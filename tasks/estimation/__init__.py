@@ -8,5 +8,6 @@
 - ``realized``: late labels joined to the predictions they belong to, scored per
   prediction-time window, with coverage, lag and label-rate (prior) drift;
 - ``domain``: multivariate drift by a domain classifier;
+- ``layout``: the columns DLE's and the domain classifier's small trees read;
 - ``trust``: estimate against realized once labels mature (evidence of concept drift).
 """

@@ -31,6 +31,7 @@ from statistics import NormalDist
 import numpy as np
 
 CROSS_FIT_FOLDS = 5
+BOOTSTRAPS = 20  # splines fitted on resampled reference rows: the calibration's uncertainty
 ECE_BINS = 10  # equal-frequency bins
 SPLINE_KNOTS = 5  # at quantiles of logit(score): a natural cubic spline of 5 parameters
 KNOT_RANGE = (0.05, 0.95)  # the outer knots' quantiles (the spline is linear beyond them)
@@ -77,6 +78,8 @@ class CalibrationFit:
     calibrator: Calibrator  # IDENTITY unless calibrating helped
     ece_raw: float
     ece_calibrated: float  # out-of-fold, of the spline fit
+    bootstraps: tuple[Calibrator, ...] = ()  # splines on bootstrap resamples of the rows
+    seed: int = 0  # of the cross-fit, the resamples and what measures their spread
 
     @property
     def calibrated(self) -> bool:
@@ -174,11 +177,14 @@ def fit_calibration(
     folds: int = CROSS_FIT_FOLDS,
     seed: int = 0,
     alpha: float = MISCALIBRATION_ALPHA,
+    bootstraps: int = BOOTSTRAPS,
 ) -> CalibrationFit:
     """The spline calibration, kept only if the scores are miscalibrated (its likelihood-ratio
     test against the raw scores, a sub-model, rejects at ``alpha``) and its out-of-fold ECE
     beats the raw scores'. Without the test a spline on a few hundred calibrated rows is kept
-    about half of the time (its ECE beats the raw scores' by chance)."""
+    about half of the time (its ECE beats the raw scores' by chance). With it, ``bootstraps``
+    splines fitted on resamples of the rows (a resample is a row's count), whatever the
+    decision: their spread is the calibration's uncertainty."""
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels, dtype=np.float64)
     fold = np.random.default_rng(seed).permutation(s.size) % folds
@@ -192,4 +198,7 @@ def fit_calibration(
     ratio = _deviance(s, y) - _deviance(spline(s), y)
     miscalibrated = ratio > _chi2_isf(alpha, SPLINE_KNOTS + 1)
     calibrator = spline if miscalibrated and calibrated < raw else IDENTITY
-    return CalibrationFit(calibrator, raw, calibrated)
+    draws = np.random.default_rng(seed).integers(0, s.size, (bootstraps, s.size))
+    counts = np.stack([np.bincount(d, minlength=s.size) for d in draws])
+    boots = tuple(fit_splines(s, y, counts)) if bootstraps else ()
+    return CalibrationFit(calibrator, raw, calibrated, boots, seed)

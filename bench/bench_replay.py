@@ -72,7 +72,8 @@ def _scenario_rows(label: str, replay: Any) -> list[dict[str, Any]]:
                 f"{s.retrains}/{s.windows} = {s.retrain_rate:.3f} (95% CI {lo:.3f}-{hi:.3f}; "
                 f"{s.seeds_retrained} of {s.seeds} seeds), delay {s.mean_delay_windows}, "
                 f"univariate {s.univariate_rate_drifted}, multivariate "
-                f"{s.multivariate_rate_drifted}, AUC change {s.auc_change}, estimate MAE "
+                f"{s.multivariate_rate_drifted}, AUC change {s.auc_change} (paired; unpaired "
+                f"{s.auc_change_unpaired}), estimate MAE "
                 f"{s.estimate_mae}, coverage {s.estimate_coverage}, {s.monitor_seconds:.2f} s "
                 "per monitor run")  # fmt: skip
         rows.append(metric(AREA, f"{label}: {s.scenario}, retrain rate", s.retrain_rate, "share",

@@ -66,11 +66,11 @@ class ReplaySpec:
 
 @dataclass(frozen=True)
 class WindowOutcome:
-    """What the monitor did after one period, beside the truth."""
+    """What the monitor did after one period, beside the truth (window ``index`` is drifted
+    from the scenario's ``drift_from`` on)."""
 
     seed: int
     index: int
-    drifted: bool
     events: tuple[str, ...]
     retrain: bool
     drift_alert: bool  # any drift event (detected or reported), retraining or not
@@ -81,6 +81,7 @@ class WindowOutcome:
     quality_failed: bool
     labels_matured_drifted: int  # labels of drifted windows arrived by this run
     realized_auc: float | None  # on all of the window's labels
+    undrifted_auc: float | None  # the same window's rows before its drift (paired truth)
     estimated_auc: float | None
     estimated_lower: float | None
     estimated_upper: float | None
@@ -167,19 +168,25 @@ def _write_feedback(pending: pl.DataFrame, until: datetime, settings: Settings, 
 
 
 def _outcome(doc: dict[str, Any], sent, *, seed, i, spec, matured, truth, seconds) -> WindowOutcome:
+    """``truth``: the realized AUC of the window as logged and of its rows before the drift."""
     ev = doc.get("evidence") or {}
     est = ((ev.get("estimate") or {}).get("metrics") or {}).get("roc_auc") or {}
     domain = ev.get("multivariate")
     retrain = any(p.get("retrain", True) for k, p in sent if k != "data_quality_failed")
     return WindowOutcome(
-        seed, i, i >= spec.drift_from, tuple(k for k, _ in sent), retrain,
+        seed, i, tuple(k for k, _ in sent), retrain,
         any(k in ("drift_detected", "drift_reported") for k, _ in sent),
         bool((doc.get("drift") or {}).get("drifting")),
         bool((doc.get("drift") or {}).get("drifted_features")),
         None if domain is None else bool(domain["drifted"]), bool(ev.get("concept_drift")),
-        not doc["quality"]["ok"], matured, truth, est.get("value"), est.get("lower"),
+        not doc["quality"]["ok"], matured, *truth, est.get("value"), est.get("lower"),
         est.get("upper"), seconds,
     )  # fmt: skip
+
+
+def _realized_auc(prepared: Prepared, y: np.ndarray, scores: np.ndarray) -> float | None:
+    found = binary_metrics(y, scores, prepared.champion.metadata.get("threshold", 0.5)).roc_auc
+    return found.value if found else None
 
 
 def replay_seed(
@@ -211,13 +218,15 @@ def replay_seed(
         until = start + (i + 1) * spec.period
         pending, due = _write_feedback(pending, until, settings, i)
         matured += int((due["window"] >= spec.drift_from).sum())
-        truth = binary_metrics(y, scores, prepared.champion.metadata.get("threshold", 0.5)).roc_auc
+        truth = _realized_auc(prepared, y, scores)
+        undrifted = truth if i < spec.drift_from else _realized_auc(
+            prepared, _labels(base, dataset), score(prepared.champion, base))  # fmt: skip
         emitter = RecordingEmitter("replay")
         started = time.perf_counter()
         with recording(emitter):
             doc = run_monitor(config.model_copy(update={"until": until, "now": until}))
         out.append(_outcome(doc, emitter.sent, seed=seed, i=i, spec=spec, matured=matured,
-                            truth=truth.value if truth else None,
+                            truth=(truth, undrifted),
                             seconds=time.perf_counter() - started))  # fmt: skip
     return out
 
@@ -257,9 +266,9 @@ def replay_dataset(
     dataset: DatasetSpec,
     *,
     seeds: int,
+    scenarios: list[str] | None = None,
     windows: int = 6,
     rows: int = 2_000,
-    scenarios: list[str] | None = None,
     settings: Settings | None = None,
     dataset_ref: str | None = None,
 ) -> DatasetReplay:

@@ -282,7 +282,8 @@ def _run_nannyml(ref: Any, cur: Any, flip: Any) -> dict[str, Any] | str:
     args = [str(NANNYML_VENV / "bin" / "python"), str(script), str(folder / "ref.parquet"),
             str(folder / "cur.parquet"), "2000",
             str(folder / "flip.parquet") if flip is not None else "-", "5000"]  # fmt: skip
-    done = subprocess.run(args, capture_output=True, text=True, timeout=1_800)
+    env = {**os.environ, "NML_DISABLE_USAGE_LOGGING": "1"}  # offline: no usage upload tries
+    done = subprocess.run(args, capture_output=True, text=True, timeout=1_800, env=env)
     if done.returncode != 0:
         return "NannyML failed: " + " ".join((done.stderr or done.stdout).strip().splitlines()[-1:])
     return json.loads(done.stdout.strip().splitlines()[-1])

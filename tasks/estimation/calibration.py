@@ -196,7 +196,8 @@ def fit_calibration(
     calibrated = expected_calibration_error(out_of_fold, y)
     spline = fit_spline(s, y)
     ratio = _deviance(s, y) - _deviance(spline(s), y)
-    miscalibrated = ratio > _chi2_isf(alpha, SPLINE_KNOTS + 1)
+    both = 0 < y.mean() < 1  # one outcome only: nothing to calibrate against (p -> 0 or 1)
+    miscalibrated = both and ratio > _chi2_isf(alpha, SPLINE_KNOTS + 1)
     calibrator = spline if miscalibrated and calibrated < raw else IDENTITY
     draws = np.random.default_rng(seed).integers(0, s.size, (bootstraps, s.size))
     counts = np.stack([np.bincount(d, minlength=s.size) for d in draws])

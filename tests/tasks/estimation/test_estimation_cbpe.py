@@ -76,6 +76,7 @@ def test_calibration_is_kept_only_when_it_helps() -> None:
     # already calibrated: the spline rarely helps on a small reference, and stays near identity
     kept = [fit_calibration(*_rows(300, np.random.default_rng(s))).calibrated for s in range(20)]
     assert sum(kept) <= 8
+    assert not fit_calibration(p, np.zeros_like(p)).calibrated  # one outcome: nothing to fit
     near = fit_calibration(p, y).calibrator
     assert np.mean(np.abs(near(p) - p)) < 0.03
 

@@ -96,7 +96,9 @@ def test_window_reads_the_contracts_text_columns_as_categories(home):
     window's quality is judged the same either way."""
     settings = get_settings()
     settings.predictions_dir.mkdir(parents=True)
-    _log(300).write_parquet(settings.predictions_dir / "a.parquet")
+    odd = DS.categorical_features[0]  # a tenth of it outside the contract's domain
+    outside = pl.when(pl.int_range(pl.len()) < 30).then(pl.lit("bogus")).otherwise(pl.col(odd))
+    _log(300).with_columns(outside.alias(odd)).write_parquet(settings.predictions_dir / "a.parquet")
     bounds = win.window_bounds(60, UNTIL)
     plain = win.load_window(bounds, settings)
     cats = win.load_window(bounds, settings, categorical=DS.categorical_features)
@@ -104,7 +106,9 @@ def test_window_reads_the_contracts_text_columns_as_categories(home):
     assert text and all(cats.schema[c] == pl.Categorical for c in text)
     assert cats.with_columns(pl.col(text).cast(pl.String)).equals(plain)
     config = checks.QualityConfig()
-    assert checks.check_quality(cats, DS, config) == checks.check_quality(plain, DS, config)
+    quality = checks.check_quality(cats, DS, config)
+    assert quality == checks.check_quality(plain, DS, config)
+    assert quality.violation_share[odd] == pytest.approx(30 / plain.height)
 
 
 def test_quality_of_a_clean_window():

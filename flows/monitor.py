@@ -78,7 +78,7 @@ def monitor(config: MonitorConfig | None = None) -> dict[str, Any]:
     champion = window.load_champion(name=dataset.name, settings=settings)
     reference = load_reference(model_tag=champion.tag, settings=settings)
     bounds = window.window_bounds(minutes=config.window_minutes, until=config.until)
-    rows = load_window(window=bounds, settings=settings)
+    rows = load_window(window=bounds, settings=settings, categorical=dataset.categorical_features)
     serving = state.serving_since_last_run(champion.name, config.serving_url, settings)
     process = service.scrape_process(config.serving_url)  # workers' CPU, memory, models
     quality = check_quality(window=rows, dataset=dataset, config=config.quality, serving=serving)

@@ -41,7 +41,8 @@ from tasks.settings import Settings, get_settings
 SCORE_COLUMN = "__score__"
 LABEL_COLUMN = "__label__"  # the held-out label in the sample (1/0 or the target value)
 REFERENCE_SAMPLE_ROWS = 20_000
-PROFILE_CHUNK_ROWS = 250_000  # profile big frames in chunks and merge: bounds pandas memory
+PROFILE_CHUNK_ROWS = 100_000  # profile big frames in chunks and merge: bounds pandas memory
+# (1M-row window: 250k-row chunks left ~100 MiB more resident after profiling than 100k ones)
 _SEED = 20_241
 
 

@@ -122,10 +122,27 @@ def load_scored(since: datetime, until: datetime, settings: Settings | None = No
     return frame.select([c for c in _SCORED if c in frame.columns])
 
 
+def _horizon_scored(
+    rows: pl.DataFrame, bounds: Window, horizon: timedelta, settings: Settings | None
+) -> pl.DataFrame:
+    """The horizon's scored rows: the log before the window read here, the window's own
+    ``rows`` reused (their buffers shared): the window is read once per run, not twice."""
+    window = rows.select([c for c in _SCORED if c in rows.columns])
+    if horizon <= bounds.until - bounds.since:
+        return window
+    earlier = load_scored(bounds.until - horizon, bounds.since, settings)
+    if not earlier.height:
+        return window
+    return pl.concat([earlier, window], how="diagonal_relaxed", rechunk=False)
+
+
 def _champion_rows(frame: pl.DataFrame, tag: str) -> pl.DataFrame:
     if "model_tag" not in frame.columns or not frame.height:
         return frame
-    return frame.filter(pl.col("model_tag") == tag)
+    mine = (pl.col("model_tag") == tag).fill_null(False)
+    if frame.select(mine.all()).item():  # the usual case: no copy of a window's rows
+        return frame
+    return frame.filter(mine)
 
 
 def estimate_window(
@@ -219,8 +236,8 @@ def gather_evidence(
     level."""
     every = bounds.until - bounds.since
     horizon = max(timedelta(hours=config.horizon_hours), every)
-    scored = _champion_rows(load_scored(bounds.until - horizon, bounds.until, settings),
-                            estimators.champion_tag)  # fmt: skip
+    scored = _champion_rows(_horizon_scored(rows, bounds, horizon, settings),
+                            estimators.champion_tag).drop("model_tag", strict=False)  # fmt: skip
     task = "regression" if estimators.task == "regression" else "binary"
     parts = rz.labelled_by_window(scored, labels, every=every, horizon=horizon,
                                   as_of=bounds.until, anchor=bounds.until)  # fmt: skip

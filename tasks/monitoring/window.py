@@ -6,6 +6,7 @@ by the dataset's input columns); labels from the feedback log.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -78,28 +79,39 @@ def _importance(meta: dict[str, Any]) -> dict[str, float] | None:
         return None
 
 
-def load_window(window: Window, settings: Settings | None = None) -> pl.DataFrame:
+def load_window(
+    window: Window, settings: Settings | None = None, categorical: Sequence[str] = ()
+) -> pl.DataFrame:
     """Prediction-log rows with ``since <= ts < until``.
 
     A lazy scan with the time filter pushed down (row groups outside the window are skipped,
     nothing is sorted): on a 1M-row window it peaks at a third of the memory of reading the
     whole log. Files that disagree on their schema (a schema break) make the scan fail; then
     ``tasks.predlog.load_predictions`` aligns them column by column. A log on PostgreSQL is
-    read there (the filter runs in the database).
+    read there (the filter runs in the database). The ``categorical`` columns (the contract's)
+    stored as text come back as ``pl.Categorical``: the same values in 4 bytes a row instead
+    of a 16-byte string view (a 1M-row window with 8 such columns: ~90 MiB less).
     """
     from tasks.predlog import load_predictions, log_files
 
     settings = settings or get_settings()
     if settings.database_url:
-        return load_predictions(window.since, window.until, settings=settings)
+        frame = load_predictions(window.since, window.until, settings=settings)
+        return frame.with_columns(_as_categories(frame.schema, categorical))
     files = log_files(settings.predictions_dir)
     in_window = (pl.col("ts") >= window.since) & (pl.col("ts") < window.until)
     if files:
         try:
-            return pl.scan_parquet(files).filter(in_window).collect()
+            scan = pl.scan_parquet(files).filter(in_window)
+            return scan.with_columns(_as_categories(scan.collect_schema(), categorical)).collect()
         except pl.exceptions.PolarsError:
             pass
-    return load_predictions(window.since, window.until, settings=settings)
+    frame = load_predictions(window.since, window.until, settings=settings)
+    return frame.with_columns(_as_categories(frame.schema, categorical))
+
+
+def _as_categories(schema: pl.Schema, columns: Sequence[str]) -> list[pl.Expr]:
+    return [pl.col(c).cast(pl.Categorical) for c in columns if schema.get(c) == pl.String]
 
 
 def load_labels(settings: Settings | None = None) -> pl.DataFrame:

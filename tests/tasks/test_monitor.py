@@ -91,6 +91,26 @@ def test_window_bounds_and_loading(home):
     assert window["ts"].max() < UNTIL
 
 
+def test_window_reads_the_contracts_text_columns_as_categories(home):
+    """Categorical columns come back as ``pl.Categorical`` with the same values, and the
+    window's quality is judged the same either way."""
+    settings = get_settings()
+    settings.predictions_dir.mkdir(parents=True)
+    odd = DS.categorical_features[0]  # a tenth of it outside the contract's domain
+    outside = pl.when(pl.int_range(pl.len()) < 30).then(pl.lit("bogus")).otherwise(pl.col(odd))
+    _log(300).with_columns(outside.alias(odd)).write_parquet(settings.predictions_dir / "a.parquet")
+    bounds = win.window_bounds(60, UNTIL)
+    plain = win.load_window(bounds, settings)
+    cats = win.load_window(bounds, settings, categorical=DS.categorical_features)
+    text = [c for c in DS.categorical_features if plain.schema.get(c) == pl.String]
+    assert text and all(cats.schema[c] == pl.Categorical for c in text)
+    assert cats.with_columns(pl.col(text).cast(pl.String)).equals(plain)
+    config = checks.QualityConfig()
+    quality = checks.check_quality(cats, DS, config)
+    assert quality == checks.check_quality(plain, DS, config)
+    assert quality.violation_share[odd] == pytest.approx(30 / plain.height)
+
+
 def test_quality_of_a_clean_window():
     q = checks.check_quality(_log(300), DS, checks.QualityConfig())
     assert q.ok and not q.schema_break and q.issues == []

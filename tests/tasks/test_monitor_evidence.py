@@ -149,6 +149,26 @@ def test_other_models_predictions_do_not_count(home, estimators):
     assert found.windows == [] and found.estimate is None
 
 
+def test_horizon_reads_the_earlier_log_and_reuses_the_window_once(home, estimators):
+    """The window's rows come from the caller, the horizon before it from the log: every
+    champion prediction counted once, another model's rows in the window left out."""
+    s_old, y_old = _calibrated(300, 3)
+    s_new, y_new = _calibrated(400, 4)
+    s_other, y_other = _calibrated(100, 5)
+    old = _predictions(UNTIL - 2 * HOUR, s_old, "old")
+    new = _predictions(UNTIL - HOUR, s_new, "new")
+    other = _predictions(UNTIL - HOUR, s_other, "x").with_columns(model_tag=pl.lit("m:0"))
+    for name, frame in (("old", old), ("new", new), ("other", other)):
+        _write(home, name, frame)
+    labels = pl.concat([_labels(old, y_old, UNTIL), _labels(new, y_new, UNTIL),
+                        _labels(other, y_other, UNTIL)])  # fmt: skip
+    found = _gather(estimators, labels)
+    assert [(w.start, w.predictions, w.labels) for w in found.windows] == [
+        (UNTIL - 2 * HOUR, 300, 300), (UNTIL - HOUR, 400, 400)]  # fmt: skip
+    assert found.estimate is not None and found.estimate.rows == 400
+    assert found.labels_since_last_run.labels == 700
+
+
 def _evidence_with(estimators, estimate_auc: float | None, home):
     s, _ = _calibrated(600, 8)
     _write(home, "new", _predictions(UNTIL - HOUR, s, "new"))

@@ -72,7 +72,8 @@ def _scenario_rows(label: str, replay: Any) -> list[dict[str, Any]]:
                 f"{s.retrains}/{s.windows} = {s.retrain_rate:.3f} (95% CI {lo:.3f}-{hi:.3f}; "
                 f"{s.seeds_retrained} of {s.seeds} seeds), delay {s.mean_delay_windows}, "
                 f"univariate {s.univariate_rate_drifted}, multivariate "
-                f"{s.multivariate_rate_drifted}, AUC change {s.auc_change}, estimate MAE "
+                f"{s.multivariate_rate_drifted}, AUC change {s.auc_change} (paired; unpaired "
+                f"{s.auc_change_unpaired}), estimate MAE "
                 f"{s.estimate_mae}, coverage {s.estimate_coverage}, {s.monitor_seconds:.2f} s "
                 "per monitor run")  # fmt: skip
         rows.append(metric(AREA, f"{label}: {s.scenario}, retrain rate", s.retrain_rate, "share",
@@ -214,7 +215,9 @@ def _peer_seed(label: str, dataset: Any, frame: Any, seed: int, flips_too: bool)
         prepared = prepare_champion(frame, dataset, params=ChampionParams(seed=seed))
         kinds = [replace(SCENARIOS["harmful_covariate"], column=SCORE, severity=sev)
                  for sev in (0.5, 1.0, 2.0)]  # fmt: skip
-        kinds.append(replace(SCENARIOS["harmless_covariate"], column=prepared.least_used_feature))
+        kinds.append(
+            replace(SCENARIOS["harmless_covariate"], column=prepared.harmless_feature, within=SCORE)
+        )
         windows = _peer_windows(prepared, dataset, 2_000, PEER_WINDOWS, kinds)
         ours = _ours(prepared, dataset, windows)
         flips, flagged, t_domain = [], [], 0.0
@@ -250,7 +253,7 @@ def _peer_rows(label: str, dataset: Any, frame: Any) -> list[dict[str, Any]]:
     cover = np.concatenate([o["cover"] for o in ours])
     t_ours = sum(o["fit_s"] + o["estimate_s"] for o in ours)
     per_seed = ", ".join(f"{np.mean(np.abs(o['est'] - o['real'])):.4f}" for o in ours)
-    what = (f"{seeds} champions x {PEER_WINDOWS} windows (score narrowed 0.5/1/2, least-used "
+    what = (f"{seeds} champions x {PEER_WINDOWS} windows (score narrowed 0.5/1/2, harmless "
             "feature tilted); CBPE fitted on each champion's held-out rows")  # fmt: skip
     rows = [metric(AREA, f"{name}, ours: mean absolute error", float(err.mean()), "AUC",
                    target="≤ 0.02", note=f"{what}; per champion {per_seed}"),
@@ -279,7 +282,8 @@ def _run_nannyml(ref: Any, cur: Any, flip: Any) -> dict[str, Any] | str:
     args = [str(NANNYML_VENV / "bin" / "python"), str(script), str(folder / "ref.parquet"),
             str(folder / "cur.parquet"), "2000",
             str(folder / "flip.parquet") if flip is not None else "-", "5000"]  # fmt: skip
-    done = subprocess.run(args, capture_output=True, text=True, timeout=1_800)
+    env = {**os.environ, "NML_DISABLE_USAGE_LOGGING": "1"}  # offline: no usage upload tries
+    done = subprocess.run(args, capture_output=True, text=True, timeout=1_800, env=env)
     if done.returncode != 0:
         return "NannyML failed: " + " ".join((done.stderr or done.stdout).strip().splitlines()[-1:])
     return json.loads(done.stdout.strip().splitlines()[-1])

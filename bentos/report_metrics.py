@@ -36,18 +36,12 @@ PERFORMANCE_SOURCES = {"realized": "{}", "champion_test": "champion_{}"}
 
 @dataclass(frozen=True)
 class MonitorSnapshot:
-    """What alerts and dashboards watch of one monitor report (None: not in the report)."""
+    """What alerts and dashboards watch of one monitor report: ``scalars`` by the names of
+    :data:`_SCALARS` (absent or None: not in the report), ``performance`` by (source, metric).
+    ``run_at`` is unix seconds, 0.0 when the monitor has not run."""
 
     model_name: str
-    run_at: float  # unix seconds; 0.0 when the monitor has not run
-    window_rows: int | None = None
-    drift_score: float | None = None
-    drift_threshold: float | None = None
-    drifted_features: int | None = None
-    drifting: bool | None = None
-    quality_ok: bool | None = None
-    labelled_rows: int | None = None
-    performance_degraded: bool | None = None
+    scalars: dict[str, float | bool | None]
     performance: dict[tuple[str, str], float | None] = field(default_factory=dict)
 
 
@@ -70,29 +64,29 @@ def snapshot_from_report(report: dict[str, Any], model_name: str) -> MonitorSnap
     perf = report.get("performance") or {}
     quality = report.get("quality") or {}
     drifted = drift.get("drifted_features")
-    return MonitorSnapshot(
-        model_name=report.get("model_name") or model_name,
-        run_at=datetime.fromisoformat(report["run_at"]).timestamp(),
-        window_rows=(report.get("window") or {}).get("rows"),
-        drift_score=drift.get("score"),
-        drift_threshold=drift.get("threshold"),
-        drifted_features=len(drifted) if drifted is not None else None,
-        drifting=drift.get("drifting"),
-        quality_ok=quality.get("ok"),
-        labelled_rows=perf.get("labelled"),
-        performance_degraded=perf.get("degraded"),
-        performance={
-            (source, metric): perf.get(key.format(metric))
-            for source, key in PERFORMANCE_SOURCES.items()
-            for metric in PERFORMANCE_METRICS
-        },
-    )
+    scalars = {
+        "run_at": datetime.fromisoformat(report["run_at"]).timestamp(),
+        "window_rows": (report.get("window") or {}).get("rows"),
+        "drift_score": drift.get("score"),
+        "drift_threshold": drift.get("threshold"),
+        "drifted_features": len(drifted) if drifted is not None else None,
+        "drifting": drift.get("drifting"),
+        "quality_ok": quality.get("ok"),
+        "labelled_rows": perf.get("labelled"),
+        "performance_degraded": perf.get("degraded"),
+    }
+    performance = {
+        (source, metric): perf.get(key.format(metric))
+        for source, key in PERFORMANCE_SOURCES.items()
+        for metric in PERFORMANCE_METRICS
+    }
+    return MonitorSnapshot(report.get("model_name") or model_name, scalars, performance)
 
 
 def read_snapshot(path: Path | None, model_name: str) -> MonitorSnapshot:
     """The snapshot of the report at ``path``; a never-run snapshot when there is none."""
     if path is None:
-        return MonitorSnapshot(model_name=model_name, run_at=0.0)
+        return MonitorSnapshot(model_name, {"run_at": 0.0})
     return snapshot_from_report(json.loads(path.read_text()), model_name)
 
 
@@ -100,18 +94,18 @@ def read_snapshot(path: Path | None, model_name: str) -> MonitorSnapshot:
 class ReportGauges:
     """One gauge per scalar of :class:`MonitorSnapshot`, plus the performance gauge."""
 
-    scalars: dict[str, Gauge]  # MonitorSnapshot field -> gauge{model_name}
+    scalars: dict[str, Gauge]  # MonitorSnapshot scalar -> gauge{model_name}
     performance: Gauge  # {model_name, source, metric}
 
     def publish(self, snap: MonitorSnapshot) -> None:
         for name, gauge in self.scalars.items():
-            gauge.labels(model_name=snap.model_name).set(_number(getattr(snap, name)))
+            gauge.labels(model_name=snap.model_name).set(_number(snap.scalars.get(name)))
         for (source, metric), value in snap.performance.items():
             labels = {"model_name": snap.model_name, "source": source, "metric": metric}
             self.performance.labels(**labels).set(_number(value))
 
 
-_SCALARS = {  # MonitorSnapshot field -> (series name, help)
+_SCALARS = {  # MonitorSnapshot scalar -> (series name, help)
     "run_at": ("driftloop_monitor_last_run_timestamp_seconds",
                "When the newest monitor report was made (unix time; 0: never)."),
     "window_rows": ("driftloop_monitor_window_rows", "Prediction-log rows the monitor judged."),

@@ -22,7 +22,7 @@ import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -113,28 +113,24 @@ def load_checked(tag: str, settings: Settings) -> LoadedModel:
     return registry.load_model(tag, settings)
 
 
+@dataclass(eq=False)
 class ModelWatcher:
     """Holds the current :class:`Models`; reloads them when the alias index changes."""
 
-    def __init__(
-        self,
-        name: str,
-        settings: Settings,
-        metrics: ServingMetrics,
-        loader: Callable[[str, Settings], LoadedModel] = load_checked,
-        poll_seconds: float = WATCH_SECONDS,
-    ) -> None:
-        self.name = name
-        self.settings = settings
-        self.metrics = metrics
-        self.loader = loader
-        self.poll_seconds = poll_seconds
-        self.models = Models(None, None)
-        self.since: dict[str, datetime] = {}  # alias -> when this worker began serving it
-        self._signature: tuple | None = None
-        self._failed: set[str] = set()
-        self._lock = threading.Lock()
-        self._every = Every(poll_seconds, self.check, "model-watcher",
+    name: str
+    settings: Settings
+    metrics: ServingMetrics
+    loader: Callable[[str, Settings], LoadedModel] = load_checked
+    poll_seconds: float = WATCH_SECONDS
+    models: Models = field(default_factory=lambda: Models(None, None), init=False)
+    # alias -> when this worker began serving it
+    since: dict[str, datetime] = field(default_factory=dict, init=False)
+    _signature: tuple | None = field(default=None, init=False)
+    _failed: set[str] = field(default_factory=set, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    def __post_init__(self) -> None:
+        self._every = Every(self.poll_seconds, self.check, "model-watcher",
                             "alias index check failed; keeping the current models")  # fmt: skip
 
     def check(self, force: bool = False) -> Models:

@@ -22,6 +22,7 @@ from tasks.monitoring import checks, decision, estimators, evidence, policy, rep
 from tasks.monitoring import serving as service
 from tasks.monitoring.checks import HealthConfig, PerformanceConfig, QualityConfig
 from tasks.monitoring.evidence import EvidenceConfig
+from tasks.monitoring.findings import WindowFindings
 from tasks.monitoring.policy import PolicyConfig
 from tasks.settings import get_settings
 
@@ -89,19 +90,15 @@ def monitor(config: MonitorConfig | None = None) -> dict[str, Any]:
                                       config=config.performance)  # fmt: skip
     health = checks.compute_health(rows, bounds, config=config.health, serving=serving)
     est = load_estimators(reference=reference, dataset=dataset, champion=champion)
-    found = gather_evidence(rows=rows, labels=labels, bounds=bounds, estimators=est,
+    gathered = gather_evidence(rows=rows, labels=labels, bounds=bounds, estimators=est,
         dataset=dataset, quality=quality, state=state.load_state(champion.name, settings),
         config=config.evidence, settings=settings, reference=reference)  # fmt: skip
-    verdict = policy.judge(evidence=found, champion=champion, policy=config.policy)
-    due = decide_window(drift=drift, quality=quality, performance=performance,
-        champion=champion, config=config.drift, now=now, settings=settings, verdict=verdict,
-        evidence=found)  # fmt: skip
-    built = report.build_report(
-        run_at=now, champion=champion, config=config.model_dump(mode="json"), bounds=bounds,
-        rows=rows.height, drift=drift, decision=due.decision, quality=quality,
-        performance=performance, health=health, reference=reference, current_profile=current.path,
-        current_view=current.view, evidence=found, verdict=verdict, process=process,
-    )  # fmt: skip
+    verdict = policy.judge(evidence=gathered, champion=champion, policy=config.policy)
+    findings = WindowFindings(champion, bounds, rows.height, drift, quality, performance, health,
+                              gathered, verdict, process)  # fmt: skip
+    due = decide_window(findings=findings, config=config.drift, now=now, settings=settings)
+    built = report.build_report(findings, due.decision, run_at=now, profiles=(reference, current),
+                                config=config.model_dump(mode="json"))  # fmt: skip
     written = write_report(report=built, stamp=window.run_stamp(now), settings=settings)
     announced = emit_events(report=written, due=due)  # rewritten with the event ids
     final = write_report(report=announced, stamp=window.run_stamp(now), settings=settings)

@@ -61,8 +61,8 @@ class TrainConfig(BaseModel):
     init_model: str | None = None
     min_rows: int = Field(200, ge=1)
     study_name: str | None = None
-    valid_fraction: float = Field(0.2, gt=0, lt=0.5)
-    test_fraction: float = Field(0.2, gt=0, lt=0.5)
+    valid_fraction: float = Field(split.VALID_FRACTION, gt=0, lt=0.5)
+    test_fraction: float = Field(split.TEST_FRACTION, gt=0, lt=0.5)
     fail_on_quality: bool = True
     profile: bool = True
     value_retained: float | None = None

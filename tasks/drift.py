@@ -315,21 +315,21 @@ def cooldown_end(*started: datetime | None, minutes: float) -> datetime | None:
 
 
 def decide(
+    drift: DriftResult,
     *,
-    drifting: bool,
-    window_rows: int,
     state: MonitorState,
     config: DriftConfig,
     now: datetime,
     champion_tag: str,
     last_retrain_at: datetime | None = None,
-    score: float | None = None,
 ) -> tuple[DriftDecision, MonitorState]:
-    """Apply minimum window size, hysteresis and cooldown; return the decision and new state.
+    """Apply minimum window size, hysteresis and cooldown to the window's ``drift``; return the
+    decision and new state.
 
     ``state`` is this model's state (empty at first); it is not changed. A new champion resets
     the count of consecutive drifting windows (its reference is new) and starts a cooldown.
     """
+    drifting, window_rows = drift.drifting, drift.window_rows
     state = state.model_copy(deep=True)
     if state.champion_tag != champion_tag:
         state.champion_tag, state.consecutive = champion_tag, 0
@@ -358,7 +358,7 @@ def decide(
     if fire:
         state.last_fired_at = now
         end = cooldown_end(now, minutes=config.cooldown_minutes)
-    entry = HistoryEntry(at=now, score=score, action=action)
+    entry = HistoryEntry(at=now, score=drift.score, action=action)
     state.history = [*state.history[-(_HISTORY - 1) :], entry]
     until = end.isoformat() if end and (fire or in_cooldown) else None
     return DriftDecision(action, fire, consecutive, need, reason, until), state

@@ -16,6 +16,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+PREFECT_MIN_HEARTBEAT_S = 30  # Prefect refuses a shorter PREFECT_FLOWS_HEARTBEAT_FREQUENCY
+
 
 def _under(*parts: str, doc: str | None = None) -> property:
     """A read-only path ``home/<parts>`` (``Settings.root``)."""
@@ -39,7 +41,8 @@ class Settings(BaseSettings):
         default=None, description="Prefect API URL; default: whatever PREFECT_API_URL says."
     )
     flow_heartbeat_s: int = Field(
-        default=30, ge=30, description="Seconds between a running flow's heartbeat events "
+        default=PREFECT_MIN_HEARTBEAT_S, ge=PREFECT_MIN_HEARTBEAT_S,
+        description="Seconds between a running flow's heartbeat events "
         "(PREFECT_FLOWS_HEARTBEAT_FREQUENCY; 30 is Prefect's minimum).",
     )  # fmt: skip
     crash_grace_s: int = Field(

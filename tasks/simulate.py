@@ -21,6 +21,8 @@ same columns (except ``schema_break``, which breaks the contract on purpose):
   column outside the contract, e.g. the model's score): its mean moves by about ``severity``
   standard deviations, and P(label | inputs)
   stays exactly as it was (pure covariate shift, unlike ``covariate``, which moves values);
+  with ``within`` (e.g. the model's score) the weights are balanced within bins of that
+  column, which keeps its distribution;
 - ``narrow``: rows resampled with weight ``exp(-severity * z**2 / 2)``: the population
   concentrates around ``column``'s mean (pure covariate shift; on a feature the model relies
   on, its ranking has less to work with).
@@ -44,6 +46,7 @@ Kind = Literal[
     "none", "feature_shift", "correlation_flip", "tilt", "narrow",
 ]  # fmt: skip
 KINDS: tuple[str, ...] = Kind.__args__  # type: ignore[attr-defined]
+WITHIN_BINS = 10  # quantile bins of ``DriftSpec.within`` a tilt keeps the distribution of
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class DriftSpec:
     severity: float = 0.5
     column: str | None = None  # the feature a rule uses (default: chosen from the contract)
     seed: int = 0
+    within: str | None = None  # tilt: reweight within quantile bins of this column (kept as is)
 
 
 def _label_is_positive(frame: pl.DataFrame, dataset: DatasetSpec) -> np.ndarray:
@@ -194,18 +198,41 @@ def correlation_flip(frame: pl.DataFrame, dataset: DatasetSpec, spec: DriftSpec)
     return frame.with_columns(values.gather(source))
 
 
+def standardised(frame: pl.DataFrame, dataset: DatasetSpec, column: str) -> np.ndarray:
+    """``column`` as z-scores (a categorical one as its first category or not; nulls 0)."""
+    info = dataset.columns.get(column)
+    if info is not None and info.is_categorical:  # its first category against the rest
+        x = (frame[column].cast(pl.String) == str(info.categories[0])).cast(pl.Float64)
+    else:
+        x = frame[column].cast(pl.Float64)
+    values = x.to_numpy()
+    mean, std = np.nanmean(values), np.nanstd(values) or 1.0
+    return np.nan_to_num((values - mean) / std)
+
+
+def tilt_weights(frame: pl.DataFrame, dataset: DatasetSpec, spec: DriftSpec) -> np.ndarray:
+    """The row weights of ``tilt`` (mean 1): ``exp(severity * z)``; with ``spec.within``,
+    divided by their mean in each of :data:`WITHIN_BINS` quantile bins of that column, so
+    the rows it selects keep that column's distribution (e.g. the model's score: the shift
+    moves ``column`` and leaves the score, and so the model's ranking, as it was)."""
+    logw = spec.severity * standardised(frame, dataset, spec.column or _default_numeric(dataset))
+    w = np.exp(logw - logw.max())
+    if spec.within is not None:
+        by = frame[spec.within].cast(pl.Float64).fill_null(np.nan).to_numpy()
+        edges = np.nanquantile(by, np.linspace(0, 1, WITHIN_BINS + 1)[1:-1])
+        group = np.searchsorted(edges, by, side="right")  # nulls (NaN) in the last bin
+        w = w / (np.bincount(group, weights=w) / np.bincount(group))[group]
+    return w / w.mean()
+
+
 def _select(frame: pl.DataFrame, dataset: DatasetSpec, spec: DriftSpec, narrow: bool):
     rng = np.random.default_rng(spec.seed)
-    col = spec.column or _default_numeric(dataset)
-    info = dataset.columns.get(col)
-    if info is not None and info.is_categorical:  # its first category against the rest
-        x = (frame[col].cast(pl.String) == str(info.categories[0])).cast(pl.Float64).to_numpy()
+    if narrow:
+        z = standardised(frame, dataset, spec.column or _default_numeric(dataset))
+        logw = -spec.severity * z**2 / 2
+        w = np.exp(logw - logw.max())
     else:
-        x = frame[col].cast(pl.Float64).to_numpy()
-    mean, std = np.nanmean(x), np.nanstd(x) or 1.0
-    z = np.nan_to_num((x - mean) / std)
-    logw = -spec.severity * z**2 / 2 if narrow else spec.severity * z
-    w = np.exp(logw - logw.max())
+        w = tilt_weights(frame, dataset, spec)
     return frame[rng.choice(frame.height, frame.height, replace=True, p=w / w.sum())]
 
 
@@ -236,8 +263,9 @@ def inject_drift(frame: pl.DataFrame, dataset: DatasetSpec, spec: DriftSpec) -> 
     """Apply one kind of drift (see the module docstring) to a contract-typed frame."""
     if spec.kind not in _KINDS:
         raise ValueError(f"unknown drift kind {spec.kind!r}; choose one of {', '.join(KINDS)}")
-    if spec.column is not None and spec.column not in frame.columns:
-        raise ValueError(f"column {spec.column!r} is not in the data")
+    for column in (spec.column, spec.within):
+        if column is not None and column not in frame.columns:
+            raise ValueError(f"column {column!r} is not in the data")
     if not 0 <= spec.severity <= 10:
         raise ValueError(f"severity must be between 0 and 10, got {spec.severity}")
     return _KINDS[spec.kind](frame, dataset, spec)
@@ -247,7 +275,8 @@ def inject_drift(frame: pl.DataFrame, dataset: DatasetSpec, spec: DriftSpec) -> 
 # Both covariate shifts select rows (P(label | inputs) unchanged) and need a ``column`` from the
 # caller, who knows the model: ``harmful_covariate`` narrows the population around the middle
 # of what the model relies on (e.g. its score, a function of the inputs), ``harmless_covariate``
-# tilts a feature it barely uses. ``concept_segment`` flips labels in one segment of ``column``.
+# tilts a feature it barely uses, within bins of its score (``within``: the score's
+# distribution is kept). ``concept_segment`` flips labels in one segment of ``column``.
 SCENARIOS: dict[str, DriftSpec] = {
     "no_change": DriftSpec("none"),
     "harmful_covariate": DriftSpec("narrow", severity=2.0),

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 
+from driftloop.commands.options import JSON
 from driftloop.output import CLIError, emit, errors_as_exit
 from tasks.ingest.config import IngestOptions
 
-JSON = typer.Option(False, "--json", help="Print exactly one JSON object on stdout.")
 DEFAULT = IngestOptions()  # the option defaults are the config's
 schema_app = typer.Typer(help="Dataset contracts (schema modules).", no_args_is_help=True)
 

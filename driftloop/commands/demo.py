@@ -7,6 +7,7 @@ from pathlib import Path
 import httpx
 import typer
 
+from driftloop.commands.options import NOTIFY_URL
 from driftloop.output import emit, errors_as_exit
 
 
@@ -23,9 +24,7 @@ def demo(
     ),
     dataset: str = typer.Option("telco", "--dataset", help="Dataset (schemas/<name>.py)."),
     data: Path = typer.Option(None, "--data", help="Data file (default: the shipped Telco CSV)."),
-    notify_url: str = typer.Option(
-        None, "--notify-url", help="Webhook called on promotion, rollback, quality failure."
-    ),
+    notify_url: str = NOTIFY_URL,
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
 ) -> None:
     """Run the closed loop: train, serve, drift, detect, retrain, gate, promote, swap."""

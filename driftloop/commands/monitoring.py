@@ -7,16 +7,15 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from driftloop.commands.options import JSON, MODEL_DATASET
 from driftloop.output import CLIError, emit, errors_as_exit
 
 if TYPE_CHECKING:
     from tasks.monitoring.report import MonitorReport
 
-JSON = typer.Option(False, "--json", help="Print exactly one JSON object on stdout.")
-
 
 def monitor(
-    dataset: str = typer.Option("telco", "--dataset", "-d", help="Dataset (= model name)."),
+    dataset: str = MODEL_DATASET,
     window_minutes: float = typer.Option(None, help="Window length (default: the flow's)."),
     until: str = typer.Option(None, help="End of the window, ISO 8601 (default: now)."),
     hysteresis: int = typer.Option(None, help="Consecutive drifting windows needed to fire."),

@@ -6,10 +6,9 @@ from typing import Any
 
 import typer
 
+from driftloop.commands.options import JSON, MODEL_DATASET
 from driftloop.output import CLIError, emit, errors_as_exit
 
-JSON = typer.Option(False, "--json", help="Print exactly one JSON object on stdout.")
-DATASET = typer.Option("telco", "--dataset", "-d", help="Dataset (= model name).")
 rollout_app = typer.Typer(help="Shadow or canary rollout of a challenger, decided online.")
 
 
@@ -37,7 +36,7 @@ def start(
     margin: float = typer.Option(None, help="Non-inferiority margin (metric units)."),
     min_labels: int = typer.Option(None, help="Labelled rows per arm before any verdict."),
     max_sample: int = typer.Option(None, help="Labelled rows per arm, then no decision."),
-    dataset: str = DATASET,
+    dataset: str = MODEL_DATASET,
     as_json: bool = JSON,
 ) -> None:
     """Start a rollout: the challenger shadows all traffic, or takes the ramp's first share;
@@ -56,7 +55,7 @@ def start(
 
 
 @rollout_app.command("status")
-def status(dataset: str = DATASET, as_json: bool = JSON) -> None:
+def status(dataset: str = MODEL_DATASET, as_json: bool = JSON) -> None:
     """The running experiment, its last look, and the arms as the logs show them now."""
     with errors_as_exit(as_json):
         from tasks.rollout import evaluate, experiment
@@ -79,7 +78,7 @@ def status(dataset: str = DATASET, as_json: bool = JSON) -> None:
 
 
 @rollout_app.command("step")
-def step(dataset: str = DATASET, as_json: bool = JSON) -> None:
+def step(dataset: str = MODEL_DATASET, as_json: bool = JSON) -> None:
     """Run one look of the rollout flow now (what the schedule does every minute)."""
     with errors_as_exit(as_json):
         from flows.rollout import RolloutRunConfig, rollout
@@ -89,7 +88,7 @@ def step(dataset: str = DATASET, as_json: bool = JSON) -> None:
 
 @rollout_app.command("abort")
 def abort(
-    dataset: str = DATASET,
+    dataset: str = MODEL_DATASET,
     reason: str = typer.Option("aborted by hand", "--reason", help="Why, for the record."),
     as_json: bool = JSON,
 ) -> None:

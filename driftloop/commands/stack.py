@@ -12,9 +12,8 @@ from typing import Any
 
 import typer
 
+from driftloop.commands.options import JSON, MODEL_DATASET, NOTIFY_URL
 from driftloop.output import CLIError, emit, errors_as_exit
-
-JSON = typer.Option(False, "--json", help="Print exactly one JSON object on stdout.")
 
 stack_app = typer.Typer(
     help="Start, inspect and stop the local Prefect stack (server, pool, worker, services).",
@@ -42,9 +41,7 @@ def up(
     serving_url: str = typer.Option(
         None, "--serving-url", help="The service the deployed monitor reads (prefect.yaml's)."
     ),
-    notify_url: str = typer.Option(
-        None, "--notify-url", help="Webhook called on promotion, rollback, quality failure."
-    ),
+    notify_url: str = NOTIFY_URL,
     database: str = typer.Option(
         None, "--database", help="PostgreSQL URL for the Prefect server (default: SQLite)."
     ),
@@ -132,7 +129,7 @@ def _prefect_api():
 
 
 def retrain(
-    dataset: str = typer.Option("telco", "--dataset", "-d", help="Dataset (= model name)."),
+    dataset: str = MODEL_DATASET,
     strategy: str = typer.Option(
         "full_refit", help="full_refit | sliding_window | warm_start (from the champion)."
     ),

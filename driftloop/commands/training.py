@@ -6,9 +6,9 @@ from typing import Any
 
 import typer
 
+from driftloop.commands.options import JSON
 from driftloop.output import emit, errors_as_exit
 
-JSON = typer.Option(False, "--json", help="Print exactly one JSON object on stdout.")
 models_app = typer.Typer(
     help="The model registry: list, show, promote, roll back.", no_args_is_help=True
 )  # noqa: E501

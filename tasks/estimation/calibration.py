@@ -1,19 +1,45 @@
-"""Score calibration for binary models: isotonic regression (pool adjacent violators).
+"""Score calibration for binary models: a logistic regression on a natural cubic spline of the
+score's logit (a smooth curve of a few parameters, the identity among them).
 
-Fitted on held-out reference rows and kept only when it lowers the expected calibration error
-(ECE) in a cross-fit: calibrating an already calibrated model only adds noise. ECE rather than
-the Brier score, because the Brier score barely sees over-confidence that inflates an expected
-ROC AUC (an over-fitted LightGBM model on Telco: Brier equal, expected AUC 0.03 too high).
+Fitted on held-out reference rows and kept only when the scores are miscalibrated: the spline's
+likelihood-ratio test against the raw scores rejects at ``MISCALIBRATION_ALPHA`` and its
+out-of-fold expected calibration error (ECE) beats the raw scores'. ECE rather than the Brier
+score, because the Brier score barely sees over-confidence that inflates an expected ROC AUC
+(an over-fitted LightGBM model on Telco: Brier equal, expected AUC 0.03 too high). The level
+is lenient (0.5) because the two mistakes cost differently: miscalibrated scores left alone bias
+every estimate, a spline fitted to calibrated scores only adds a little noise (synthetic
+references of 300 to 4,000 rows: at 0.5 the AUC estimate's error is below isotonic's in each
+case, calibrated, over- and under-confident; at 0.05 Telco's champions lose calibration that
+helps them).
+
+Why a spline and not isotonic regression (NannyML's choice, and ours before): isotonic
+regression pools the reference's local rank inversions into flat steps and makes the steps
+between them too steep, so the expected ROC AUC it implies is too high (by about 0.002 on the
+reference it was fitted on; more on a window concentrated where the steps are); a curve of
+six parameters in logit space cannot chase those inversions and still bends where the scores
+need it (Platt scaling, the straight line, could not: 0.002 worse than isotonic on a window
+narrowed to the middle of the scores). The fitted curve is stored as piecewise-linear knots on
+a grid of the reference's score quantiles (plain JSON, ``np.interp`` to apply).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
 CROSS_FIT_FOLDS = 5
+BOOTSTRAPS = 20  # splines fitted on resampled reference rows: the calibration's uncertainty
 ECE_BINS = 10  # equal-frequency bins
+SPLINE_KNOTS = 5  # at quantiles of logit(score): a natural cubic spline of 5 parameters
+KNOT_RANGE = (0.05, 0.95)  # the outer knots' quantiles (the spline is linear beyond them)
+GRID_POINTS = 257  # score quantiles the fitted curve is stored at
+RIDGE = 1e-4  # on standardised coefficients: keeps the fit finite when labels separate
+NEWTON_STEPS = 50  # at most; a fit converges in about 8
+MISCALIBRATION_ALPHA = 0.5  # the likelihood-ratio test's level (see fit_calibration)
+_EPS = 1e-6  # scores are clipped into [eps, 1 - eps] before the logit
 
 
 @dataclass(frozen=True)
@@ -51,26 +77,79 @@ IDENTITY = Calibrator(np.empty(0), np.empty(0))
 class CalibrationFit:
     calibrator: Calibrator  # IDENTITY unless calibrating helped
     ece_raw: float
-    ece_calibrated: float  # out-of-fold, of the isotonic fit
+    ece_calibrated: float  # out-of-fold, of the spline fit
+    bootstraps: tuple[Calibrator, ...] = ()  # splines on bootstrap resamples of the rows
+    seed: int = 0  # of the cross-fit, the resamples and what measures their spread
 
     @property
     def calibrated(self) -> bool:
         return not self.calibrator.is_identity
 
 
-def fit_isotonic(scores: np.ndarray, labels: np.ndarray) -> Calibrator:
-    """Isotonic regression of labels on scores: pool adjacent violators over the distinct
-    scores (SciPy's, in C), each block a flat piece between its first and last score."""
-    from scipy.optimize import isotonic_regression
+def _logit(scores: np.ndarray) -> np.ndarray:
+    s = np.clip(scores, _EPS, 1 - _EPS)
+    return np.log(s / (1 - s))
 
+
+def _spline_basis(x: np.ndarray, knots: np.ndarray) -> np.ndarray:
+    """Natural cubic spline basis of ``x`` (truncated powers; linear beyond the outer knots):
+    ``x`` and one column per inner knot, no intercept."""
+    last = knots[-1]
+
+    def d(k: float) -> np.ndarray:
+        return (np.maximum(x - k, 0) ** 3 - np.maximum(x - last, 0) ** 3) / (last - k)
+
+    tail = d(knots[-2])
+    return np.column_stack([x, *(d(k) - tail for k in knots[:-2])])
+
+
+def _logistic_fit(x: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Intercept and coefficients of a ridge-penalised, row-weighted logistic regression of
+    ``labels`` on ``x`` (standardised columns), by Newton steps."""
+    x = np.column_stack([np.ones(labels.size), x])
+    w = np.zeros(x.shape[1])
+    penalty = RIDGE * weights.sum() * np.eye(x.shape[1])
+    penalty[0, 0] = RIDGE  # the intercept: barely (the mean must come out right)
+    for _ in range(NEWTON_STEPS):
+        p = 1 / (1 + np.exp(-(x @ w)))
+        hessian = (x * (weights * p * (1 - p))[:, None]).T @ x + penalty
+        step = np.linalg.solve(hessian, x.T @ (weights * (labels - p)) - penalty @ w)
+        w += step
+        if np.max(np.abs(step)) < 1e-9:
+            break
+    return w
+
+
+def fit_splines(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> list[Calibrator]:
+    """One calibrator per row of ``weights`` (row weights: bootstrap counts, a fold's 0/1),
+    each a logistic regression of labels on a natural cubic spline of logit(score) with knots
+    at quantiles of the logits (fewer where the scores have fewer distinct values: a straight
+    line, Platt scaling, at the least), stored on a grid of score quantiles. The spline basis
+    is built once for all of them."""
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels, dtype=np.float64)
-    xs, inverse = np.unique(s, return_inverse=True)
-    counts = np.bincount(inverse).astype(np.float64)
-    fit = isotonic_regression(np.bincount(inverse, weights=y) / counts, weights=counts)
-    starts = fit.blocks[:-1]
-    knots_x = np.column_stack([xs[starts], xs[fit.blocks[1:] - 1]]).ravel()
-    return Calibrator(knots_x, np.repeat(fit.x[starts], 2))
+    x = _logit(s)
+    at = np.unique(np.quantile(x, np.linspace(*KNOT_RANGE, SPLINE_KNOTS)))
+    at = at if at.size >= 3 else at[:0]
+
+    def basis(v: np.ndarray) -> np.ndarray:
+        return _spline_basis(v, at) if at.size else v[:, None]
+
+    design = basis(x)
+    scale = design.std(axis=0)
+    scale[scale == 0] = 1.0
+    grid = np.unique(np.quantile(s, np.linspace(0, 1, GRID_POINTS)))
+    on_grid = basis(_logit(grid)) / scale
+    out = []
+    for row in np.atleast_2d(np.asarray(weights, dtype=np.float64)):
+        w = _logistic_fit(design / scale, y, row)
+        out.append(Calibrator(grid, 1 / (1 + np.exp(-(w[0] + on_grid @ w[1:])))))
+    return out
+
+
+def fit_spline(scores: np.ndarray, labels: np.ndarray) -> Calibrator:
+    """The spline calibration (:func:`fit_splines`) of every row, weighted alike."""
+    return fit_splines(scores, labels, np.ones(np.size(scores)))[0]
 
 
 def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> float:
@@ -79,18 +158,48 @@ def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = ECE_BIN
     return float(sum(abs(p[i].mean() - y[i].mean()) * i.size for i in parts if i.size) / p.size)
 
 
+def _deviance(p: np.ndarray, y: np.ndarray) -> float:
+    p = np.clip(p, _EPS, 1 - _EPS)
+    return float(-2 * np.sum(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def _chi2_isf(alpha: float, df: int) -> float:
+    """The chi-square quantile exceeded with probability ``alpha`` (Wilson-Hilferty; within
+    about 1% for df >= 2, without importing SciPy)."""
+    z = NormalDist().inv_cdf(1 - alpha)
+    return df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
+
+
 def fit_calibration(
-    scores: np.ndarray, labels: np.ndarray, *, folds: int = CROSS_FIT_FOLDS, seed: int = 0
+    scores: np.ndarray,
+    labels: np.ndarray,
+    *,
+    folds: int = CROSS_FIT_FOLDS,
+    seed: int = 0,
+    alpha: float = MISCALIBRATION_ALPHA,
+    bootstraps: int = BOOTSTRAPS,
 ) -> CalibrationFit:
-    """Isotonic calibration, kept only if its out-of-fold ECE beats the raw scores'."""
+    """The spline calibration, kept only if the scores are miscalibrated (its likelihood-ratio
+    test against the raw scores, a sub-model, rejects at ``alpha``) and its out-of-fold ECE
+    beats the raw scores'. Without the test a spline on a few hundred calibrated rows is kept
+    about half of the time (its ECE beats the raw scores' by chance). With it, ``bootstraps``
+    splines fitted on resamples of the rows (a resample is a row's count), whatever the
+    decision: their spread is the calibration's uncertainty."""
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels, dtype=np.float64)
     fold = np.random.default_rng(seed).permutation(s.size) % folds
     out_of_fold = np.empty_like(s)
-    for k in range(folds):
-        held = fold == k
-        out_of_fold[held] = fit_isotonic(s[~held], y[~held])(s[held])
+    fits = fit_splines(s, y, fold != np.arange(folds)[:, None])
+    for k, fitted in enumerate(fits):
+        out_of_fold[fold == k] = fitted(s[fold == k])
     raw = expected_calibration_error(np.clip(s, 0, 1), y)
     calibrated = expected_calibration_error(out_of_fold, y)
-    calibrator = fit_isotonic(s, y) if calibrated < raw else IDENTITY
-    return CalibrationFit(calibrator, raw, calibrated)
+    spline = fit_spline(s, y)
+    ratio = _deviance(s, y) - _deviance(spline(s), y)
+    both = 0 < y.mean() < 1  # one outcome only: nothing to calibrate against (p -> 0 or 1)
+    miscalibrated = both and ratio > _chi2_isf(alpha, SPLINE_KNOTS + 1)
+    calibrator = spline if miscalibrated and calibrated < raw else IDENTITY
+    draws = np.random.default_rng(seed).integers(0, s.size, (bootstraps, s.size))
+    counts = np.stack([np.bincount(d, minlength=s.size) for d in draws])
+    boots = tuple(fit_splines(s, y, counts)) if bootstraps else ()
+    return CalibrationFit(calibrator, raw, calibrated, boots, seed)

@@ -28,10 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from tasks.estimation.calibration import CalibrationFit, Calibrator, fit_calibration, fit_isotonic
+from tasks.estimation.calibration import CalibrationFit, Calibrator, fit_calibration
 from tasks.estimation.stats import CONFIDENCE, BinaryMetrics, Estimate, normal
 
-BOOTSTRAPS = 20  # calibrations fitted on resampled reference rows (calibration uncertainty)
 _CAL_ROWS = 5_000  # window rows the calibration uncertainty is measured on
 
 
@@ -56,11 +55,9 @@ class ValueKnobs:
 class CBPEModel:
     """What CBPE keeps from the reference: the calibration and the champion's decision rule."""
 
-    calibration: CalibrationFit
+    calibration: CalibrationFit  # with its bootstrap calibrations (its uncertainty)
     threshold: float
     value: ValueKnobs | None
-    bootstraps: tuple[Calibrator, ...]
-    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -90,11 +87,10 @@ def fit_cbpe(
     seed: int = 0,
 ) -> CBPEModel:
     """Fit on held-out reference rows (never the training rows: their scores are optimistic)."""
-    s, y = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    boots = tuple(fit_isotonic(s[i], y[i]) for i in rng.integers(0, s.size, (BOOTSTRAPS, s.size)))
-    calibration = fit_calibration(s, y, seed=seed)
-    return CBPEModel(calibration, threshold, value, boots, seed)
+    calibration = fit_calibration(
+        np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.float64), seed=seed
+    )
+    return CBPEModel(calibration, threshold, value)
 
 
 def _ratio(num: np.ndarray | float, den: np.ndarray | float) -> np.ndarray:
@@ -207,9 +203,10 @@ def _std(values) -> float:
 def _calibration_std(model: CBPEModel, s: np.ndarray) -> dict[str, float]:
     """Spread of each point estimate over the bootstrap calibrations, on at most ``_CAL_ROWS``
     of the window's rows (a bias every row shares: a total, the value, scales with the rows)."""
-    rows = s if s.size <= _CAL_ROWS else np.random.default_rng(model.seed).choice(s, _CAL_ROWS)
+    fit = model.calibration
+    rows = s if s.size <= _CAL_ROWS else np.random.default_rng(fit.seed).choice(s, _CAL_ROWS)
     w = _window(rows, model.threshold)
-    points = _points(w, np.vstack([cal(w.scores) for cal in model.bootstraps]), model.value)
+    points = _points(w, np.vstack([cal(w.scores) for cal in fit.bootstraps]), model.value)
     scale = {"value": s.size / rows.size}
     return {k: _std(v) * scale.get(k, 1.0) for k, v in points.items()}
 
@@ -257,15 +254,16 @@ def cbpe_to_json(model: CBPEModel) -> dict[str, Any]:
         "ece_calibrated": fit.ece_calibrated,
         "threshold": model.threshold,
         "value": None if model.value is None else vars(model.value),
-        "bootstraps": [b.to_json() for b in model.bootstraps],
-        "seed": model.seed,
+        "bootstraps": [b.to_json() for b in fit.bootstraps],
+        "seed": fit.seed,
     }
 
 
 def cbpe_from_json(doc: Mapping[str, Any]) -> CBPEModel:
-    fit = CalibrationFit(
-        Calibrator.from_json(doc["calibrator"]), float(doc["ece_raw"]), float(doc["ece_calibrated"])
-    )
-    value = None if doc["value"] is None else ValueKnobs(**doc["value"])
     boots = tuple(Calibrator.from_json(b) for b in doc["bootstraps"])
-    return CBPEModel(fit, float(doc["threshold"]), value, boots, int(doc["seed"]))
+    fit = CalibrationFit(
+        Calibrator.from_json(doc["calibrator"]), float(doc["ece_raw"]),
+        float(doc["ece_calibrated"]), boots, int(doc["seed"]),
+    )  # fmt: skip
+    value = None if doc["value"] is None else ValueKnobs(**doc["value"])
+    return CBPEModel(fit, float(doc["threshold"]), value)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from tasks.estimation.layout import ColumnLayout
 from tasks.estimation.stats import CONFIDENCE, RegressionMetrics, normal
 from tasks.trees import SmallTrees
 
@@ -41,8 +42,7 @@ class DLEConfig:
 
 @dataclass(frozen=True)
 class DLEModel:
-    columns: tuple[str, ...]
-    categorical: tuple[str, ...]
+    layout: ColumnLayout  # the error models read these columns, then the prediction
     abs_model: lgb.Booster
     sq_model: lgb.Booster
     abs_residual_var: float  # out-of-fold variance of |error| around its model
@@ -56,9 +56,8 @@ class DLEResult:
     metrics: RegressionMetrics
 
 
-def _matrix(features: pl.DataFrame, predictions: np.ndarray, columns: tuple[str, ...]):
-    x = features.select(pl.col(c).cast(pl.Float64) for c in columns).to_numpy()
-    return np.column_stack([x, np.asarray(predictions, dtype=np.float64)])
+def _matrix(features: pl.DataFrame, predictions: np.ndarray, layout: ColumnLayout):
+    return np.column_stack([layout.matrix(features), np.asarray(predictions, dtype=np.float64)])
 
 
 def _train(x, target, cat_idx, config: DLEConfig, seed: int) -> lgb.Booster:
@@ -79,9 +78,9 @@ def fit_dle(
     """Fit the error models on held-out reference rows (encoded features, as
     ``tasks.features.build_features`` makes them)."""
     config = config or DLEConfig()
-    columns = tuple(features.columns)
-    cat_idx = [columns.index(c) for c in categorical]
-    x = _matrix(features, predictions, columns)
+    layout = ColumnLayout.of(features, categorical)
+    cat_idx = layout.categorical_index
+    x = _matrix(features, predictions, layout)
     err = np.asarray(targets, dtype=np.float64) - np.asarray(predictions, dtype=np.float64)
     abs_err, sq_err = np.abs(err), err**2
     rng = np.random.default_rng(config.seed)
@@ -92,8 +91,7 @@ def fit_dle(
         oof_abs[held] = _train(x[~held], abs_err[~held], cat_idx, config, k).predict(x[held])
         oof_sq[held] = _train(x[~held], sq_err[~held], cat_idx, config, k).predict(x[held])
     return DLEModel(
-        columns,
-        tuple(categorical),
+        layout,
         _train(x, abs_err, cat_idx, config, config.seed),
         _train(x, sq_err, cat_idx, config, config.seed),
         float(np.var(abs_err - oof_abs)),
@@ -132,7 +130,7 @@ def estimate_loss(
     n = features.height
     if n == 0:
         return DLEResult(0, RegressionMetrics(None, None))
-    x = _matrix(features, predictions, model.columns)
+    x = _matrix(features, predictions, model.layout)
     abs_hat = np.clip(model.abs_model.predict(x, num_threads=1), 0, None)
     sq_hat = np.clip(model.sq_model.predict(x, num_threads=1), 0, None)
     mae = float(abs_hat.mean())
@@ -148,8 +146,7 @@ def estimate_loss(
 def dle_to_json(model: DLEModel) -> dict[str, Any]:
     """The fitted state as plain JSON types (LightGBM model text, never code)."""
     return {
-        "columns": list(model.columns),
-        "categorical": list(model.categorical),
+        **model.layout.to_json(),
         "abs_model": model.abs_model.model_to_string(),
         "sq_model": model.sq_model.model_to_string(),
         "abs_residual_var": model.abs_residual_var,
@@ -165,8 +162,7 @@ def dle_from_json(doc: Mapping[str, Any]) -> DLEModel:
         return lgb.Booster(model_str=text)  # predictions ask for one thread themselves
 
     return DLEModel(
-        tuple(doc["columns"]),
-        tuple(doc["categorical"]),
+        ColumnLayout.from_json(doc),
         booster(doc["abs_model"]),
         booster(doc["sq_model"]),
         float(doc["abs_residual_var"]),

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from tasks.estimation.layout import ColumnLayout
 from tasks.metrics import roc_auc
 from tasks.trees import SmallTrees
 
@@ -40,10 +41,9 @@ class DomainConfig:
 
 @dataclass(frozen=True)
 class DomainReference:
-    """The fitted reference: its rows (capped), and the calibrated null deviation."""
+    """The fitted reference: its columns, its rows (capped), and the calibrated null deviation."""
 
-    columns: tuple[str, ...]
-    categorical: tuple[str, ...]
+    layout: ColumnLayout
     rows: np.ndarray
     null_mean: float  # mean of (AUC - 0.5) / null standard error over the splits
     null_std: float  # their standard deviation (at least 1: a handful of splits underestimates)
@@ -76,13 +76,6 @@ def _effective_rows(x: np.ndarray) -> float:
     carries less evidence than its row count (and its AUC varies more under the null)."""
     _, counts = np.unique(np.nan_to_num(x, nan=np.inf), axis=0, return_counts=True)
     return float(x.shape[0] ** 2 / np.sum(counts.astype(np.float64) ** 2))
-
-
-def _matrix(frame: pl.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(f"window lacks feature columns {missing}")
-    return frame.select(pl.col(c).cast(pl.Float64) for c in columns).to_numpy()
 
 
 def _cap(x: np.ndarray, cap: int, rng: np.random.Generator) -> np.ndarray:
@@ -125,10 +118,10 @@ def fit_domain_classifier(
 ) -> DomainReference:
     """Keep (a capped sample of) the reference rows and calibrate the null AUC on them."""
     config = config or DomainConfig()
-    columns = tuple(reference.columns)
+    layout = ColumnLayout.of(reference, categorical)
     rng = np.random.default_rng(config.seed)
-    rows = _cap(_matrix(reference, columns), config.max_rows, rng)  # rng's first draw
-    cat_idx = [columns.index(c) for c in categorical]
+    rows = _cap(layout.matrix(reference), config.max_rows, rng)  # rng's first draw
+    cat_idx = layout.categorical_index
     half = rows.shape[0] // 2
     deviations = []
     for split in range(config.null_splits):
@@ -138,7 +131,7 @@ def fit_domain_classifier(
         deviations.append((auc - 0.5) / _null_se(_effective_rows(a), _effective_rows(b)))
     dev = np.asarray(deviations)
     null_std = max(1.0, float(dev.std(ddof=1))) if dev.size > 1 else 1.0
-    return DomainReference(columns, tuple(categorical), rows, float(dev.mean()), null_std, config)
+    return DomainReference(layout, rows, float(dev.mean()), null_std, config)
 
 
 def _settings(config: DomainConfig) -> Any:
@@ -148,7 +141,7 @@ def _settings(config: DomainConfig) -> Any:
 def domain_to_json(fitted: DomainReference) -> dict[str, Any]:
     """The calibrated null and the settings it holds for; the rows come back from the
     reference itself."""
-    return {"columns": list(fitted.columns), "categorical": list(fitted.categorical),
+    return {**fitted.layout.to_json(),
             "null_mean": fitted.null_mean, "null_std": fitted.null_std,
             "config": _settings(fitted.config)}  # fmt: skip
 
@@ -161,23 +154,23 @@ def domain_from_json(
     config = config or DomainConfig()
     if doc["config"] != _settings(config):
         raise ValueError("the domain classifier was calibrated under other settings")
-    columns = tuple(doc["columns"])
-    rows = _cap(_matrix(reference, columns), config.max_rows, np.random.default_rng(config.seed))
+    layout = ColumnLayout.from_json(doc)
+    rows = _cap(layout.matrix(reference), config.max_rows, np.random.default_rng(config.seed))
     null_mean, null_std = float(doc["null_mean"]), float(doc["null_std"])
-    return DomainReference(columns, tuple(doc["categorical"]), rows, null_mean, null_std, config)
+    return DomainReference(layout, rows, null_mean, null_std, config)
 
 
 def domain_drift(fitted: DomainReference, window: pl.DataFrame) -> DomainDrift:
     """Cross-validated AUC of reference rows against ``window`` rows, against the threshold."""
     config = fitted.config
     rng = np.random.default_rng(config.seed + 7919)
-    cur = _cap(_matrix(window, fitted.columns), config.max_rows, rng)
+    cur = _cap(fitted.layout.matrix(window), config.max_rows, rng)
     ref = fitted.rows
-    cat_idx = [fitted.columns.index(c) for c in fitted.categorical]
-    auc, gain = _cross_validated_auc(ref, cur, cat_idx, config, config.seed)
+    auc, gain = _cross_validated_auc(ref, cur, fitted.layout.categorical_index, config, config.seed)
     se = _null_se(_effective_rows(ref), _effective_rows(cur))
     threshold = 0.5 + (fitted.null_mean + config.k_sigma * fitted.null_std) * se
     shares = gain / gain.sum() if gain.sum() > 0 else gain
     top = np.argsort(-shares, kind="stable")[: config.top_features]
-    features = tuple(FeatureGain(fitted.columns[i], float(shares[i])) for i in top if shares[i] > 0)
+    names = fitted.layout.columns
+    features = tuple(FeatureGain(names[i], float(shares[i])) for i in top if shares[i] > 0)
     return DomainDrift(auc, threshold, auc > threshold, ref.shape[0], cur.shape[0], features)

@@ -51,17 +51,11 @@ def check_columns(
     return extra
 
 
-def check_file(
-    path: Path,
-    dataset: DatasetSpec,
-    options: IngestOptions | None = None,
-    data: bytes | None = None,
-) -> list[str]:
+def check_file(path: Path, dataset: DatasetSpec, options: IngestOptions | None = None) -> list[str]:
     """File-level checks before any row is read; returns the header. Raises DataFileError.
 
-    ``options`` say how to read it (delimiter, encoding, extra columns). ``data`` is the file's
-    content when the caller has read it already; otherwise the file is streamed (its encoding
-    is checked chunk by chunk, never decoded whole).
+    ``options`` say how to read it (delimiter, encoding, extra columns). The file is streamed:
+    its encoding is checked chunk by chunk, never decoded whole.
     """
     options = options or IngestOptions()
     delimiter, encoding, extra_columns = options.delimiter, options.encoding, options.extra_columns
@@ -80,7 +74,7 @@ def check_file(
             raise DataFileError(f"not a readable Parquet file: {path} ({exc})") from None
         check_columns(header, dataset, extra_columns)
         return header
-    head = _check_encoding(path, encoding, data)
+    head = _check_encoding(path, encoding)
     first, _, rest = head.lstrip("\ufeff").partition("\n")
     first = first.rstrip("\r")
     if not first.strip():
@@ -94,8 +88,7 @@ def check_file(
                 f"{first.count(guess) + 1} with {guess!r}; pass --delimiter {guess!r}"
             )
     check_columns(header, dataset, extra_columns)
-    size = len(data) if data is not None else path.stat().st_size
-    if not rest.strip() and size <= len(head.encode(encoding)):
+    if not rest.strip() and path.stat().st_size <= len(head.encode(encoding)):
         raise DataFileError(f"file has a header but no data rows: {path}")
     return header
 
@@ -104,17 +97,13 @@ def _is_utf8(encoding: str) -> bool:
     return encoding.lower().replace("-", "").replace("_", "") == "utf8"
 
 
-def _chunks(path: Path, data: bytes | None) -> Iterator[bytes]:
-    if data is not None:
-        for start in range(0, len(data), _CHUNK):
-            yield data[start : start + _CHUNK]
-        return
+def _chunks(path: Path) -> Iterator[bytes]:
     with open(path, "rb") as fh:
         while chunk := fh.read(_CHUNK):
             yield chunk
 
 
-def _check_encoding(path: Path, encoding: str, data: bytes | None) -> str:
+def _check_encoding(path: Path, encoding: str) -> str:
     """Raise at the first byte that is not valid ``encoding``; return the head as text.
 
     Chunk by chunk with an incremental decoder (ASCII chunks of a UTF-8 file are skipped), so
@@ -125,7 +114,7 @@ def _check_encoding(path: Path, encoding: str, data: bytes | None) -> str:
     except LookupError:
         raise DataFileError(f"unknown encoding {encoding!r}") from None
     utf8, offset, head = _is_utf8(encoding), 0, b""
-    for chunk in _chunks(path, data):
+    for chunk in _chunks(path):
         head = head or chunk[:65536]
         pending = len(decoder.getstate()[0])
         try:

@@ -7,14 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tasks.drift import DriftConfig, DriftDecision, DriftResult, cooldown_end, decide
+from tasks.drift import DriftConfig, DriftDecision, cooldown_end, decide
 from tasks.monitoring.state import update_state
 from tasks.settings import Settings
 
 if TYPE_CHECKING:
-    from tasks.monitoring.checks import Performance, Quality
     from tasks.monitoring.evidence import Evidence
-    from tasks.monitoring.policy import Verdict
+    from tasks.monitoring.findings import WindowFindings
     from tasks.monitoring.report import MonitorReport, SentEvent
     from tasks.monitoring.window import Champion
 
@@ -45,15 +44,7 @@ class Due:
 
 
 def decide_window(
-    drift: DriftResult | None,
-    quality: Quality,
-    performance: Performance,
-    champion: Champion,
-    config: DriftConfig,
-    now: datetime,
-    settings: Settings | None = None,
-    verdict: Verdict | None = None,
-    evidence: Evidence | None = None,
+    findings: WindowFindings, config: DriftConfig, now: datetime, settings: Settings | None = None
 ) -> Due:
     """Run the drift decision (unless data quality blocks it), persist the state (with the
     window's estimate), and say which events are due.
@@ -63,6 +54,8 @@ def decide_window(
     ``verdict`` says whether a drift fire asks for a retrain and whether the evidence of loss
     does (a performance event, unless the drift event already asks).
     """
+    champion, drift, quality = findings.champion, findings.drift, findings.quality
+    verdict = findings.verdict
     with update_state(champion.name, settings) as state:
         if not quality.ok or drift is None:
             decision = DriftDecision(
@@ -71,9 +64,8 @@ def decide_window(
             )  # fmt: skip
         else:
             decision, new = decide(
-                drifting=drift.drifting, window_rows=drift.window_rows, state=state,
-                config=config, now=now, champion_tag=champion.tag,
-                last_retrain_at=champion.last_retrain_at, score=drift.score,
+                drift, state=state, config=config, now=now, champion_tag=champion.tag,
+                last_retrain_at=champion.last_retrain_at,
             )  # fmt: skip
             for name in type(new).model_fields:
                 setattr(state, name, getattr(new, name))
@@ -82,7 +74,8 @@ def decide_window(
         # broken inputs make broken scores: their estimate asks for no retrain. With a
         # verdict, only its statistically controlled evidence retrains; the fixed-margin
         # performance check (no interval, no correction) is then reported, not acted on
-        wants = (verdict.retrain and quality.ok) if verdict is not None else performance.degraded
+        degraded = findings.performance.degraded
+        wants = (verdict.retrain and quality.ok) if verdict is not None else degraded
         drift_retrains = decision.fire and (verdict is None or verdict.retrain
                                             or verdict.input_drift_retrains)  # fmt: skip
         end = cooldown_end(state.last_performance_fired_at, state.last_retrain_requested_at,
@@ -92,7 +85,7 @@ def decide_window(
             state.last_performance_fired_at = now
         if perf_fire or drift_retrains:
             state.last_retrain_requested_at = now
-        _store_estimate(state, champion, evidence, now)
+        _store_estimate(state, champion, findings.evidence, now)
     reasons = tuple(verdict.reasons) if verdict is not None else ()
     return Due(decision, decision.fire, perf_fire, drift_retrains, reasons)
 

@@ -118,7 +118,7 @@ def fit_estimators(reference: Reference, dataset: DatasetSpec, champion: Champio
                       baseline, positives, int(y.size), tuple(notes))  # fmt: skip
 
 
-CACHE_FORMAT = 2  # bump when what an estimator keeps, or how it is fitted, changes
+CACHE_FORMAT = 3  # bump when what an estimator keeps, or how it is fitted, changes
 
 
 def cache_path(reference: Reference) -> Path:

@@ -210,11 +210,13 @@ def gather_evidence(
     quality: Quality,
     state: MonitorState,
     config: EvidenceConfig,
+    reference: Reference | None,
     settings: Settings | None = None,
-    reference: Reference | None = None,
 ) -> Evidence:
     """Late labels per window, the current estimate, trust, multivariate and label drift;
-    ``reference`` (the champion's) gives the realized "no loss" level."""
+    ``reference`` (the champion's) gives the realized "no loss" level: always stated (None:
+    no reference rows), since without it the policy judges realized windows against another
+    level."""
     every = bounds.until - bounds.since
     horizon = max(timedelta(hours=config.horizon_hours), every)
     scored = _champion_rows(load_scored(bounds.until - horizon, bounds.until, settings),

@@ -27,7 +27,8 @@ from tasks.monitoring.state import IsoTime
 from tasks.settings import Settings, get_settings
 
 if TYPE_CHECKING:
-    from tasks.monitoring.window import Champion, Window
+    from tasks.monitoring.findings import WindowFindings
+    from tasks.monitoring.window import WindowProfile
     from tasks.profiling import Reference
 
 
@@ -89,36 +90,28 @@ class MonitorReport(BaseModel):
 
 
 def build_report(
+    findings: WindowFindings,
+    decision: DriftDecision,
     *,
     run_at: datetime,
-    champion: Champion,
     config: dict[str, Any],
-    bounds: Window,
-    rows: int,
-    drift: DriftResult | None,
-    decision: DriftDecision,
-    quality: Quality,
-    performance: Performance,
-    health: Health,
-    reference: Reference,
-    current_profile: Path,
-    current_view: Any,
-    evidence: Evidence | None = None,
-    verdict: Verdict | None = None,
-    process: ServiceProcess | None = None,
+    profiles: tuple[Reference, WindowProfile],
 ) -> MonitorReport:
-    """The run's report, with per-column summaries of both whylogs profiles."""
+    """The run's report, with per-column summaries of both whylogs ``profiles`` (the
+    champion's reference, the window's)."""
     from tasks.profiling import summarize_profile
 
+    (reference, current), found = profiles, findings
+    champion, bounds = found.champion, found.bounds
     return MonitorReport(
         run_at=run_at, model_name=champion.name, champion_tag=champion.tag, config=config,
-        window=WindowSummary(since=bounds.since, until=bounds.until, rows=rows),
-        drift=drift, decision=decision, quality=quality, performance=performance,
-        health=health, reference_profile=reference.profile_path,
-        current_profile=current_profile,
+        window=WindowSummary(since=bounds.since, until=bounds.until, rows=found.rows),
+        drift=found.drift, decision=decision, quality=found.quality,
+        performance=found.performance, health=found.health,
+        reference_profile=reference.profile_path, current_profile=current.path,
         profiles={"reference": summarize_profile(reference.profile()),
-                  "current": summarize_profile(current_view)},
-        evidence=evidence, verdict=verdict, process=process,
+                  "current": summarize_profile(current.view)},
+        evidence=found.evidence, verdict=found.verdict, process=found.process,
     )  # fmt: skip
 
 

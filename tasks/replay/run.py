@@ -66,11 +66,11 @@ class ReplaySpec:
 
 @dataclass(frozen=True)
 class WindowOutcome:
-    """What the monitor did after one period, beside the truth."""
+    """What the monitor did after one period, beside the truth (window ``index`` is drifted
+    from the scenario's ``drift_from`` on)."""
 
     seed: int
     index: int
-    drifted: bool
     events: tuple[str, ...]
     retrain: bool
     drift_alert: bool  # any drift event (detected or reported), retraining or not
@@ -81,6 +81,7 @@ class WindowOutcome:
     quality_failed: bool
     labels_matured_drifted: int  # labels of drifted windows arrived by this run
     realized_auc: float | None  # on all of the window's labels
+    undrifted_auc: float | None  # the same window's rows before its drift (paired truth)
     estimated_auc: float | None
     estimated_lower: float | None
     estimated_upper: float | None
@@ -167,19 +168,25 @@ def _write_feedback(pending: pl.DataFrame, until: datetime, settings: Settings, 
 
 
 def _outcome(doc: dict[str, Any], sent, *, seed, i, spec, matured, truth, seconds) -> WindowOutcome:
+    """``truth``: the realized AUC of the window as logged and of its rows before the drift."""
     ev = doc.get("evidence") or {}
     est = ((ev.get("estimate") or {}).get("metrics") or {}).get("roc_auc") or {}
     domain = ev.get("multivariate")
     retrain = any(p.get("retrain", True) for k, p in sent if k != "data_quality_failed")
     return WindowOutcome(
-        seed, i, i >= spec.drift_from, tuple(k for k, _ in sent), retrain,
+        seed, i, tuple(k for k, _ in sent), retrain,
         any(k in ("drift_detected", "drift_reported") for k, _ in sent),
         bool((doc.get("drift") or {}).get("drifting")),
         bool((doc.get("drift") or {}).get("drifted_features")),
         None if domain is None else bool(domain["drifted"]), bool(ev.get("concept_drift")),
-        not doc["quality"]["ok"], matured, truth, est.get("value"), est.get("lower"),
+        not doc["quality"]["ok"], matured, *truth, est.get("value"), est.get("lower"),
         est.get("upper"), seconds,
     )  # fmt: skip
+
+
+def _realized_auc(prepared: Prepared, y: np.ndarray, scores: np.ndarray) -> float | None:
+    found = binary_metrics(y, scores, prepared.champion.metadata.get("threshold", 0.5)).roc_auc
+    return found.value if found else None
 
 
 def replay_seed(
@@ -211,28 +218,31 @@ def replay_seed(
         until = start + (i + 1) * spec.period
         pending, due = _write_feedback(pending, until, settings, i)
         matured += int((due["window"] >= spec.drift_from).sum())
-        truth = binary_metrics(y, scores, prepared.champion.metadata.get("threshold", 0.5)).roc_auc
+        truth = _realized_auc(prepared, y, scores)
+        undrifted = truth if i < spec.drift_from else _realized_auc(
+            prepared, _labels(base, dataset), score(prepared.champion, base))  # fmt: skip
         emitter = RecordingEmitter("replay")
         started = time.perf_counter()
         with recording(emitter):
             doc = run_monitor(config.model_copy(update={"until": until, "now": until}))
         out.append(_outcome(doc, emitter.sent, seed=seed, i=i, spec=spec, matured=matured,
-                            truth=truth.value if truth else None,
+                            truth=(truth, undrifted),
                             seconds=time.perf_counter() - started))  # fmt: skip
     return out
 
 
 def scenario_specs(prepared: Prepared, *, rows: int, windows: int) -> list[ReplaySpec]:
     """The issue's scenarios (``tasks.simulate.SCENARIOS``) as replays of ``rows``-row windows;
-    the harmless shift moves the champion's least used feature; the correlation flip runs on
-    5,000-row windows (the acceptance target's size) unless ``rows`` is smaller for a smoke;
-    no change runs :data:`QUIET_WINDOWS` windows per seed unless ``windows`` is a smoke's."""
+    the harmless shift tilts the champion's harmless feature within bins of its score; the
+    correlation flip runs on 5,000-row windows (the acceptance target's size) unless ``rows``
+    is smaller for a smoke; no change runs :data:`QUIET_WINDOWS` windows per seed unless
+    ``windows`` is a smoke's."""
     from tasks.simulate import SCENARIOS
 
     out = []
     for name, drift in SCENARIOS.items():
         if name == "harmless_covariate":
-            drift = replace(drift, column=prepared.least_used_feature)
+            drift = replace(drift, column=prepared.harmless_feature, within=SCORE)
         if name == "harmful_covariate":
             drift = replace(drift, column=SCORE)
         size = max(rows, 5_000) if name == "correlation_flip" and rows >= 2_000 else rows
@@ -245,7 +255,7 @@ def scenario_specs(prepared: Prepared, *, rows: int, windows: int) -> list[Repla
 class DatasetReplay:
     dataset: str
     reference_auc: float
-    least_used_feature: str
+    harmless_feature: str  # the most frequent choice over the seeds
     seeds: int
     summaries: list[Any]  # tasks.replay.summary.ScenarioSummary
     seconds: float
@@ -256,9 +266,9 @@ def replay_dataset(
     dataset: DatasetSpec,
     *,
     seeds: int,
+    scenarios: list[str] | None = None,
     windows: int = 6,
     rows: int = 2_000,
-    scenarios: list[str] | None = None,
     settings: Settings | None = None,
     dataset_ref: str | None = None,
 ) -> DatasetReplay:
@@ -274,11 +284,11 @@ def replay_dataset(
     config = MonitorConfig(dataset=dataset_ref or dataset.name, window_minutes=24 * 60)
     outcomes: dict[str, list[WindowOutcome]] = {}
     specs: dict[str, ReplaySpec] = {}
-    aucs, least = [], []
+    aucs, harmless = [], []
     for seed in range(seeds):  # each seed its own split and champion: the pool varies too
         prepared = prepare_champion(frame, dataset, settings, ChampionParams(seed=seed))
         aucs.append(prepared.reference_auc)
-        least.append(prepared.least_used_feature)
+        harmless.append(prepared.harmless_feature)
         for spec in scenario_specs(prepared, rows=rows, windows=windows):
             if scenarios and spec.name not in scenarios:
                 continue
@@ -287,5 +297,5 @@ def replay_dataset(
                 replay_seed(prepared, dataset, spec, seed, config, settings)
             )
     out = [summarize(specs[name], found) for name, found in outcomes.items()]
-    return DatasetReplay(dataset.name, float(np.mean(aucs)), max(set(least), key=least.count),
+    return DatasetReplay(dataset.name, float(np.mean(aucs)), max(set(harmless), key=harmless.count),
                          seeds, out, time.perf_counter() - started)  # fmt: skip

@@ -26,7 +26,7 @@ import numpy as np
 from tasks.rollout import sequential
 from tasks.rollout.config import RolloutConfig
 from tasks.rollout.guardrails import GuardrailCheck, GuardrailObservation, check_guardrails
-from tasks.rollout.sequential import SequentialTest, Summary
+from tasks.rollout.sequential import Design, SequentialTest, Summary
 
 Action = Literal["continue", "advance", "promote", "rollback", "no_decision"]
 
@@ -57,7 +57,7 @@ class ArmStatistics:
 class Evidence:
     """The statistics behind a decision, as plain numbers (for events and artifacts)."""
 
-    design: Literal["paired", "two_sample"]
+    design: Design
     n_champion: int
     n_challenger: int
     mean_loss_champion: float
@@ -86,7 +86,7 @@ def _finite(x: np.ndarray) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _design(stats: ArmStatistics) -> Literal["paired", "two_sample"]:
+def _design(stats: ArmStatistics) -> Design:
     return "paired" if stats.paired is not None else "two_sample"
 
 

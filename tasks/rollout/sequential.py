@@ -33,6 +33,7 @@ from typing import Literal
 import numpy as np
 
 Direction = Literal["better", "worse", "undecided"]
+Design = Literal["paired", "two_sample"]  # the same rows scored by both arms, or split rows
 WORSE, UNDECIDED, BETTER = 1, 0, -1  # verdict codes (sign of challenger - champion)
 
 

@@ -16,7 +16,6 @@ differences and its mirror (paired), so the null holds exactly, not up to pool n
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from scipy.stats import binomtest, norm
@@ -24,9 +23,8 @@ from scipy.stats import binomtest, norm
 from tasks.rollout import sequential
 from tasks.rollout.config import RolloutConfig
 from tasks.rollout.scenario import Scenario, simulate_losses
-from tasks.rollout.sequential import BETTER, UNDECIDED, WORSE, Summary
+from tasks.rollout.sequential import BETTER, UNDECIDED, WORSE, Design, Summary
 
-Design = Literal["paired", "two_sample"]
 POWER = 0.8
 CONFIDENCE = 0.95
 POOL_ROWS = 2_000_000  # per-row losses behind each pool (an experiment draws <= 400 blocks)

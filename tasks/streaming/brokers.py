@@ -9,6 +9,8 @@ same shape but untested here (no Kafka broker on these machines).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -26,8 +28,10 @@ if TYPE_CHECKING:
     from faststream.message import StreamMessage
 
 Handler = Callable[["StreamMessage[Any]"], Awaitable[None]]
+log = logging.getLogger("driftloop.streaming")
 _QUIET = {"logger": logging.getLogger("driftloop.streaming.broker"), "log_level": logging.DEBUG}
 POLL_MS = 100  # how long one read blocks waiting for records (Redis, NATS pull)
+CLAIM_PAUSE_S = 1.0  # at most this long between looks for records a dead consumer left (Redis)
 
 
 @dataclass
@@ -60,13 +64,19 @@ async def _ack_each(msgs: list[StreamMessage[Any]]) -> None:
 
 def connect(config: StreamConfig, handler: Handler) -> Link:
     """A :class:`Link` for ``config.broker`` with ``handler`` subscribed to the input."""
+    makers = {"redis": _redis, "nats": _nats, "amqp": _rabbit, "kafka": _kafka}
+    return makers[config.scheme](config, handler)
+
+
+def _subscribed(handler: Handler) -> Callable[..., Awaitable[None]]:
+    """``handler`` as a FastStream subscriber: given the raw message (its body stays bytes,
+    its key is read by the adapter)."""
     from faststream import Context
 
     async def on_message(message: Any = Context("message")) -> None:  # noqa: B008
-        await handler(message)  # the raw message: its body stays bytes, its key is read here
+        await handler(message)
 
-    makers = {"redis": _redis, "nats": _nats, "amqp": _rabbit, "kafka": _kafka}
-    return makers[config.scheme](config, on_message)
+    return on_message
 
 
 async def _nothing() -> None:
@@ -77,12 +87,13 @@ def _redis(config: StreamConfig, handler: Handler) -> Link:
     from faststream.redis import RedisBroker, StreamSub
 
     broker = RedisBroker(config.broker, **_QUIET)
-    common = {"group": config.group, "consumer": config.consumer, "polling_interval": POLL_MS}
-    # new records; and records another (crashed) consumer read but never acknowledged
-    fresh = StreamSub(config.input, batch=True, max_records=config.batch_size, **common)
-    stale = StreamSub(config.input, min_idle_time=int(config.ack_wait * 1000), **common)
-    broker.subscriber(stream=fresh, ack_policy=AckPolicy.MANUAL, parser=_undecoded_batch)(handler)
-    broker.subscriber(stream=stale, ack_policy=AckPolicy.MANUAL)(handler)
+    fresh = StreamSub(
+        config.input, group=config.group, consumer=config.consumer, polling_interval=POLL_MS,
+        batch=True, max_records=config.batch_size,
+    )  # fmt: skip
+    broker.subscriber(stream=fresh, ack_policy=AckPolicy.MANUAL, parser=_undecoded_batch)(
+        _subscribed(handler)
+    )
 
     async def publish(name: str, body: bytes) -> None:
         await broker.publish(body, stream=name)
@@ -104,7 +115,56 @@ def _redis(config: StreamConfig, handler: Handler) -> Link:
     async def ack(msgs: list[StreamMessage[Any]]) -> None:  # one XACK for the whole batch
         await client.xack(config.input, config.group, *(i for m in msgs for i in _ids(m)))
 
-    return Link(broker, publish, _redis_records, True, _nothing, prepare, ack, client.aclose)
+    claiming: list[asyncio.Task[None]] = []
+
+    async def setup() -> None:
+        claiming.append(asyncio.create_task(claim_stale(client, config, handler)))
+
+    async def close() -> None:
+        for task in claiming:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await client.aclose()
+
+    return Link(broker, publish, _redis_records, True, setup, prepare, ack, close)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """Entries claimed from the group's pending list, shaped as a batch read's message."""
+
+    raw_message: dict[str, list[Any]]  # {"message_ids": [...], "data": [fields, ...]}
+
+
+async def claim_stale(
+    client: Any,
+    config: StreamConfig,
+    handler: Handler,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> None:
+    """Hand ``handler`` the records another (crashed) consumer read but never acknowledged,
+    once idle ``ack_wait``: a batch at a time, pausing whenever there is none. (FastStream's
+    claiming subscriber asks for one entry at a time and does not pause while the scan has
+    pending entries left, which is always under load: it took half the event loop's CPU.)"""
+    idle_ms, cursor = int(config.ack_wait * 1000), b"0-0"
+    pause = min(CLAIM_PAUSE_S, config.ack_wait / 4)
+    while True:
+        claimed = False
+        try:
+            cursor, entries, *_ = await client.xautoclaim(
+                config.input, config.group, config.consumer, idle_ms,
+                start_id=cursor, count=config.batch_size,
+            )  # fmt: skip
+            entries = [(i, fields) for i, fields in entries if fields is not None]  # not deleted
+            if entries:
+                ids, data = (list(x) for x in zip(*entries, strict=True))
+                await handler(Claimed({"message_ids": ids, "data": data}))  # type: ignore[arg-type]
+                claimed = True
+        except Exception:  # left pending: claimed again on a later look
+            log.exception("claiming idle records of %s failed; retrying", config.input)
+        if not claimed:
+            await sleep(pause)
 
 
 def _ids(msg: StreamMessage[Any]) -> list[bytes]:
@@ -122,15 +182,27 @@ async def _undecoded_batch(raw: Any, original: Any) -> StreamMessage[Any]:
 def _redis_records(msg: StreamMessage[Any]) -> list[Record]:
     """Entries of a batch read (or one claimed entry); the stream id is the key."""
     data = msg.raw_message["data"]
-    out = []
-    for entry_id, entry in zip(_ids(msg), data if isinstance(data, list) else [data], strict=True):
-        payload = entry.get(b"__data__")
-        if payload is None:  # a plain XADD of fields: the record is those fields
-            payload = orjson.dumps({k.decode(): v.decode() for k, v in entry.items()})
-        key = entry_id.decode()
-        sent = int(key.partition("-")[0]) / 1000  # a stream id starts with its time in ms
-        out.append(Record(key, _redis_body(payload), sent))
-    return out
+    entries = data if isinstance(data, list) else [data]
+    payloads = list(map(_payload, entries))
+    keys = [i.decode() for i in _ids(msg)]
+    sent = [int(k.partition("-")[0]) / 1000 for k in keys]  # a stream id starts with its ms
+    return list(map(Record, keys, _redis_bodies(payloads), sent))
+
+
+def _payload(entry: dict[bytes, bytes]) -> bytes:
+    payload = entry.get(b"__data__")
+    if payload is None:  # a plain XADD of fields: the record is those fields
+        return orjson.dumps({k.decode(): v.decode() for k, v in entry.items()})
+    return payload
+
+
+def _redis_bodies(payloads: list[bytes]) -> list[bytes]:
+    """:func:`_redis_body` of each payload; one scan of them all when none holds a mark of an
+    envelope (the common case: plain JSON records)."""
+    joined = b"\n".join(payloads)
+    if any(mark in joined for mark in _ENVELOPE_MARKS):  # a header anywhere: look closer
+        return [_redis_body(p) for p in payloads]
+    return payloads
 
 
 def _redis_body(payload: bytes) -> bytes:
@@ -140,10 +212,15 @@ def _redis_body(payload: bytes) -> bytes:
     a payload that is neither binary nor mentions ``"data"`` (nor escapes a character, as
     ``"d\\u0061ta"`` would) cannot be an envelope, so it is taken as is without decoding.
     """
-    binary = _binary_format()
-    if payload.startswith(binary.IDENTITY_HEADER) or b'"data"' in payload or b"\\u" in payload:
-        return binary.parse(payload)[0]
+    header, *marks = _ENVELOPE_MARKS
+    if payload.startswith(header) or any(mark in payload for mark in marks):
+        return _binary_format().parse(payload)[0]
     return payload
+
+
+# what an envelope holds and a plain record does not: FastStream's binary header, a "data" key
+# or an escape that could spell one (the header: BinaryMessageFormatV1.IDENTITY_HEADER)
+_ENVELOPE_MARKS = (b"\x89BIN\r\n\x1a\n", b'"data"', b"\\u")
 
 
 @cache
@@ -171,7 +248,7 @@ def _nats(config: StreamConfig, handler: Handler) -> Link:
         pull_sub=PullSub(batch_size=config.batch_size, timeout=POLL_MS / 1000, batch=True),
         config=ConsumerConfig(ack_wait=config.ack_wait, max_ack_pending=4 * config.batch_size),
         ack_policy=AckPolicy.MANUAL,
-    )(handler)
+    )(_subscribed(handler))
     for name in (config.output, config.dead_letter_name):  # declared at broker start
         broker.publisher(name, stream=JStream(jetstream_name(name), subjects=[name]))
 
@@ -195,7 +272,7 @@ def _rabbit(config: StreamConfig, handler: Handler) -> Link:
         RabbitQueue(config.input, durable=True),
         channel=Channel(prefetch_count=4 * config.batch_size),
         ack_policy=AckPolicy.MANUAL,
-    )(handler)
+    )(_subscribed(handler))
 
     async def setup() -> None:
         for name in (config.output, config.dead_letter_name):
@@ -226,7 +303,7 @@ def _kafka(config: StreamConfig, handler: Handler) -> Link:  # untested: no Kafk
         batch=True,
         max_records=config.batch_size,
         ack_policy=AckPolicy.MANUAL,
-    )(handler)
+    )(_subscribed(handler))
 
     async def publish(name: str, body: bytes) -> None:
         await broker.publish(body, topic=name)

@@ -16,6 +16,9 @@ from tasks.ingest.quality import DataQualityFailed
 if TYPE_CHECKING:
     from tasks.ingest.compose import IngestResult
 
+VALID_FRACTION = 0.2  # default share of rows for early stopping (TrainConfig's default too)
+TEST_FRACTION = 0.2  # default share of rows for the test metrics
+
 
 class TrainingDataError(ValueError):
     """The training data cannot make a model (no target, one class, too few rows...)."""
@@ -112,8 +115,8 @@ def split_data(
     frame: pl.DataFrame,
     dataset: DatasetSpec,
     seed: int,
-    valid_fraction: float = 0.2,
-    test_fraction: float = 0.2,
+    valid_fraction: float = VALID_FRACTION,
+    test_fraction: float = TEST_FRACTION,
 ) -> Splits:
     """Seeded train/valid/test: time-ordered (oldest train, newest test) when the dataset has
     an event time, else stratified on the label (binary) or on label quantiles (regression)."""

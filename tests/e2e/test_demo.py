@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -23,25 +25,49 @@ from tests.support.webhook import WebhookReceiver
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
+SCENARIOS = ("concept", "noise")
+DEMO_TIMEOUT_S = 600
 
 
-def _run_demo(home: Path, scenario: str, notify_url: str) -> dict:
-    env = {**os.environ, "DRIFTLOOP_HOME": str(home.parent / "cli-home")}
-    env.pop("PREFECT_API_URL", None)
-    cmd = [sys.executable, "-m", "driftloop", "demo", "--fast", "--keep", "--json",
-           "--scenario", scenario, "--home", str(home), "--notify-url", notify_url]  # fmt: skip
-    proc = subprocess.run(
-        cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout)
+class _Demo:
+    """One `driftloop demo --fast --keep --json` subprocess, started at once, awaited later."""
 
+    def __init__(self, home: Path, scenario: str, notify_url: str) -> None:
+        self.home = home
+        env = {**os.environ, "DRIFTLOOP_HOME": str(home.parent / "cli-home")}
+        env.pop("PREFECT_API_URL", None)
+        cmd = [sys.executable, "-m", "driftloop", "demo", "--fast", "--keep", "--json",
+               "--scenario", scenario, "--home", str(home), "--notify-url", notify_url]  # fmt: skip
+        self._out = home.parent / "demo.json"
+        self._err = home.parent / "demo.err"
+        with self._out.open("wb") as out, self._err.open("wb") as err:
+            self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=err)
+        self.deadline = time.monotonic() + DEMO_TIMEOUT_S
 
-def _stop(home: Path) -> None:
-    env = {**os.environ, "DRIFTLOOP_HOME": str(home)}
-    subprocess.run(
-        [sys.executable, "-m", "driftloop", "stack", "down"], cwd=REPO, env=env, timeout=120
-    )
+    def summary(self) -> dict:
+        """The demo's JSON summary, once it exited 0 (fails on a timeout or another exit)."""
+        try:
+            self.proc.wait(timeout=max(1.0, self.deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"demo still running after {DEMO_TIMEOUT_S}s") from None
+        assert self.proc.returncode == 0, self._err.read_text(errors="replace")[-4000:]
+        return json.loads(self._out.read_text())
+
+    def interrupt(self) -> None:
+        """Interrupt the demo if it still runs (it stops what it started)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+    def stack_down(self) -> subprocess.Popen:
+        """``driftloop stack down`` for the demo's home, started (the caller waits)."""
+        env = {**os.environ, "DRIFTLOOP_HOME": str(self.home)}
+        return subprocess.Popen([sys.executable, "-m", "driftloop", "stack", "down"], cwd=REPO,
+                                env=env)  # fmt: skip
 
 
 def _events(api: str, name: str) -> list[dict]:
@@ -79,13 +105,29 @@ def webhook():
 
 
 @pytest.fixture(scope="module")
-def demo_run(request, tmp_path_factory, webhook):
-    """A finished demo of the scenario given by indirect parametrisation, stopped afterwards."""
-    scenario = request.param
-    home = tmp_path_factory.mktemp(f"e2e-{scenario}") / "demo"
-    summary = _run_demo(home, scenario, webhook.url)
-    yield DemoRun(home, summary)
-    _stop(home)
+def demos(tmp_path_factory, webhook) -> Iterator[dict[str, _Demo]]:
+    """Both scenarios' demos, started together: each has its own home, stack and ports, and
+    much of a demo is waiting on servers, so the two overlap (the suite's time budget); both
+    stacks are stopped when the module ends."""
+    started: dict[str, _Demo] = {}
+    try:
+        for scenario in SCENARIOS:
+            home = tmp_path_factory.mktemp(f"e2e-{scenario}") / "demo"
+            started[scenario] = _Demo(home, scenario, webhook.url)
+        yield started
+    finally:
+        for demo in started.values():
+            demo.interrupt()
+        for down in [demo.stack_down() for demo in started.values()]:  # both stacks at once
+            down.wait(timeout=120)
+
+
+@pytest.fixture(scope="module")
+def demo_run(request, demos: dict[str, _Demo]) -> DemoRun:
+    """The finished demo of the scenario given by indirect parametrisation (its stack is up
+    until the module ends)."""
+    demo = demos[request.param]
+    return DemoRun(demo.home, demo.summary())
 
 
 def _aliases(home: Path) -> dict[str, str]:

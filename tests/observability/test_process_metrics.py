@@ -6,7 +6,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,7 +16,6 @@ from prometheus_client import CollectorRegistry
 
 from bentos import report_metrics
 from bentos.process_metrics import ProcessMetrics, observed_gauges, sample_process
-from bentos.report_metrics import MonitorSnapshot
 from tasks.io import atomic_write
 from tasks.settings import Settings
 
@@ -152,9 +151,13 @@ def test_an_unreadable_report_keeps_the_last_numbers(observed, caplog) -> None:
     assert sum("unreadable" in r.message for r in caplog.records) == 1
 
 
-def test_every_snapshot_number_has_a_series() -> None:
-    published = set(report_metrics._SCALARS) | {"model_name", "performance"}
-    assert published == {f.name for f in fields(MonitorSnapshot)}
+def test_every_snapshot_number_has_a_series(tmp_path) -> None:
+    report = promkit.write_monitor_report(tmp_path, "telco:a")
+    snap = report_metrics.snapshot_from_report(report, "telco")
+    assert set(snap.scalars) == set(report_metrics._SCALARS)
+    assert snap.scalars["drift_score"] == 0.42 and snap.scalars["drifted_features"] == 1
+    never = report_metrics.read_snapshot(None, "telco")
+    assert set(never.scalars) <= set(report_metrics._SCALARS) and never.scalars["run_at"] == 0.0
 
 
 def test_thread_starts_publishing_at_once_and_stops(observed) -> None:

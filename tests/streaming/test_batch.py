@@ -77,3 +77,20 @@ def test_redis_body_reads_faststream_formats_and_takes_plain_json_as_is() -> Non
     escaped = b'{"d\\u0061ta": ' + orjson.dumps(plain.decode()) + b', "headers": {}}'
     for payload in (binary, envelope, escaped):  # as FastStream's own parser reads them
         assert _redis_body(payload) == BinaryMessageFormatV1.parse(payload)[0] == plain
+
+
+def test_redis_bodies_of_a_batch_are_each_payloads_body() -> None:
+    import asyncio
+
+    from faststream.redis.parser.binary import BinaryMessageFormatV1
+
+    from tasks.streaming.brokers import _ENVELOPE_MARKS, _redis_bodies
+
+    assert _ENVELOPE_MARKS[0] == BinaryMessageFormatV1.IDENTITY_HEADER
+    plain = [orjson.dumps({"customerID": str(i), "tenure": i}) for i in range(3)]
+    assert all(a is b for a, b in zip(_redis_bodies(plain), plain, strict=True))  # as they are
+    binary = asyncio.run(BinaryMessageFormatV1.encode(
+        message=plain[1], reply_to=None, headers={}, correlation_id="c"))  # fmt: skip
+    envelope = orjson.dumps({"data": plain[2].decode(), "headers": {}})
+    for mixed in ([plain[0], binary, plain[2]], [plain[0], plain[1], envelope]):
+        assert _redis_bodies(mixed) == plain  # one envelope in the batch: each looked at

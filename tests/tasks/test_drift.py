@@ -114,9 +114,10 @@ def test_prediction_drift_and_empty_columns():
 
 
 def _run(states, drifting, minutes, config, champion="m:1", rows=1_000, retrain=None):
+    result = drift.DriftResult("tests", 0.9 if drifting else 0.1, 0.5, drifting, rows, [], None)
     decision, state = drift.decide(
-        drifting=drifting, window_rows=rows, state=states[-1], config=config,
-        now=T0 + timedelta(minutes=minutes), champion_tag=champion, last_retrain_at=retrain,
+        result, state=states[-1], config=config, now=T0 + timedelta(minutes=minutes),
+        champion_tag=champion, last_retrain_at=retrain,
     )  # fmt: skip
     states.append(state)
     return decision

@@ -43,6 +43,16 @@ def test_roc_auc_is_the_pairwise_win_rate_with_ties_halved() -> None:
         assert m.roc_auc(y, s) == pytest.approx(_auc_pairs(y, s), abs=1e-12)
 
 
+def test_weighted_roc_auc_counts_each_row_its_weight_times() -> None:
+    rng = np.random.default_rng(11)
+    for y, s in _cases():
+        w = rng.integers(1, 4, y.size)
+        assert m.weighted_roc_auc(y, s, w) == pytest.approx(
+            m.roc_auc(np.repeat(y, w), np.repeat(s, w)), abs=1e-12
+        )
+        assert m.weighted_roc_auc(y, s, np.ones(y.size)) == pytest.approx(m.roc_auc(y, s))
+
+
 def test_average_precision_matches_its_definition() -> None:
     for y, s in _cases():
         assert m.average_precision(y, s) == pytest.approx(_ap_by_threshold(y, s), abs=1e-12)

@@ -17,6 +17,7 @@ from tasks.monitoring import window as win
 from tasks.monitoring.html import render_report_html
 from tasks.monitoring.report import MonitorReport, ReportPaths, WindowSummary
 from tasks.settings import get_settings
+from tests.support.monitoring import window_findings
 
 UNTIL = datetime(2026, 3, 1, 12, tzinfo=UTC)
 DS = load_dataset("telco")
@@ -197,7 +198,7 @@ def test_importance_is_read_defensively():
 def test_quality_failure_blocks_the_drift_decision(home):
     q = checks.check_quality(_log(50).drop("Contract"), DS, checks.QualityConfig())
     perf = checks.Performance(0, None, None, None, None, None, None, False, "")
-    due = decision.decide_window(None, q, perf, _champion(), DriftConfig(), UNTIL)
+    due = decision.decide_window(window_findings(None, q, perf, _champion()), DriftConfig(), UNTIL)
     assert due.decision.action == "blocked" and not due.drift_fire
 
     class Fake:
@@ -289,11 +290,11 @@ def test_drift_and_degraded_performance_in_one_run_trigger_one_retrain(home):
     perf = checks.Performance(500, 0.6, 0.5, 0.4, 0.84, 0.6, 0.7, True, "AUC fell 0.24")
     drifting = SimpleNamespace(drifting=True, window_rows=500, score=0.9)
     config = DriftConfig(hysteresis_windows=1, min_window_rows=10)
-    due = decision.decide_window(drifting, q, perf, _champion(), config, UNTIL)
+    due = decision.decide_window(window_findings(drifting, q, perf, _champion()), config, UNTIL)
     assert due.drift_fire and not due.performance_fire
     later = UNTIL + timedelta(minutes=5)
     quiet = SimpleNamespace(drifting=False, window_rows=500, score=0.1)
-    again = decision.decide_window(quiet, q, perf, _champion(), config, later)
+    again = decision.decide_window(window_findings(quiet, q, perf, _champion()), config, later)
     assert not again.performance_fire, "cooldown after the drift fire covers performance"
 
 

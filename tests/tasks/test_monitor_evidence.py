@@ -19,6 +19,7 @@ from tasks.monitoring.evidence import EvidenceConfig, gather_evidence
 from tasks.monitoring.policy import PolicyConfig, judge
 from tasks.monitoring.state import MonitorState, StoredEstimate, load_state
 from tasks.monitoring.window import Champion, Window
+from tests.support.monitoring import window_findings
 
 UNTIL = datetime(2026, 5, 4, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -81,7 +82,7 @@ def _gather(estimators, labels, state=None, config=None):
     return gather_evidence(
         rows=rows, labels=labels, bounds=Window(UNTIL - HOUR, UNTIL), estimators=estimators,
         dataset=None, quality=Quality(rows=rows.height), state=state or MonitorState(),
-        config=config or EvidenceConfig(horizon_hours=3),
+        config=config or EvidenceConfig(horizon_hours=3), reference=None,
     )  # fmt: skip
 
 
@@ -191,9 +192,9 @@ def test_harmless_drift_fires_a_report_only_event_and_the_estimate_is_stored(hom
     verdict = judge(found, _champion(), PolicyConfig())
     perf = Performance(0, None, None, None, None, None, None, False, "no labels")
     config = DriftConfig(hysteresis_windows=1, cooldown_minutes=0)
-    due = decide_window(drift=_drifting(), quality=Quality(rows=600), performance=perf,
-                        champion=_champion(), config=config, now=UNTIL, verdict=verdict,
-                        evidence=found)  # fmt: skip
+    findings = window_findings(_drifting(), Quality(rows=600), perf, _champion(),
+                               verdict=verdict, evidence=found)  # fmt: skip
+    due = decide_window(findings, config, UNTIL)
     assert due.drift_fire and not due.drift_retrains and not due.performance_fire
     kept = load_state("m")
     assert [(e.start, e.end, e.rows) for e in kept.estimates] == [(UNTIL - HOUR, UNTIL, 600)]
@@ -201,8 +202,8 @@ def test_harmless_drift_fires_a_report_only_event_and_the_estimate_is_stored(hom
     # evidence of loss: the drift event itself asks for the retrain (one event, not two)
     worse = _evidence_with(estimators, estimators.baseline.roc_auc.value - 0.1, home)
     loss = judge(worse, _champion(), PolicyConfig())
-    due = decide_window(drift=_drifting(), quality=Quality(rows=600), performance=perf,
-                        champion=_champion(), config=config, now=UNTIL + HOUR, verdict=loss,
-                        evidence=worse)  # fmt: skip
+    findings = window_findings(_drifting(), Quality(rows=600), perf, _champion(),
+                               verdict=loss, evidence=worse)  # fmt: skip
+    due = decide_window(findings, config, UNTIL + HOUR)
     assert due.drift_fire and due.drift_retrains and not due.performance_fire
     assert due.retrain_reasons and load_state("m").last_retrain_requested_at == UNTIL + HOUR

@@ -17,6 +17,7 @@ from tasks.monitoring.decision import decide_window
 from tasks.monitoring.evidence import Evidence, WindowEvidence
 from tasks.monitoring.policy import PolicyConfig, Verdict, judge, z_one_sided
 from tasks.monitoring.window import Champion
+from tests.support.monitoring import window_findings
 
 START = datetime(2026, 5, 4, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -110,10 +111,11 @@ def test_with_a_verdict_the_fixed_margin_check_does_not_retrain(tmp_path, monkey
     perf = Performance(150, 0.74, None, None, 0.8, None, None, True, "AUC 0.74 < 0.8 - 0.05")
     quiet = Verdict(False, [], False, "roc_auc", 0.8, "", 3, 0.01)
     config = DriftConfig(hysteresis_windows=1, cooldown_minutes=0)
-    common = dict(drift=None, quality=Quality(rows=600), performance=perf,
-                  champion=_champion(), config=config, now=START)  # fmt: skip
-    assert not decide_window(**common, verdict=quiet).performance_fire
-    assert decide_window(**common, verdict=None).performance_fire  # no policy: the old check
+    common = (None, Quality(rows=600), perf, _champion())
+    judged = window_findings(*common, verdict=quiet)
+    assert not decide_window(judged, config, START).performance_fire
+    unjudged = window_findings(*common, verdict=None)  # no policy: the old check
+    assert decide_window(unjudged, config, START).performance_fire
 
 
 def test_realized_windows_are_judged_against_the_reference_rows_realized_level(tmp_path):

@@ -35,3 +35,38 @@ def test_generated_table_meets_its_contract_and_the_flip_reverses_the_pair(tmp_p
 def test_generated_table_is_seeded():
     assert correlated_table(500, seed=4).equals(correlated_table(500, seed=4))
     assert not correlated_table(500, seed=4).equals(correlated_table(500, seed=5))
+
+
+def test_the_harmless_feature_is_one_whose_tilt_leaves_the_reference_auc(tmp_path):
+    """The least used feature is not harmless when the rows it selects are the ones the model
+    ranks well: here the label follows the score only where ``cat_7`` is its first category,
+    so tilting ``cat_7`` raises the AUC; another of the less used half is chosen, one the
+    tilt visibly moves."""
+    from dataclasses import replace
+
+    from tasks.metrics import roc_auc, weighted_roc_auc
+    from tasks.replay.champion import HARMLESS_MIN_SHIFT, SCORE, harmless_feature
+    from tasks.simulate import standardised, tilt_weights
+
+    _, module = write_correlated(tmp_path, rows=10, seed=1)
+    dataset = load_dataset(str(module))
+    frame = correlated_table(6_000, seed=2)
+    rng = np.random.default_rng(3)
+    pair = (frame["num_0"].to_numpy() - 50) / 3 - (frame["num_1"].to_numpy() - 20) / 2
+    score = 1 / (1 + np.exp(-3 * pair))
+    ranked = (frame["cat_7"] == "x").to_numpy()
+    labels = np.where(ranked, rng.random(score.size) < score, rng.random(score.size) < 0.35)
+    reference = frame.with_columns(pl.Series(SCORE, score))
+    gains = {"cat_7": 0.0, "num_6": 1.0, "int_5": 2.0, "num_2": 3.0, "num_3": 4.0, "cat_4": 5.0,
+             "num_0": 100.0, "num_1": 100.0}  # fmt: skip
+    chosen = harmless_feature(dataset, gains, reference, labels.astype(float))
+    assert chosen in {"num_6", "int_5", "num_2"}
+
+    def effect(col: str) -> tuple[float, float]:
+        spec = replace(SCENARIOS["harmless_covariate"], column=col, within=SCORE)
+        w = tilt_weights(reference, dataset, spec)
+        shift = float(np.mean(w * standardised(reference, dataset, col)))
+        return abs(weighted_roc_auc(labels, score, w) - roc_auc(labels, score)), shift
+
+    assert effect("cat_7")[0] > 0.01  # the least used feature's tilt is not harmless
+    assert effect(chosen)[0] < 0.005 and effect(chosen)[1] >= HARMLESS_MIN_SHIFT

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from typer.testing import CliRunner
@@ -173,3 +174,21 @@ def test_tilt_and_narrow_select_rows_without_changing_any_row(telco: pl.DataFram
     first = TELCO.columns["gender"].categories[0]
     toward = inject_drift(telco, TELCO, DriftSpec("tilt", severity=1.0, column="gender"))
     assert (toward["gender"] == first).mean() > (telco["gender"] == first).mean() + 0.2
+
+
+def test_a_tilt_within_a_column_keeps_that_column_and_moves_its_own(telco: pl.DataFrame) -> None:
+    """``within``: the weights average 1 in every decile of that column (its distribution is
+    kept in expectation), and the tilted column still moves."""
+    from tasks.simulate import WITHIN_BINS, tilt_weights
+
+    spec = DriftSpec("tilt", severity=0.5, column="gender", within="MonthlyCharges")
+    w = tilt_weights(telco, TELCO, spec)
+    charges = telco["MonthlyCharges"].to_numpy()
+    edges = np.quantile(charges, np.linspace(0, 1, WITHIN_BINS + 1)[1:-1])
+    group = np.searchsorted(edges, charges, side="right")
+    assert np.allclose(np.bincount(group, weights=w) / np.bincount(group), 1.0)
+    first = (telco["gender"] == TELCO.columns["gender"].categories[0]).to_numpy()
+    assert np.average(first, weights=w) > first.mean() + 0.1
+    tilted = inject_drift(telco, TELCO, spec)
+    assert tilted["gender"].eq(TELCO.columns["gender"].categories[0]).mean() > first.mean() + 0.08
+    assert abs(tilted["MonthlyCharges"].mean() - charges.mean()) < 0.05 * charges.std()

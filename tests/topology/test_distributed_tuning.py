@@ -52,16 +52,18 @@ def _workers(api_url: str) -> list[str]:
 def tune_stack(home: Path, host: str, prefixes: list[list[str]]) -> Iterator[LocalStack]:
     """A server with the tune-worker deployment, and one process worker per queue (its argv
     behind ``prefixes[i]``, e.g. ``ip netns exec NS``); everything stopped on the way out."""
-    config = StackConfig(host=host, deployments=["tune-worker"], worker=False, poll_s=1,
-                         scheduler=False)  # fmt: skip
+    config = StackConfig(host=host, deployments=["tune-worker"], deploy=False, worker=False,
+                         poll_s=1, scheduler=False)  # fmt: skip
     stack = LocalStack(Settings(home=home), config)
     try:
-        stack.up()
+        stack.up()  # the server alone: the workers boot while the deployment is made
+        stack.create_pool()
         for i, (queue, prefix) in enumerate(zip(QUEUES, prefixes, strict=True)):
             argv = [*prefix, sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL,
                     "--work-queue", queue, "--type", "process", "--name", f"tune-w{i}",
                     "--install-policy", "never"]  # fmt: skip
             stack.start_service(f"tune-worker-{i}", argv)
+        stack.deploy()
         wait_for(lambda: len(_workers(stack.api_url)) == 2, 90, 0.5, "two workers polling")
         yield stack
     finally:

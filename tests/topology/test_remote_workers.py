@@ -113,14 +113,6 @@ def test_two_remote_workers_train_from_git_with_the_project_hidden(tmp_path: Pat
             stack.up()
             prefect_api.create_process_pool(stack.api_url, POOL)
             with git_daemon(tmp_path / "git", net.gateway) as repo_url:
-                env = {**stack.env(), "DRIFTLOOP_GIT_REPOSITORY": repo_url}
-                env.pop("PYTHONPATH", None)
-                deploy = subprocess.run(
-                    [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--prefect-file",
-                     "deploy/remote/prefect.yaml", "--name", "train-remote"],
-                    cwd=REPO, env=env, capture_output=True, text=True, timeout=180,
-                )  # fmt: skip
-                assert deploy.returncode == 0, deploy.stdout[-2000:] + deploy.stderr[-2000:]
                 worker_env = {
                     **settings.library_env(), "PATH": os.environ["PATH"],
                     "HOME": str(tmp_path), "PREFECT_API_URL": stack.api_url,
@@ -133,6 +125,15 @@ def test_two_remote_workers_train_from_git_with_the_project_hidden(tmp_path: Pat
                     workers.append(_hidden_project_worker(
                         host, name, f"q-{i}", tmp_path / f"w{i}", env_i
                     ))  # fmt: skip
+                # the deployment is made while the workers boot (both are slow starters)
+                env = {**stack.env(), "DRIFTLOOP_GIT_REPOSITORY": repo_url}
+                env.pop("PYTHONPATH", None)
+                deploy = subprocess.run(
+                    [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--prefect-file",
+                     "deploy/remote/prefect.yaml", "--name", "train-remote"],
+                    cwd=REPO, env=env, capture_output=True, text=True, timeout=180,
+                )  # fmt: skip
+                assert deploy.returncode == 0, deploy.stdout[-2000:] + deploy.stderr[-2000:]
                 run_ids = asyncio.run(_start_runs(stack.api_url, ["q-0", "q-1"]))
                 deadline = time.monotonic() + 200
                 runs = {}

@@ -35,7 +35,7 @@ from tasks import registry
 from tasks.buffered_log import BufferedLog
 from tasks.io import disk_full
 from tasks.predict import score_frame
-from tasks.predlog import ScoredBatch, log_sink, prediction_frame
+from tasks.predlog import ScoredBatch, decode_batches, encode_batch, log_sink, prediction_frame
 from tasks.registry import CHALLENGER, CHAMPION, LoadedModel, tag_of
 from tasks.rollout.routing import Router, Split, split_of
 from tasks.settings import Settings
@@ -201,7 +201,9 @@ class ModelWatcher:
 
 
 def prediction_log(settings: Settings, metrics: ServingMetrics, **kwargs) -> BufferedLog:
-    """The prediction log: entries are ``(ScoredBatch, challenger)``; shadow-scored at flush."""
+    """The prediction log: entries are ``(ScoredBatch, challenger)``, journalled as the batch
+    alone (:func:`encode_batch`); shadow-scored at flush (rows recovered from a killed worker's
+    journal have no shadow score: the rollout's paired test skips such rows)."""
 
     def to_frame(entries: list[tuple[ScoredBatch, LoadedModel | None]]) -> pl.DataFrame:
         batches: list[ScoredBatch] = []
@@ -217,7 +219,8 @@ def prediction_log(settings: Settings, metrics: ServingMetrics, **kwargs) -> Buf
     sink = log_sink("predictions", settings)  # Parquet files, or PostgreSQL when configured
     return BufferedLog(
         settings.predictions_dir, to_frame, prefix="predictions", sink=sink,
-        on_flush=on_flush, **kwargs,
+        encode=lambda entry: encode_batch(entry[0]), decode=decode_batches,
+        fsync=settings.predlog_fsync, on_flush=on_flush, **kwargs,
     ).start()  # fmt: skip
 
 
@@ -243,18 +246,23 @@ def feedback_log(settings: Settings, **kwargs) -> BufferedLog:
         lambda frames: pl.concat(frames, how="vertical_relaxed"),
         prefix="feedback",
         sink=log_sink("feedback", settings),
+        fsync=settings.predlog_fsync,
         **kwargs,
     ).start()
 
 
 async def logged(done: Future) -> str | None:
-    """Wait until a log entry is on disk; return why it is not (None once it is).
+    """Wait until a log entry is journalled; return why it is not (None once it is).
 
-    A request is answered only after its row is durable: a SIGKILL never loses a row whose
-    request was answered 200 (the journal's group commit keeps this to one fsync per batch).
+    A request is answered only after its row is in the journal: a SIGKILL never loses a row
+    whose request was answered 200 (``Settings.predlog_durability``: written to the OS, or
+    also fsynced, one fsync per group commit).
     """
     try:
-        await asyncio.wrap_future(done)
+        if done.done():  # journalled as it was appended ("write"): no loop round trip
+            done.result()
+        else:
+            await asyncio.wrap_future(done)
     except Exception as exc:  # noqa: BLE001 - reported to the client as a 503
         log.error("log write failed: %s", exc)
         return "the disk is full" if disk_full(exc) else f"{type(exc).__name__}: {exc}"

@@ -1,23 +1,36 @@
-"""A log of rows that is durable before it answers: a group-committed journal, then Parquet.
+"""A log of rows that is durable before it answers: a journal of records, then batches.
 
-Writers append cheap in-memory entries on the request path and get a future back. A background
-thread takes everything appended since its last turn, turns it into one frame (``to_frame``
-runs there, off the request path), appends that frame to a journal file as one checksummed
-record, fsyncs, and only then resolves the futures: a request that awaits its future is
-answered after its row is on disk (group commit: one fsync covers every request that arrived
-meanwhile). Every ``flush_seconds`` the journalled frames are written to the log's sink as one
-batch and the journal segment is deleted. Sinks: :class:`ParquetSink` (the embedded default:
-one Parquet file per batch, temp + fsync + rename, see :func:`tasks.io.atomic_write`) and
-``tasks.postgres.log.PostgresSink`` (one COPY transaction per batch, for several hosts). The
-journal is always local: on PostgreSQL a crash between the COPY's commit and the journal's
-delete can write a batch twice when the journal is recovered (at least once, never lost).
+Writers append in-memory entries and get a future back; it resolves once the entry is a
+record in the journal (:mod:`tasks.journal`): one record per entry, made by the log's
+``encode`` (default: the entry's rows as an Arrow IPC frame; the prediction log encodes its
+scored batches directly, ``tasks.predlog``), so no frame is built on the request path.
 
-A SIGKILL leaves whole Parquet files and a journal whose records up to the last fsync are
-whole (a torn tail is an unacknowledged write and is dropped). :func:`recover_orphans` turns
-a dead writer's journal into a Parquet file (named after the segment, so running it twice, or
-after a crash between the Parquet write and the journal delete, writes nothing twice); a log
-recovers its directory when it starts, and the readers of ``tasks.predlog`` before reading. A
-live writer holds an ``flock`` on its segment, so several workers share one directory safely.
+``fsync`` says how durable an acknowledged entry is (``Settings.predlog_durability``):
+
+- False ("write"): the appending thread writes the record itself and its future is resolved
+  when ``append`` returns. The bytes are the OS's once ``write`` returns, so a SIGKILL of the
+  process loses nothing acknowledged; an OS crash or power cut can lose the rows still in the
+  journal (at most ``flush_seconds`` of them).
+- True ("fsync"): a committer thread takes everything appended since its last turn, writes it
+  with one fsync (group commit), then resolves the futures: survives a power cut too.
+
+Every ``flush_seconds`` (or past ``max_rows``) a flusher thread closes the journal segment,
+builds the frame of its entries (``to_frame``, off the request path: for the prediction log
+the challenger's shadow scores too), writes it to the sink as one batch named after the segment
+and deletes the segment; appends go on into a new segment meanwhile. Sinks: :class:`ParquetSink`
+(the embedded default: one Parquet file per batch, temp + fsync + rename, see
+:func:`tasks.io.atomic_write`) and ``tasks.postgres.log.PostgresSink`` (one COPY transaction
+per batch, for several hosts). The journal is always local: on PostgreSQL a crash between the
+COPY's commit and the journal's delete can write a batch twice when the journal is recovered
+(at least once, never lost).
+
+A SIGKILL leaves whole Parquet files and journals whose acknowledged records are whole (a torn
+tail was never acknowledged and is dropped). :func:`recover_orphans` turns a dead writer's
+journal into a batch (named after the segment, so running it twice, or after a crash between
+the sink write and the journal delete, writes nothing twice); a log recovers its directory
+when it starts, and the readers of ``tasks.predlog`` before reading. A live writer holds an
+``flock`` on its segment, so several workers share one directory safely. An entry whose
+journal write failed is refused (its future fails) but kept: the next flush writes it.
 """
 
 from __future__ import annotations
@@ -29,12 +42,10 @@ import io
 import logging
 import os
 import secrets
-import struct
 import threading
-import time
-import zlib
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -42,40 +53,19 @@ from typing import Any, Protocol
 import polars as pl
 
 from tasks.io import atomic_write
+from tasks.journal import SUFFIX, Decode, Segment, ipc, read_records, records_frame
 
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 2.0  # how long rows stay in the journal before they join a Parquet file
 MAX_BUFFER_ROWS = 50_000  # write the Parquet file early past this many journalled rows
-JOURNAL_SUFFIX = ".journal"
-_HEADER = struct.Struct("<II")  # payload length, crc32 of the payload
+JOURNAL_SUFFIX = SUFFIX
+_Pending = tuple[Any, int, Future]  # entry, rows, its future
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _ipc(frame: pl.DataFrame) -> bytes:
-    buf = io.BytesIO()
-    frame.write_ipc_stream(buf, compression="uncompressed")
-    return buf.getvalue()
-
-
-def read_journal(path: Path) -> list[pl.DataFrame]:
-    """The whole records of a journal segment, in order (a torn or corrupt tail is dropped)."""
-    data, frames, at = path.read_bytes(), [], 0
-    while at + _HEADER.size <= len(data):
-        size, crc = _HEADER.unpack_from(data, at)
-        payload = data[at + _HEADER.size : at + _HEADER.size + size]
-        if len(payload) != size or zlib.crc32(payload) != crc:
-            break
-        frames.append(pl.read_ipc_stream(io.BytesIO(payload)))
-        at += _HEADER.size + size
-    return frames
+def read_journal(path: Path, decode: Decode | None = None) -> list[pl.DataFrame]:
+    """The rows of each whole record of a journal segment, in order (torn tail dropped)."""
+    return [f for p in read_records(path) if (f := records_frame([p], decode)) is not None]
 
 
 class LogSink(Protocol):
@@ -112,9 +102,11 @@ class ParquetSink:
     def close(self) -> None: ...
 
 
-def recover_orphans(directory: Path, sink: LogSink | None = None) -> int:
+def recover_orphans(
+    directory: Path, sink: LogSink | None = None, decode: Decode | None = None
+) -> int:
     """Write every journal no live writer holds to ``sink`` (default: Parquet files beside it);
-    return the rows recovered."""
+    return the rows recovered. ``decode`` reads the records of a log with its own codec."""
     rows = 0
     for journal in sorted(directory.glob(f"*{JOURNAL_SUFFIX}")):
         with contextlib.suppress(FileNotFoundError), open(journal, "rb") as fh:
@@ -125,9 +117,8 @@ def recover_orphans(directory: Path, sink: LogSink | None = None) -> int:
             prefix, _, segment = journal.stem.partition("~")
             target = sink or ParquetSink(directory, prefix)
             if not target.written(segment):
-                frames = read_journal(journal)
-                if frames:
-                    frame = pl.concat(frames, how="diagonal_relaxed")
+                frame = records_frame(read_records(journal), decode)
+                if frame is not None and frame.height:
                     target.write(frame, segment)
                     rows += frame.height
             journal.unlink()
@@ -136,10 +127,28 @@ def recover_orphans(directory: Path, sink: LogSink | None = None) -> int:
     return rows
 
 
-class BufferedLog:
-    """Entries appended in memory, durable in a journal within one fsync, Parquet per flush.
+@dataclass
+class _Batch:
+    """Entries on their way to the sink as one batch, named like their journal segment."""
 
-    ``to_frame`` turns a list of entries into the frame to write; it runs on the writer thread.
+    name: str
+    segment: Segment | None = None  # None: entries that were never journalled
+    entries: list[Any] = field(default_factory=list)
+    rows: int = 0
+    waiting: list[Future] = field(default_factory=list)  # resolved by the sink write
+
+    def add(self, taken: list[_Pending], *, wait: bool) -> None:
+        self.entries += [e for e, _, _ in taken]
+        self.rows += sum(n for _, n, _ in taken)
+        self.waiting += [d for _, _, d in taken if wait and not d.done()]
+
+
+class BufferedLog:
+    """Entries appended in memory, journalled before their future resolves, a batch a flush.
+
+    ``to_frame`` turns a list of entries into the frame to write (at flush, on the flusher
+    thread). ``encode`` turns one entry into a journal record's bytes and ``decode`` a
+    segment's records back into rows (for recovery); default: ``to_frame([entry])`` as IPC.
     """
 
     def __init__(
@@ -149,6 +158,9 @@ class BufferedLog:
         *,
         prefix: str,
         sink: LogSink | None = None,
+        encode: Callable[[Any], bytes] | None = None,
+        decode: Decode | None = None,
+        fsync: bool = False,
         flush_seconds: float = FLUSH_SECONDS,
         max_rows: int = MAX_BUFFER_ROWS,
         on_flush: Callable[[pl.DataFrame], None] | None = None,
@@ -156,166 +168,177 @@ class BufferedLog:
         self.directory = directory
         self.prefix = prefix
         self.sink = sink or ParquetSink(directory, prefix)
-        self.sink = sink or ParquetSink(directory, prefix)
+        self.fsync = fsync
         self.flush_seconds = flush_seconds
         self.max_rows = max_rows
         self._to_frame = to_frame
+        self._encode = encode or (lambda entry: ipc(to_frame([entry])))
+        self._decode = decode
         self._on_flush = on_flush
-        self._pending: list[tuple[Any, int, Future]] = []  # appended, not yet on disk
-        self._frames: list[pl.DataFrame] = []  # journalled, not yet in a Parquet file
-        self._lock = threading.Lock()  # guards _pending
-        self._write_lock = threading.Lock()  # one writer at a time
-        self._wake = threading.Event()
+        self._pending: list[_Pending] = []  # for the committer (fsync mode)
+        self._unjournalled: list[_Pending] = []  # journal=False, or their journal write failed
+        self._open: _Batch | None = None  # the segment being appended to
+        self._batches: list[_Batch] = []  # closed segments, oldest first, not yet in the sink
+        self._lock = threading.Lock()  # guards _pending and _unjournalled
+        self._journal_lock = threading.Lock()  # guards _open, _batches, _seq
+        self._flush_lock = threading.Lock()  # one flush at a time
+        self._wake = threading.Event()  # the committer's
+        self._flush_due = threading.Event()  # the flusher's
         self._closed = False
         self._token = f"{os.getpid()}{secrets.token_hex(3)}"
         self._seq = 0
-        self._journal: Any = None  # the open segment (flock held while open)
         self.rows_written = 0
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> BufferedLog:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.sink.open()
-        recover_orphans(self.directory, self.sink)
-        self._thread = threading.Thread(target=self._run, name=f"{self.prefix}-log", daemon=True)
-        self._thread.start()
+        recover_orphans(self.directory, self.sink, self._decode)
+        loops = [self._flusher] + ([self._committer] if self.fsync else [])
+        for loop in loops:
+            name = f"{self.prefix}-log-{loop.__name__.strip('_')}"
+            self._threads.append(threading.Thread(target=loop, name=name, daemon=True))
+            self._threads[-1].start()
         atexit.register(self.close)
         return self
 
     def append(self, entry: Any, rows: int, *, journal: bool = True) -> Future:
-        """Buffer one entry of ``rows`` rows; the future resolves once it is on disk.
+        """Buffer one entry of ``rows`` rows; the future resolves once it is journalled.
         ``journal=False``: the caller makes it durable itself with :meth:`flush` (the stream
-        consumer, once per batch), so the writer does not journal it first."""
+        consumer, once per batch), so it is not journalled first."""
         done: Future = Future()
+        if journal and not self.fsync:  # "write": journalled here and now, no thread hop
+            self._journal([(entry, rows, done)])
+            return done
         with self._lock:
-            self._pending.append((entry, rows, done))
+            (self._pending if journal else self._unjournalled).append((entry, rows, done))
         if journal:
             self._wake.set()
         return done
 
     @property
     def pending_rows(self) -> int:
-        with self._lock:
-            return sum(n for _, n, _ in self._pending) + sum(f.height for f in self._frames)
-
-    def _take(self) -> list[tuple[Any, int, Future]]:
-        with self._lock:
-            taken, self._pending = self._pending, []
-        return taken
-
-    def _give_back(self, taken: list[tuple[Any, int, Future]], exc: BaseException) -> None:
-        """Keep failed rows for the next try; tell their writers this write failed."""
-        with self._lock:
-            self._pending[:0] = [(e, n, Future()) for e, n, _ in taken]
-        for _, _, done in taken:
-            if not done.done():
-                done.set_exception(exc)
+        with self._lock, self._journal_lock:
+            batches = [*self._batches, *([self._open] if self._open else [])]
+            waiting = [*self._pending, *self._unjournalled]
+            return sum(n for _, n, _ in waiting) + sum(b.rows for b in batches)
 
     def commit(self) -> int:
-        """Journal everything appended so far (one record, one fsync); return its rows."""
-        with self._write_lock:
-            taken = self._take()
-            if not taken:
-                return 0
-            try:
-                frame = self._to_frame([e for e, _, _ in taken])
-                self._append_record(_ipc(frame))
-            except BaseException as exc:
-                self._give_back(taken, exc)
-                raise
-            self._frames.append(frame)
-        for _, _, done in taken:
-            if not done.done():
-                done.set_result(None)
-        return frame.height
+        """Journal everything appended for the committer (one write, one fsync); its rows."""
+        with self._lock:
+            taken, self._pending = self._pending, []
+        return self._journal(taken) if taken else 0
 
-    def _append_record(self, payload: bytes) -> None:
-        if self._journal is None:
-            self._seq += 1
-            name = f"{self.prefix}~{self._token}-{self._seq:06d}{JOURNAL_SUFFIX}"
-            self._journal = open(self.directory / name, "ab", buffering=0)  # noqa: SIM115
-            fcntl.flock(self._journal, fcntl.LOCK_EX)  # held until the segment is dropped
-            _fsync_dir(self.directory)
-        fd = self._journal.fileno()
-        start = os.lseek(fd, 0, os.SEEK_END)
-        record = memoryview(_HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
+    def _journal(self, taken: list[_Pending]) -> int:
+        """Append ``taken`` to the journal as one write and resolve their futures; on failure
+        fail the futures and keep the entries for the next flush."""
         try:
-            while record:
-                record = record[os.write(fd, record) :]
-            os.fsync(fd)
-        except BaseException:
-            with contextlib.suppress(OSError):  # no torn record ahead of the next one
-                os.ftruncate(fd, start)
-            raise
+            payloads = [self._encode(e) for e, _, _ in taken]
+            with self._journal_lock:
+                batch = self._open or self._new_segment()
+                try:
+                    batch.segment.append(payloads)
+                finally:
+                    if batch.segment.broken:  # its tail is torn: the next append starts anew
+                        self._rotate()
+                batch.add(taken, wait=False)
+        except Exception as exc:  # noqa: BLE001 - the writers are told through their futures
+            with self._lock:
+                self._unjournalled += [(e, n, Future()) for e, n, _ in taken]
+            for _, _, done in taken:
+                done.set_exception(exc)
+            return 0
+        for _, _, done in taken:
+            done.set_result(None)
+        if batch.rows >= self.max_rows:
+            self._flush_due.set()
+        return sum(n for _, n, _ in taken)
+
+    def _new_segment(self) -> _Batch:
+        name = self._next_name()
+        path = self.directory / f"{self.prefix}~{name}{JOURNAL_SUFFIX}"
+        self._open = _Batch(name, Segment(path, sync=self.fsync))
+        return self._open
+
+    def _next_name(self) -> str:
+        self._seq += 1
+        return f"{self._token}-{self._seq:06d}"
+
+    def _rotate(self) -> None:
+        """Close the open segment for appends; it waits for the sink as the newest batch."""
+        if self._open is not None:
+            self._batches.append(self._open)
+            self._open = None
 
     def flush(self) -> Path | str | None:
-        """Write everything buffered or journalled to the sink as one batch now (None if
-        empty); return where."""
-        with self._write_lock:
-            taken = self._take()
-            try:
-                fresh = [self._to_frame([e for e, _, _ in taken])] if taken else []
-            except BaseException as exc:
-                self._give_back(taken, exc)
-                raise
-            frames = self._frames + fresh
-            if not frames:
-                return None
-            frame = pl.concat(frames, how="vertical_relaxed")
-            segment = f"{self._token}-{self._seq if self._journal else self._seq + 1:06d}"
-            try:
-                path = self.sink.write(frame, segment)
-            except BaseException as exc:
-                self._frames = frames  # journalled or not, kept for the next try
-                for _, _, done in taken:
-                    done.set_exception(exc)
-                raise
-            self._frames = []
-            self._end_segment()
-            self.rows_written += frame.height
-        for _, _, done in taken:
+        """Write everything journalled or buffered to the sink now, a batch per journal
+        segment (usually one); return where the last went (None if nothing)."""
+        with self._flush_lock:
+            with self._lock:
+                taken, self._unjournalled = self._unjournalled, []
+            with self._journal_lock:
+                self._rotate()
+                if taken:
+                    if not self._batches:
+                        self._batches.append(_Batch(self._next_name()))
+                    self._batches[-1].add(taken, wait=True)
+            where = None
+            while self._batches:  # only this flush takes batches off (under the flush lock)
+                where = self._write(self._batches[0])
+                with self._journal_lock:
+                    self._batches.pop(0)
+            return where
+
+    def _write(self, batch: _Batch) -> Path | str:
+        try:
+            frame = self._to_frame(batch.entries)
+            where = self.sink.write(frame, batch.name)
+        except BaseException as exc:  # kept for the next try; its waiting writers are told
+            for done in batch.waiting:
+                done.set_exception(exc)
+            batch.waiting = []
+            raise
+        if batch.segment is not None:
+            batch.segment.drop()
+        self.rows_written += frame.height
+        for done in batch.waiting:
             done.set_result(None)
         if self._on_flush is not None:
             try:
                 self._on_flush(frame)
             except Exception:  # metrics must never cost a record
                 log.exception("%s-log flush hook failed", self.prefix)
-        return path
+        return where
 
-    def _end_segment(self) -> None:
-        """The journal's rows are in a Parquet file now: drop the segment."""
-        if self._journal is None:
-            self._seq += 1  # the Parquet file took this segment number
-            return
-        journal, self._journal = self._journal, None
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(journal.name)
-        journal.close()
-
-    def _run(self) -> None:
-        last = time.monotonic()
+    def _committer(self) -> None:
         while not self._closed:
-            self._wake.wait(self.flush_seconds)
+            self._wake.wait()
             self._wake.clear()
+            self.commit()
+
+    def _flusher(self) -> None:
+        while not self._closed:
+            self._flush_due.wait(self.flush_seconds)
+            self._flush_due.clear()
+            if self._closed:
+                return
             try:
-                self.commit()
-                due = time.monotonic() - last >= self.flush_seconds
-                if due or sum(f.height for f in self._frames) >= self.max_rows:
-                    self.flush()
-                    last = time.monotonic()
+                self.flush()
             except Exception:
                 log.exception("%s-log write failed; rows kept for the next try", self.prefix)
-                time.sleep(min(self.flush_seconds, 1.0))
 
     def close(self) -> None:
-        """Stop the thread and flush what is left (idempotent)."""
+        """Stop the threads and flush what is left (idempotent)."""
         if self._closed:
             return
         self._closed = True
         self._wake.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=30)
+        self._flush_due.set()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=30)
         try:
+            self.commit()  # appended for the committer after its last turn
             self.flush()
         finally:
             self.sink.close()

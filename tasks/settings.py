@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -63,6 +64,12 @@ class Settings(BaseSettings):
     predlog_flush_seconds: float = Field(
         default=2.0, gt=0, description="How often the prediction and feedback logs flush."
     )
+    predlog_durability: Literal["write", "fsync"] = Field(
+        default="write", description="What a /predict or /feedback answer waits for: its log "
+        "row written to the journal ('write': in the OS, survives a SIGKILL of the service but "
+        "not an OS crash or power cut) or also fsynced ('fsync': survives those too, at a disk "
+        "flush per group commit). docs/reliability.md.",
+    )  # fmt: skip
     batch_max_latency_ms: int = Field(
         default=10_000, ge=1, description="Adaptive batching's latency bound (/predict_batch)."
     )
@@ -71,6 +78,11 @@ class Settings(BaseSettings):
     process_metrics_seconds: float | None = Field(
         default=None, gt=0, description="Process/model gauge sampling; default: the sampler's."
     )
+
+    @property
+    def predlog_fsync(self) -> bool:
+        """Whether the prediction and feedback logs fsync what they acknowledge."""
+        return self.predlog_durability == "fsync"
 
     @property
     def crash_after_s(self) -> int:

@@ -74,6 +74,7 @@ def test_sigkill_under_load_loses_no_acknowledged_prediction(service):
     missing = acked - logged
     figures(
         "sigkill service under load",
+        durability=svc.settings.predlog_durability,  # the default: answered once written
         kills=KILLS,
         processes_killed=sum(processes),
         requests_acknowledged=len(acked),

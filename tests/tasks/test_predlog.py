@@ -8,16 +8,22 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
-from tasks.buffered_log import BufferedLog
+from tasks.buffered_log import BufferedLog, ParquetSink
+from tasks.journal import Segment, ipc
 from tasks.predlog import (
     ScoredBatch,
+    decode_batch,
+    decode_batches,
+    encode_batch,
     feedback_frame,
     join_feedback,
     load_feedback,
@@ -45,7 +51,11 @@ def _batch(ids: list[str], entities: list[str], ts: datetime, tag: str = "m:1") 
 
 
 def _log(settings: Settings, **kw) -> BufferedLog:
-    return BufferedLog(settings.predictions_dir, prediction_frame, prefix="predictions", **kw)
+    """A prediction log journalling as the service's does."""
+    return BufferedLog(
+        settings.predictions_dir, prediction_frame, prefix="predictions",
+        encode=encode_batch, decode=decode_batches, **kw,
+    )  # fmt: skip
 
 
 def test_prediction_frame_follows_the_record_contract():
@@ -58,6 +68,38 @@ def test_prediction_frame_follows_the_record_contract():
     assert frame.columns[10:] == ["customerID", "tenure"]
     assert frame["shadow_score"].null_count() == 2
     assert frame["arm"].to_list() == ["champion", "champion"]  # no rollout: the champion's
+
+
+def test_a_scored_batch_survives_its_journal_record():
+    """encode_batch -> decode_batch gives the same log rows: NaN and missing values, shadow
+    scores, multiclass columns, microsecond UTC times."""
+    plain = replace(_batch(["r1", "r2"], ["c1", "c2"], T0 + timedelta(microseconds=7)),
+                    scores=np.array([0.25, np.nan]), shadow_tag="m:2",
+                    shadow_scores=np.array([0.5, 1 / 3]), arm="challenger")  # fmt: skip
+    bare = replace(_batch(["r3"], ["c3"], T0), entity_ids=None, decisions=None)
+    multi = replace(bare, class_columns={"predicted_class": ["x"], "proba_x": np.array([0.9])})
+    for batch in (plain, bare, multi):
+        assert_frame_equal(prediction_frame(decode_batch(encode_batch(batch))),
+                           prediction_frame(batch))  # fmt: skip
+    assert_frame_equal(decode_batches([encode_batch(plain), encode_batch(bare)]),
+                       prediction_frame([plain, bare]))  # fmt: skip
+
+
+def test_dead_journals_of_both_record_formats_are_read(home_settings: Settings):
+    """A journal written before issue #11 (one Arrow IPC frame per commit) and one of scored
+    batches (this format) are both recovered by the readers."""
+    folder = home_settings.predictions_dir
+    folder.mkdir(parents=True)
+    old = Segment(folder / "predictions~dead1-000001.journal", sync=False)
+    old.append([ipc(prediction_frame([_batch(["a", "b"], ["c1", "c2"], T0)]))])
+    new = Segment(folder / "predictions~dead2-000001.journal", sync=False)
+    new.append([encode_batch(_batch([i], ["c3"], T0)) for i in ("c", "d")])
+    for segment in (old, new):
+        segment.close()  # the writers died
+    got = load_predictions(settings=home_settings)
+    assert sorted(got["request_id"]) == ["a", "b", "c", "d"]
+    validate_predictions(got)
+    assert not list(folder.glob("*.journal"))
 
 
 def test_one_file_per_flush_and_close_flushes_the_rest(home_settings: Settings):
@@ -74,24 +116,30 @@ def test_one_file_per_flush_and_close_flushes_the_rest(home_settings: Settings):
     assert log.flush() is None  # nothing pending, no empty file
 
 
+class _FailingOnce(ParquetSink):
+    """A Parquet sink whose first batch write fails (a full disk, then room again)."""
+
+    failed = False
+
+    def write(self, frame: pl.DataFrame, segment: str) -> Path:
+        if not self.failed:
+            self.failed = True
+            raise OSError(28, "No space left on device")
+        return super().write(frame, segment)
+
+
 def test_a_failed_write_keeps_the_rows_for_the_next_flush(home_settings: Settings):
     settings = home_settings
-    calls = {"n": 0}
-
-    def flaky(entries):
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise OSError("disk full")
-        return prediction_frame(entries)
-
-    log = BufferedLog(settings.predictions_dir, flaky, prefix="p", flush_seconds=3600).start()
-    log.append(_batch(["a"], ["c1"], T0), 1)
+    sink = _FailingOnce(settings.predictions_dir, "p")
+    log = _log(settings, sink=sink, flush_seconds=3600).start()
+    log.append(_batch(["a"], ["c1"], T0), 1).result(timeout=10)
     with pytest.raises(OSError):
         log.flush()
     assert log.pending_rows == 1
     log.append(_batch(["b"], ["c2"], T0), 1)
     log.close()
     assert sorted(load_predictions(settings=settings)["request_id"]) == ["a", "b"]
+    assert not list(settings.predictions_dir.glob("*.journal"))
 
 
 def test_background_thread_flushes_without_being_asked(home_settings: Settings):
@@ -113,9 +161,9 @@ def test_killed_writer_leaves_only_whole_files(home: Path):
         from datetime import UTC, datetime
         from pathlib import Path
         from tasks.buffered_log import BufferedLog
-        from tasks.predlog import ScoredBatch, prediction_frame
-        log = BufferedLog(Path({str(home / "p")!r}), prediction_frame,
-                          prefix="p", flush_seconds=0.01).start()
+        from tasks.predlog import ScoredBatch, decode_batches, encode_batch, prediction_frame
+        log = BufferedLog(Path({str(home / "p")!r}), prediction_frame, prefix="p",
+                          encode=encode_batch, decode=decode_batches, flush_seconds=0.01).start()
         for i in itertools.count():
             time.sleep(0.0005)
             n = 50

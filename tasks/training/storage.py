@@ -33,11 +33,17 @@ def open_storage(url: str | None) -> optuna.storages.BaseStorage | str | None:
     import optuna
     from sqlalchemy import event
 
+    from tasks.io import locked
+
     path = Path(url.removeprefix("sqlite:///"))
     path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.closing(sqlite3.connect(path)) as conn:
-        conn.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the database file
-    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    # Optuna creates the tables and stamps their alembic version when a storage opens: two
+    # processes opening one new file at once (two workers' first trainings) raced to a
+    # UNIQUE constraint failure on alembic_version. One opener at a time per file.
+    with locked(path.with_name(path.name + ".lock")):
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the database file
+        storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
     event.listen(storage.engine, "connect", _sqlite_pragmas)
     storage.engine.dispose()  # connections made before the listener reconnect with it
     return storage

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.estimation.calibration import CalibrationFit, Calibrator, fit_calibration
+from tasks.estimation.calibration import CalibrationFit, Calibrator, apply_all, fit_calibration
 from tasks.estimation.stats import CONFIDENCE, BinaryMetrics, Estimate, normal
 
 _CAL_ROWS = 5_000  # window rows the calibration uncertainty is measured on
@@ -200,13 +200,14 @@ def _std(values) -> float:
     return float(values.std(ddof=1)) if values.size > 1 else float("nan")
 
 
-def _calibration_std(model: CBPEModel, s: np.ndarray) -> dict[str, float]:
+def _calibration_std(model: CBPEModel, s: np.ndarray, whole: _Window) -> dict[str, float]:
     """Spread of each point estimate over the bootstrap calibrations, on at most ``_CAL_ROWS``
-    of the window's rows (a bias every row shares: a total, the value, scales with the rows)."""
+    of the window's rows (a bias every row shares: a total, the value, scales with the rows);
+    ``whole`` is the window of all of ``s``."""
     fit = model.calibration
     rows = s if s.size <= _CAL_ROWS else np.random.default_rng(fit.seed).choice(s, _CAL_ROWS)
-    w = _window(rows, model.threshold)
-    points = _points(w, np.vstack([cal(w.scores) for cal in fit.bootstraps]), model.value)
+    w = whole if rows is s else _window(rows, model.threshold)
+    points = _points(w, apply_all(fit.bootstraps, w.scores), model.value)
     scale = {"value": s.size / rows.size}
     return {k: _std(v) * scale.get(k, 1.0) for k, v in points.items()}
 
@@ -225,7 +226,7 @@ def estimate_performance(
     w = _window(s, model.threshold)
     p = model.calibration.calibrator(w.scores)
     point = {k: float(v) for k, v in _points(w, p, model.value).items()}
-    sampling, calibration = _sampling_std(w, p, model.value), _calibration_std(model, s)
+    sampling, calibration = _sampling_std(w, p, model.value), _calibration_std(model, s, w)
 
     def est(name: str, lo: float = 0.0, hi: float = 1.0) -> Estimate | None:
         value, std = point[name], sampling[name]

@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.estimation.calibration import fit_calibration, fit_spline, fit_splines
+from tasks.estimation import calibration
+from tasks.estimation.calibration import apply_all, fit_calibration, fit_spline, fit_splines
 from tasks.estimation.cbpe import (
     ValueKnobs,
     _sampling_std,
@@ -64,6 +65,31 @@ def test_spline_weights_are_row_counts() -> None:
     middle = np.quantile(s, np.linspace(0.05, 0.95, 50))
     assert np.max(np.abs(half(middle) - fit_spline(s[::2], y[::2])(middle))) < 0.01
     assert not np.allclose(half(s), once(s), atol=1e-4)  # the dropped rows did count
+
+
+def test_apply_all_is_each_calibrator_in_turn() -> None:
+    """Bootstraps of one fit share their grid (one segment search for all); calibrators on
+    different grids are applied one by one; beyond the grid the end values hold."""
+    rng = np.random.default_rng(7)
+    s, y = _rows(3_000, rng)
+    boots = tuple(fit_splines(s, y, rng.integers(0, 3, (5, s.size)).astype(float)))
+    probe = np.concatenate([[-0.5, 0.0, 1.0, 1.5], rng.random(500), boots[0].knots_x[:9]])
+    assert np.allclose(apply_all(boots, probe), np.vstack([c(probe) for c in boots]), atol=1e-12)
+    mixed = (*boots[:2], fit_spline(s[::2], y[::2]))
+    assert np.allclose(apply_all(mixed, probe), np.vstack([c(probe) for c in mixed]), atol=1e-12)
+
+
+def test_binned_fits_match_row_fits(monkeypatch) -> None:
+    """Above FIT_BINS rows a fit runs on equal-frequency bins of the logits: the curve is the
+    row-level fit's within a small fraction of its own bootstrap spread."""
+    rng = np.random.default_rng(8)
+    s = rng.beta(2, 4, 20_000)
+    y = (rng.random(s.size) < _sigmoid(1.5 * _logit(s) - 0.3)).astype(float)
+    binned = fit_spline(s, y)
+    monkeypatch.setattr(calibration, "FIT_BINS", s.size)
+    rows = fit_spline(s, y)
+    middle = np.quantile(s, np.linspace(0.02, 0.98, 80))
+    assert np.max(np.abs(binned(middle) - rows(middle))) < 2e-3
 
 
 def test_calibration_is_kept_only_when_it_helps() -> None:

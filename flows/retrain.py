@@ -26,6 +26,7 @@ from tasks.gate import GateConfig, run_gate
 from tasks.ingest.snapshot import load_snapshot
 from tasks.retrain import Strategy
 from tasks.rollout.config import RolloutConfig
+from tasks.rollout.experiment import read_experiment
 from tasks.settings import get_settings
 
 
@@ -85,7 +86,9 @@ def retrain(config: RetrainConfig | None = None, trigger: RetrainTrigger | None 
     champion = registry.load_model(f"{dataset.name}:champion", settings)
     joined = load_labeled_feedback(settings=settings)
     labeled = rt.labeled_feedback(joined, dataset, since=config.feedback_since)
-    if why := rt.skip_reason(evidence=trigger.evidence, labeled=labeled, holdout=config):
+    running = read_experiment(dataset.name, settings)
+    if why := rt.skip_reason(evidence=trigger.evidence, labeled=labeled, holdout=config,
+                             experiment=running):  # fmt: skip
         return rt.skipped(dataset.name, reason=why, trigger=trigger.model_dump())
     recent = rt.split_holdout(
         labeled, fraction=config.holdout_fraction, min_rows=config.min_holdout_rows

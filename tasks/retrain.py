@@ -23,6 +23,7 @@ from tasks.settings import Settings
 if TYPE_CHECKING:
     from tasks.gate import GateDecision
     from tasks.rollout.config import RolloutConfig
+    from tasks.rollout.experiment import Experiment
 
 Strategy = Literal["full_refit", "sliding_window", "warm_start"]
 _ORDER = "_order"
@@ -252,12 +253,22 @@ class HoldoutRule(Protocol):
 
 
 def skip_reason(
-    *, evidence: dict[str, Any], labeled: pl.DataFrame, holdout: HoldoutRule
+    *,
+    evidence: dict[str, Any],
+    labeled: pl.DataFrame,
+    holdout: HoldoutRule,
+    experiment: Experiment | None = None,
 ) -> str | None:
     """Why this retrain should not train (None: go on). A retrain completes with the reason
-    recorded instead of failing: the monitor reported input drift it judged harmless
-    (``retrain: false`` in the event's evidence), or there are too few labeled rows to hold out
-    for an honest gate (e.g. a scheduled run in a quiet week)."""
+    recorded instead of failing: a shadow or canary rollout of this model is running (its
+    outcome decides the next champion; a second challenger could not join it), the monitor
+    reported input drift it judged harmless (``retrain: false`` in the event's evidence), or
+    there are too few labeled rows to hold out for an honest gate (e.g. a scheduled run in a
+    quiet week)."""
+    if experiment is not None:
+        return (f"rollout {experiment.id} ({experiment.mode} of {experiment.challenger} against "
+                f"{experiment.champion}) is running: its outcome decides the next champion; "
+                "skipped (the champion stays)")  # fmt: skip
     if evidence.get("retrain") is False:
         return "the monitor reported this event without asking for a retrain: " + str(
             evidence.get("reason") or "no evidence of loss"

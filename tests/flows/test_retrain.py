@@ -6,6 +6,7 @@ data-assembly steps (label mapping, holdout, strategies)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import polars as pl
 import pytest
@@ -205,6 +206,9 @@ def test_too_few_labels_or_a_report_only_event_completes_without_training():
     quiet = rt.skip_reason(evidence={"retrain": False, "reason": "drift score 0.4 (reported)"},
                            labeled=enough, holdout=rule)  # fmt: skip
     assert quiet is not None and "without asking for a retrain" in quiet
+    running = SimpleNamespace(id="ab12", mode="canary", challenger="t:v3", champion="t:v2")
+    busy = rt.skip_reason(evidence={}, labeled=enough, holdout=rule, experiment=running)
+    assert busy is not None and busy.startswith("rollout ab12 (canary of t:v3 against t:v2)")
 
 
 def test_retrain_flow_skips_with_its_reason(world, prefect_harness):

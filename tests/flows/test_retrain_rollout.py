@@ -24,7 +24,7 @@ def world(tmp_path_factory):
         yield w.settings, w.champion, w.rows.slice(N_REFERENCE, 1500)
 
 
-def test_a_gate_winner_starts_a_canary_and_the_champion_stays(world, prefect_harness):
+def test_a_gate_winner_starts_a_canary_and_a_second_retrain_waits_for_it(world, prefect_harness):
     settings, champion, recent = world
     write_traffic(settings, champion, recent, flipped_labels(recent))
     config = RetrainConfig(
@@ -46,3 +46,15 @@ def test_a_gate_winner_starts_a_canary_and_the_champion_stays(world, prefect_har
     assert started["id"] == result["event_id"]
     assert started["payload"]["evidence"]["challenger_score"] == result["challenger_score"]
     assert not [r for r in records if r["event"] == events.MODEL_PROMOTED]
+
+    # A second retrain while the canary runs (a drift event, the weekly schedule) completes as
+    # skipped with the rollout named, instead of failing on the open experiment: no new model
+    # version, the experiment and aliases untouched.
+    versions = [m["tag"] for m in registry.list_models("telco", settings)]
+    again = retrain(config=config, trigger=RetrainTrigger(reason="drift"))
+    assert again["skipped"] is True and again["promote"] is False
+    assert f"rollout {running.id} (canary of {new}" in again["reason"]
+    assert again["champion_after"] == champion.tag
+    assert [m["tag"] for m in registry.list_models("telco", settings)] == versions
+    assert registry.read_index(settings)["telco"]["aliases"] == aliases
+    assert read_experiment("telco", settings) == running

@@ -82,7 +82,8 @@ def monitor(config: MonitorConfig | None = None) -> dict[str, Any]:
     serving = state.serving_since_last_run(champion.name, config.serving_url, settings)
     process = service.scrape_process(config.serving_url)  # workers' CPU, memory, models
     quality = check_quality(window=rows, dataset=dataset, config=config.quality, serving=serving)
-    current = profile_window(window=rows, dataset=dataset, now=now, settings=settings)
+    current = profile_window(window=rows, dataset=dataset, now=now, settings=settings,
+                             champion_tag=champion.tag)  # fmt: skip
     drift = check_drift(reference=reference, current=current.frame, dataset=dataset,
                         champion=champion, config=config.drift, quality=quality)  # fmt: skip
     labels = window.load_labels(settings=settings)

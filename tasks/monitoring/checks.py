@@ -10,6 +10,7 @@ import polars as pl
 from pydantic import BaseModel, Field
 
 from schemas.base import DatasetSpec
+from tasks.monitoring.window import champion_rows
 
 if TYPE_CHECKING:
     from schemas.base import ColumnInfo
@@ -162,7 +163,9 @@ def compute_performance(
     champion: Champion,
     config: PerformanceConfig,
 ) -> Performance:
-    """AUC, precision and recall on the window's labelled predictions vs the champion's test."""
+    """AUC, precision and recall on the labelled predictions the champion made in the window
+    (``window.champion_rows``: not a canary challenger's) vs the champion's test."""
+    window = champion_rows(window, champion.tag)
     min_labels, max_auc_drop, max_recall_drop = (
         config.min_labels,
         config.max_auc_drop,

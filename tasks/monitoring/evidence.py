@@ -29,12 +29,12 @@ from tasks.estimation.domain import DomainDrift, domain_drift
 from tasks.estimation.stats import Estimate, Metrics
 from tasks.estimation.trust import MIN_LABELS, TrustCheck, check_estimate
 from tasks.monitoring.estimators import Estimators, encode, estimate
+from tasks.monitoring.window import Window, champion_rows
 from tasks.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from tasks.monitoring.checks import Quality
     from tasks.monitoring.state import MonitorState
-    from tasks.monitoring.window import Window
     from tasks.profiling import Reference
 
 _SCORED = ("request_id", "entity_id", "ts", "score", "model_tag")
@@ -136,20 +136,11 @@ def _horizon_scored(
     return pl.concat([earlier, window], how="diagonal_relaxed", rechunk=False)
 
 
-def _champion_rows(frame: pl.DataFrame, tag: str) -> pl.DataFrame:
-    if "model_tag" not in frame.columns or not frame.height:
-        return frame
-    mine = (pl.col("model_tag") == tag).fill_null(False)
-    if frame.select(mine.all()).item():  # the usual case: no copy of a window's rows
-        return frame
-    return frame.filter(mine)
-
-
 def estimate_window(
     estimators: Estimators, rows: pl.DataFrame, dataset: DatasetSpec
 ) -> WindowEstimate | None:
     """The current window's label-free estimate (None without an estimator or rows)."""
-    rows = _champion_rows(rows, estimators.champion_tag)
+    rows = champion_rows(rows, estimators.champion_tag)
     if not estimators.can_estimate or not rows.height or "score" not in rows.columns:
         return None
     found = estimate(estimators, rows, dataset)
@@ -236,7 +227,7 @@ def gather_evidence(
     level."""
     every = bounds.until - bounds.since
     horizon = max(timedelta(hours=config.horizon_hours), every)
-    scored = _champion_rows(_horizon_scored(rows, bounds, horizon, settings),
+    scored = champion_rows(_horizon_scored(rows, bounds, horizon, settings),
                             estimators.champion_tag).drop("model_tag", strict=False)  # fmt: skip
     task = "regression" if estimators.task == "regression" else "binary"
     parts = rz.labelled_by_window(scored, labels, every=every, horizon=horizon,

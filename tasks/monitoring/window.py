@@ -121,14 +121,41 @@ def load_labels(settings: Settings | None = None) -> pl.DataFrame:
     return load_feedback(settings=settings)
 
 
-def monitor_frames(window: pl.DataFrame, dataset: DatasetSpec, score_column: str) -> pl.DataFrame:
-    """The window's feature columns plus its score renamed as in the reference profile."""
+def answered_by(tag: str) -> pl.Expr:
+    """True for the log rows the model ``tag`` answered (rows with no tag: logs written before
+    tags were logged). The rule for every check that judges the champion's own outputs: during
+    a canary the challenger's arm holds another model's scores, and after a promotion the
+    window holds the previous champion's; those would read as prediction drift or skew its
+    realized and estimated performance. Input drift and quality still see every row."""
+    return pl.col("model_tag").is_null() | (pl.col("model_tag") == tag)
+
+
+def champion_rows(frame: pl.DataFrame, tag: str) -> pl.DataFrame:
+    """The rows of ``frame`` the model ``tag`` answered (``answered_by``)."""
+    if "model_tag" not in frame.columns or not frame.height:
+        return frame
+    mine = answered_by(tag)
+    if frame.select(mine.all()).item():  # the usual case: no copy of a window's rows
+        return frame
+    return frame.filter(mine)
+
+
+def monitor_frames(
+    window: pl.DataFrame, dataset: DatasetSpec, score_column: str, champion_tag: str | None = None
+) -> pl.DataFrame:
+    """The window's feature columns plus its score renamed as in the reference profile (with
+    ``champion_tag``, the scores of rows another model answered are null: prediction drift
+    sees the champion's own)."""
     from tasks.predict import PROBA_PREFIX
 
     cols = [c for c in dataset.feature_columns if c in window.columns]
-    score = [pl.col("score").alias(score_column)] if "score" in window.columns else []
     per_class = [c for c in window.columns if c.startswith(PROBA_PREFIX)]  # multiclass
-    return window.select([*cols, *score, *per_class])
+    outputs = [pl.col(c) for c in ("score", *per_class) if c in window.columns]
+    if champion_tag is not None and "model_tag" in window.columns:
+        outputs = [pl.when(answered_by(champion_tag)).then(e) for e in outputs]
+    outputs = [e.alias(score_column) if i == 0 and "score" in window.columns else e
+               for i, e in enumerate(outputs)]  # fmt: skip
+    return window.select([*cols, *outputs])
 
 
 @dataclass(frozen=True)
@@ -141,13 +168,17 @@ class WindowProfile:
 
 
 def profile_window(
-    window: pl.DataFrame, dataset: DatasetSpec, now: datetime, settings: Settings | None = None
+    window: pl.DataFrame,
+    dataset: DatasetSpec,
+    now: datetime,
+    settings: Settings | None = None,
+    champion_tag: str | None = None,
 ) -> WindowProfile:
-    """Profile the window's features and score (whylogs) and write it as
-    ``<run stamp of now>.bin``."""
+    """Profile the window's features and score (whylogs; the score only where ``champion_tag``
+    answered, when given) and write it as ``<run stamp of now>.bin``."""
     from tasks.profiling import SCORE_COLUMN, profile_frame, write_profile
 
-    frame = monitor_frames(window, dataset, score_column=SCORE_COLUMN)
+    frame = monitor_frames(window, dataset, score_column=SCORE_COLUMN, champion_tag=champion_tag)
     view = profile_frame(frame=frame)
     folder = (settings or get_settings()).window_profiles_dir
     path = folder / f"{run_stamp(now)}.bin"

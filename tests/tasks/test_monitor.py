@@ -169,6 +169,29 @@ def test_performance_against_champion_test_metrics():
     assert none.labelled == 0 and none.auc is None
 
 
+def test_a_canary_challengers_rows_do_not_count_as_the_champions():
+    """Mid-canary the window holds rows the challenger answered: the champion's realized
+    performance and its prediction drift are judged on its own rows; inputs on every row."""
+    window = _log(800)
+    labels = _labels(window, 0.0)
+    other = pl.int_range(800) % 2 == 1  # half the entities routed to the challenger
+    canary = window.with_columns(
+        pl.when(other).then(pl.lit("telco:v2")).otherwise("model_tag").alias("model_tag"),
+        pl.when(other).then(1 - pl.col("score")).otherwise("score").alias("score"),
+    )  # the challenger's scores rank the labels backwards
+    config = checks.PerformanceConfig(min_labels=100, max_auc_drop=0.05)
+    champ = _champion(roc_auc=0.80, precision=0.6, recall=0.7)
+    perf = checks.compute_performance(canary, labels, champ, config)
+    assert perf.labelled == 400 and perf.auc > 0.75 and not perf.degraded
+    mixed = checks.compute_performance(canary.with_columns(model_tag=pl.lit("telco:v1")), labels,
+                                       champ, config)  # fmt: skip
+    assert mixed.degraded  # what the monitor judged before it told the arms apart
+    frame = win.monitor_frames(canary, DS, score_column="s", champion_tag="telco:v1")
+    assert frame.height == 800 and frame["s"].null_count() == 400
+    assert frame["s"].drop_nulls().to_list() == window["score"].gather_every(2).to_list()
+    assert frame.select(DS.feature_columns).equals(canary.select(DS.feature_columns))
+
+
 def test_health_rate_latency_errors():
     window = _log(600).with_columns(
         pl.when(pl.int_range(600) < 60).then(None).otherwise(pl.col("score")).alias("score")

@@ -61,6 +61,8 @@ FLUSH_SECONDS = 2.0  # how long rows stay in the journal before they join a Parq
 MAX_BUFFER_ROWS = 50_000  # write the Parquet file early past this many journalled rows
 JOURNAL_SUFFIX = SUFFIX
 _Pending = tuple[Any, int, Future]  # entry, rows, its future
+_JOURNALLED: Future = Future()  # what append returns for an entry journalled as appended
+_JOURNALLED.set_result(None)
 
 
 def read_journal(path: Path, decode: Decode | None = None) -> list[pl.DataFrame]:
@@ -206,10 +208,15 @@ class BufferedLog:
         """Buffer one entry of ``rows`` rows; the future resolves once it is journalled.
         ``journal=False``: the caller makes it durable itself with :meth:`flush` (the stream
         consumer, once per batch), so it is not journalled first."""
-        done: Future = Future()
         if journal and not self.fsync:  # "write": journalled here and now, no thread hop
-            self._journal([(entry, rows, done)])
-            return done
+            try:
+                self._write_records([(entry, rows, None)])
+            except Exception as exc:  # noqa: BLE001 - the writer is told through its future
+                failed: Future = Future()
+                self._keep([(entry, rows, failed)], exc)
+                return failed
+            return _JOURNALLED  # one shared done future: no Future made per entry
+        done: Future = Future()
         with self._lock:
             (self._pending if journal else self._unjournalled).append((entry, rows, done))
         if journal:
@@ -233,26 +240,34 @@ class BufferedLog:
         """Append ``taken`` to the journal as one write and resolve their futures; on failure
         fail the futures and keep the entries for the next flush."""
         try:
-            payloads = [self._encode(e) for e, _, _ in taken]
-            with self._journal_lock:
-                batch = self._open or self._new_segment()
-                try:
-                    batch.segment.append(payloads)
-                finally:
-                    if batch.segment.broken:  # its tail is torn: the next append starts anew
-                        self._rotate()
-                batch.add(taken, wait=False)
+            self._write_records(taken)
         except Exception as exc:  # noqa: BLE001 - the writers are told through their futures
-            with self._lock:
-                self._unjournalled += [(e, n, Future()) for e, n, _ in taken]
-            for _, _, done in taken:
-                done.set_exception(exc)
+            self._keep(taken, exc)
             return 0
         for _, _, done in taken:
             done.set_result(None)
+        return sum(n for _, n, _ in taken)
+
+    def _write_records(self, taken: list[tuple[Any, int, Future | None]]) -> None:
+        """Encode ``taken`` and append it to the open segment as one write (or raise)."""
+        payloads = [self._encode(e) for e, _, _ in taken]
+        with self._journal_lock:
+            batch = self._open or self._new_segment()
+            try:
+                batch.segment.append(payloads)
+            finally:
+                if batch.segment.broken:  # its tail is torn: the next append starts anew
+                    self._rotate()
+            batch.add(taken, wait=False)
         if batch.rows >= self.max_rows:
             self._flush_due.set()
-        return sum(n for _, n, _ in taken)
+
+    def _keep(self, taken: list[_Pending], exc: Exception) -> None:
+        """Entries whose journal write failed: fail their futures, keep them for the flush."""
+        with self._lock:
+            self._unjournalled += [(e, n, Future()) for e, n, _ in taken]
+        for _, _, done in taken:
+            done.set_exception(exc)
 
     def _new_segment(self) -> _Batch:
         name = self._next_name()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -146,31 +147,75 @@ def _class_frame(batches: list[ScoredBatch]) -> pl.DataFrame:
 
 
 # --- the journal record of a scored batch ----------------------------------------------
-_BATCH_RECORD = b"DLB1"  # a prediction-log journal record: one ScoredBatch, format 1
+_BATCH_RECORD = b"DLB1"  # one ScoredBatch: its fields as JSON, then its inputs as Arrow IPC
+_ROWS_RECORD = b"DLB2"  # one small ScoredBatch: its fields and its inputs' rows in one JSON
 _HEAD_LEN = struct.Struct("<I")
 _ARRAYS = ("scores", "decisions", "shadow_scores")
+_HEAD_FIELDS = tuple(f.name for f in fields(ScoredBatch) if f.name != "inputs")
+_ROWS_MAX = 16  # inputs of more rows go as IPC (cheaper than Python rows there)
+# input column types whose values JSON carries exactly (NaN and inf excepted: checked per row)
+_ROW_TYPES: dict[str, pl.DataType] = {
+    str(t): t
+    for t in (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32,
+              pl.Float32, pl.Float64, pl.String, pl.Boolean)
+}  # fmt: skip
+_TYPE_NAMES: dict[tuple, list[str] | None] = {}  # input schema -> its type names (None: IPC)
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+
+
+def _row_types(dtypes: list[pl.DataType]) -> list[str] | None:
+    key = tuple(dtypes)
+    if key not in _TYPE_NAMES:
+        if len(_TYPE_NAMES) > 64:
+            _TYPE_NAMES.clear()
+        names = [str(t) for t in dtypes]
+        _TYPE_NAMES[key] = names if all(n in _ROW_TYPES for n in names) else None
+    return _TYPE_NAMES[key]
+
+
+def _rows_of(inputs: pl.DataFrame) -> tuple[list[str], list[tuple]] | None:
+    """The inputs' type names and rows when JSON holds them exactly (None: write IPC)."""
+    if inputs.height > _ROWS_MAX or (types := _row_types(inputs.dtypes)) is None:
+        return None
+    rows = inputs.rows()
+    for row in rows:
+        for v in row:
+            if type(v) is float and not math.isfinite(v):  # JSON has no NaN or inf
+                return None
+    return types, rows
 
 
 def encode_batch(batch: ScoredBatch) -> bytes:
-    """One scored batch as a journal record: its fields as JSON, then its inputs as Arrow IPC.
-    Far cheaper than its log rows, which are built at flush (:func:`prediction_frame`)."""
-    head = {f.name: getattr(batch, f.name) for f in fields(batch) if f.name != "inputs"}
-    text = orjson.dumps(head, default=to_jsonable, option=orjson.OPT_SERIALIZE_NUMPY)
+    """One scored batch as a journal record, far cheaper than its log rows (built at flush,
+    :func:`prediction_frame`): its fields as JSON, and its inputs in the same JSON as rows
+    (a few rows of plain types, the request path's case) or else after it as Arrow IPC."""
+    head = {name: getattr(batch, name) for name in _HEAD_FIELDS}
+    if (rows := _rows_of(batch.inputs)) is not None:
+        head["input_types"], head["input_rows"] = rows
+        head["input_columns"] = batch.inputs.columns
+        return _ROWS_RECORD + orjson.dumps(head, default=to_jsonable, option=_NUMPY)
+    text = orjson.dumps(head, default=to_jsonable, option=_NUMPY)
     return _BATCH_RECORD + _HEAD_LEN.pack(len(text)) + text + ipc(batch.inputs)
 
 
 def decode_batch(payload: bytes) -> ScoredBatch:
-    """The scored batch of a record :func:`encode_batch` wrote."""
-    if payload[:4] != _BATCH_RECORD:
+    """The scored batch of a record :func:`encode_batch` wrote (either format)."""
+    if payload[:4] == _ROWS_RECORD:
+        head = orjson.loads(payload[4:])
+        schema = [(c, _ROW_TYPES[t]) for c, t in
+                  zip(head.pop("input_columns"), head.pop("input_types"), strict=True)]  # fmt: skip
+        inputs = pl.DataFrame(head.pop("input_rows"), schema=schema, orient="row")
+    elif payload[:4] == _BATCH_RECORD:
+        (size,) = _HEAD_LEN.unpack_from(payload, 4)
+        at = 4 + _HEAD_LEN.size
+        head = orjson.loads(payload[at : at + size])
+        inputs = pl.read_ipc_stream(io.BytesIO(payload[at + size :]))
+    else:
         raise ValueError(f"not a prediction-log record: {payload[:4]!r}")
-    (size,) = _HEAD_LEN.unpack_from(payload, 4)
-    at = 4 + _HEAD_LEN.size
-    head = orjson.loads(payload[at : at + size])
     for name in _ARRAYS:  # JSON null is a NaN score (prediction_frame writes both as null)
         if head[name] is not None:
             head[name] = np.asarray(head[name], bool if name == "decisions" else np.float64)
     head["ts"] = datetime.fromisoformat(head["ts"])
-    inputs = pl.read_ipc_stream(io.BytesIO(payload[at + size :]))
     return ScoredBatch(inputs=inputs, **head)
 
 

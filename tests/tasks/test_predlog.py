@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
@@ -13,11 +14,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import orjson
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
 from tasks.buffered_log import BufferedLog, ParquetSink
+from tasks.io import to_jsonable
 from tasks.journal import Segment, ipc
 from tasks.predlog import (
     ScoredBatch,
@@ -85,19 +88,61 @@ def test_a_scored_batch_survives_its_journal_record():
                        prediction_frame([plain, bare]))  # fmt: skip
 
 
+def test_inputs_go_as_json_rows_only_when_json_holds_them_exactly():
+    """A few rows of plain types travel as JSON rows (``DLB2``): edge values come back bit for
+    bit. NaN or inf, other types (times) or many rows travel as Arrow IPC (``DLB1``)."""
+    edge = pl.DataFrame(
+        {"i": [2**63 - 1, -(2**63), None], "u": [0, 2**32 - 1, None],
+         "f": [0.1, -0.0, 5e-324], "f32": [0.1, None, 3.4e38], "s": ["é\u2028x", "", None],
+         "b": [True, None, False]},
+        schema={"i": pl.Int64, "u": pl.UInt32, "f": pl.Float64, "f32": pl.Float32,
+                "s": pl.String, "b": pl.Boolean},
+    )  # fmt: skip
+    ipc_only = {
+        "a NaN": edge.with_columns(pl.Series("f", [0.1, float("nan"), None])),
+        "an inf": edge.with_columns(pl.Series("f32", [float("-inf"), 0.0, 1.0], pl.Float32)),
+        "a time column": edge.with_columns(ts=pl.lit(T0)),
+        "many rows": pl.concat([edge] * 6),
+    }
+    cases = [(edge, b"DLB2"), *((frame, b"DLB1") for frame in ipc_only.values())]
+    for inputs, tag in cases:
+        n = inputs.height
+        batch = replace(_batch([f"r{i}" for i in range(n)], [f"c{i}" for i in range(n)], T0),
+                        inputs=inputs)  # fmt: skip
+        record = encode_batch(batch)
+        assert record[:4] == tag
+        back = decode_batch(record)
+        assert_frame_equal(back.inputs, inputs)
+        assert back.inputs["f"].cast(pl.Float64).to_numpy().tobytes() == (
+            inputs["f"].cast(pl.Float64).to_numpy().tobytes()
+        )  # -0.0 and the subnormal exactly
+        assert_frame_equal(prediction_frame(back), prediction_frame(batch))
+
+
+def _old_record(batch: ScoredBatch) -> bytes:
+    """A prediction-log record as written before the JSON-rows format: ``DLB1``, the fields as
+    JSON, the inputs as Arrow IPC."""
+    head = {f: getattr(batch, f) for f in ("request_ids", "entity_ids", "ts", "model_tag",
+            "scores", "decisions", "latency_ms", "shadow_tag", "shadow_scores", "arm",
+            "class_columns")}  # fmt: skip
+    text = orjson.dumps(head, default=to_jsonable, option=orjson.OPT_SERIALIZE_NUMPY)
+    return b"DLB1" + struct.pack("<I", len(text)) + text + ipc(batch.inputs)
+
+
 def test_dead_journals_of_both_record_formats_are_read(home_settings: Settings):
     """A journal written before issue #11 (one Arrow IPC frame per commit) and one of scored
-    batches (this format) are both recovered by the readers."""
+    batches (both record formats of them) are recovered by the readers."""
     folder = home_settings.predictions_dir
     folder.mkdir(parents=True)
     old = Segment(folder / "predictions~dead1-000001.journal", sync=False)
     old.append([ipc(prediction_frame([_batch(["a", "b"], ["c1", "c2"], T0)]))])
     new = Segment(folder / "predictions~dead2-000001.journal", sync=False)
     new.append([encode_batch(_batch([i], ["c3"], T0)) for i in ("c", "d")])
+    new.append([_old_record(_batch(["e"], ["c4"], T0))])  # a scored batch as IPC (DLB1)
     for segment in (old, new):
         segment.close()  # the writers died
     got = load_predictions(settings=home_settings)
-    assert sorted(got["request_id"]) == ["a", "b", "c", "d"]
+    assert sorted(got["request_id"]) == ["a", "b", "c", "d", "e"]
     validate_predictions(got)
     assert not list(folder.glob("*.journal"))
 

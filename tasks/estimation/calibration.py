@@ -78,19 +78,63 @@ class Calibrator:
 IDENTITY = Calibrator(np.empty(0), np.empty(0))
 
 
-def apply_all(calibrators: tuple[Calibrator, ...], scores: np.ndarray) -> np.ndarray:
-    """Every calibrator on ``scores``, one row each. Calibrators on one grid of knots (the
-    bootstraps of one fit) share the search for each score's segment."""
-    s = np.asarray(scores, dtype=np.float64)
-    xs = calibrators[0].knots_x if calibrators else np.empty(0)
-    if xs.size < 2 or any(not np.array_equal(c.knots_x, xs) for c in calibrators[1:]):
-        return np.vstack([c(s) for c in calibrators]) if calibrators else np.empty((0, s.size))
+def _segments(xs: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each score's segment of the knots ``xs`` (its left knot) and its position in it (0 to
+    1, held at the ends): a calibrator's value is ``y[left] (1 - t) + y[left + 1] t``."""
     right = np.clip(np.searchsorted(xs, s, side="right"), 1, xs.size - 1)
     left = right - 1
     span = xs[right] - xs[left]
     t = np.clip(np.divide(s - xs[left], span, out=np.zeros_like(s), where=span > 0), 0, 1)
+    return left, t
+
+
+def _shared_grid(calibrators: tuple[Calibrator, ...]) -> np.ndarray | None:
+    """The knots every calibrator shares (the bootstraps of one fit), or None."""
+    xs = calibrators[0].knots_x if calibrators else np.empty(0)
+    if xs.size < 2 or any(
+        c.knots_x is not xs and not np.array_equal(c.knots_x, xs) for c in calibrators[1:]
+    ):
+        return None
+    return xs
+
+
+def apply_all(calibrators: tuple[Calibrator, ...], scores: np.ndarray) -> np.ndarray:
+    """Every calibrator on ``scores``, one row each. Calibrators on one grid of knots (the
+    bootstraps of one fit) share the search for each score's segment."""
+    s = np.asarray(scores, dtype=np.float64)
+    xs = _shared_grid(calibrators)
+    if xs is None:
+        return np.vstack([c(s) for c in calibrators]) if calibrators else np.empty((0, s.size))
+    left, t = _segments(xs, s)
     ys = np.vstack([c.knots_y for c in calibrators])
-    return ys[:, left] * (1 - t) + ys[:, right] * t
+    return ys[:, left] * (1 - t) + ys[:, left + 1] * t
+
+
+def sums_all(
+    calibrators: tuple[Calibrator, ...], scores: np.ndarray, weights: np.ndarray, square: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each calibrator ``c`` (a row each): ``c(scores) @ weights`` (``weights``: a column
+    per sum) and ``c(scores) ** 2 @ square``, what :func:`apply_all` would give, without
+    evaluating every calibrator at every score when they share one grid: each sum is linear
+    (quadratic) in a calibrator's knot values, so the scores' interpolation weights are summed
+    onto the grid's segments once, and each calibrator costs a product over its knots."""
+    s = np.asarray(scores, dtype=np.float64)
+    xs = _shared_grid(calibrators)
+    if xs is None:
+        p = apply_all(calibrators, s)
+        return p @ weights, (p * p) @ square
+    left, t = _segments(xs, s)
+    lo, hi, k = 1 - t, t, xs.size
+
+    def on_knots(v_left: np.ndarray, v_right: np.ndarray) -> np.ndarray:
+        """What each score adds at its segment's left knot, and at its right knot."""
+        return np.bincount(left, v_left, k) + np.bincount(left + 1, v_right, k)
+
+    grid = np.column_stack([on_knots(lo * col, hi * col) for col in np.asarray(weights).T])
+    ends = on_knots(square * lo * lo, square * hi * hi)  # y[left]^2, y[right]^2
+    cross = np.bincount(left, square * lo * hi, k)[:-1]  # y[left] y[right]
+    ys = np.vstack([c.knots_y for c in calibrators])
+    return ys @ grid, (ys * ys) @ ends + 2 * (ys[:, :-1] * ys[:, 1:]) @ cross
 
 
 @dataclass(frozen=True)

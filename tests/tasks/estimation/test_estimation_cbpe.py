@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from tasks.estimation import calibration
-from tasks.estimation.calibration import apply_all, fit_calibration, fit_spline, fit_splines
+from tasks.estimation.calibration import (
+    apply_all,
+    fit_calibration,
+    fit_spline,
+    fit_splines,
+    sums_all,
+)
 from tasks.estimation.cbpe import (
     ValueKnobs,
     _sampling_std,
@@ -77,6 +83,12 @@ def test_apply_all_is_each_calibrator_in_turn() -> None:
     assert np.allclose(apply_all(boots, probe), np.vstack([c(probe) for c in boots]), atol=1e-12)
     mixed = (*boots[:2], fit_spline(s[::2], y[::2]))
     assert np.allclose(apply_all(mixed, probe), np.vstack([c(probe) for c in mixed]), atol=1e-12)
+    weights, square = rng.random((probe.size, 3)), rng.random(probe.size)
+    for group in (boots, mixed):  # on the knots (one grid) and row by row (mixed grids)
+        p = np.vstack([c(probe) for c in group])
+        sums, squares = sums_all(group, probe, weights, square)
+        assert np.allclose(sums, p @ weights, rtol=1e-12, atol=0)
+        assert np.allclose(squares, (p * p) @ square, rtol=1e-12, atol=0)
 
 
 def test_binned_fits_match_row_fits(monkeypatch) -> None:
@@ -246,6 +258,18 @@ def test_value_knobs_come_from_the_dataset_extras() -> None:
 
     assert ValueKnobs.from_extras(load_dataset("telco").extras) == KNOBS
     assert ValueKnobs.from_extras({}) is None
+
+
+def test_the_window_sums_give_the_expected_auc_of_its_rows() -> None:
+    """A window's AUC from its sums (the positives' rank sum) is :func:`expected_auc` of its
+    rows, ties and repeated rows included; one row has no pair."""
+    rng = np.random.default_rng(12)
+    s, _ = _rows(3_000, rng)
+    s = np.concatenate([np.round(s, 2), s[:50]])
+    model = fit_cbpe(s, (rng.random(s.size) < s).astype(float), threshold=0.4)
+    estimated = estimate_performance(model, s).metrics.roc_auc.value
+    assert estimated == pytest.approx(expected_auc(s, model.calibration.calibrator(s)), rel=1e-12)
+    assert estimate_performance(model, s[:1]).metrics.roc_auc is None
 
 
 def test_an_empty_window_estimates_nothing() -> None:

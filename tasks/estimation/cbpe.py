@@ -22,13 +22,14 @@ what :mod:`tasks.estimation.trust` finds once labels arrive.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from tasks.estimation.calibration import CalibrationFit, Calibrator, apply_all, fit_calibration
+from tasks.estimation.calibration import CalibrationFit, Calibrator, fit_calibration, sums_all
 from tasks.estimation.stats import CONFIDENCE, BinaryMetrics, Estimate, normal
 
 _CAL_ROWS = 5_000  # window rows the calibration uncertainty is measured on
@@ -98,41 +99,49 @@ def _ratio(num: np.ndarray | float, den: np.ndarray | float) -> np.ndarray:
     return np.divide(num, den, out=np.full(np.broadcast(num, den).shape, np.nan), where=den > 0)
 
 
-def _auc_from_groups(pos: np.ndarray, neg: np.ndarray, self_pairs) -> np.ndarray:
-    """Expected ROC AUC from per-score sums (scores ascending, along the last axis): ``pos`` /
-    ``neg`` the expected positives / negatives at each distinct score, ``self_pairs`` the sum
-    of ``p (1 - p)`` over rows (a row is never paired with itself). Pairs at one score count
-    half a win. NaN where there is no pair."""
-    neg_below = np.cumsum(neg, axis=-1) - neg
-    dot = "...i,...i->..."
-    wins = np.einsum(dot, pos, neg_below) + 0.5 * (np.einsum(dot, pos, neg) - self_pairs)
-    return _ratio(wins, pos.sum(-1) * neg.sum(-1) - self_pairs)
+def _auc(rank_sum, positives, rows, self_pairs) -> np.ndarray:
+    """Expected ROC AUC (the Mann-Whitney statistic) from the expected positives' rank sum
+    (average ranks on ties: a tie counts half a win), the expected positives, the rows and the
+    sum of ``p (1 - p)`` over rows (a row is never paired with itself). NaN where there is no
+    pair (one row: its pairs' sum, rounding only, is no pair)."""
+    wins = rank_sum - positives * (positives + 1) / 2 - self_pairs / 2
+    return _ratio(wins, (positives * (rows - positives) - self_pairs) * (rows > 1))
+
+
+def _average_ranks(counts: np.ndarray) -> np.ndarray:
+    """Each distinct score's average rank (1-based) among the rows, from their counts."""
+    return np.cumsum(counts) - (counts - 1) / 2
 
 
 def expected_auc(scores: np.ndarray, p: np.ndarray) -> float | None:
     """E-weighted ROC AUC: every pair of distinct rows (i, j) counts ``p_i (1 - p_j)`` times,
     as a win when ``s_i > s_j`` and half a win on a tie."""
     s, p = np.asarray(scores, dtype=np.float64), np.asarray(p, dtype=np.float64)
-    _, group = np.unique(s, return_inverse=True)
-    pos, neg = np.bincount(group, weights=p), np.bincount(group, weights=1.0 - p)
-    auc = float(_auc_from_groups(pos, neg, float(np.dot(p, 1.0 - p))))
+    _, group, counts = np.unique(s, return_inverse=True, return_counts=True)
+    rank_sum = np.bincount(group, weights=p) @ _average_ranks(counts.astype(np.float64))
+    auc = float(_auc(rank_sum, float(p.sum()), s.size, float(np.dot(p, 1.0 - p))))
     return auc if np.isfinite(auc) else None
 
 
 @dataclass(frozen=True)
 class _Window:
-    """A window of scores as its distinct scores (ascending), their row counts, and whether
-    each is at or above the threshold."""
+    """A window of scores as its distinct scores (ascending), their row counts, whether each
+    is at or above the threshold, and ``weights``: per distinct score its rows, its flagged
+    rows and its rows' rank sum (``p @ weights``: the expected positives, true positives and
+    positives' rank sum, what every expected metric is made of)."""
 
     scores: np.ndarray
     counts: np.ndarray
     flagged: np.ndarray
     rows: int
+    weights: np.ndarray
 
 
 def _window(scores: np.ndarray, threshold: float) -> _Window:
     xs, counts = np.unique(scores, return_counts=True)
-    return _Window(xs, counts.astype(np.float64), xs >= threshold, int(scores.size))
+    c, flagged = counts.astype(np.float64), xs >= threshold
+    weights = np.column_stack([c, c * flagged, c * _average_ranks(c)])
+    return _Window(xs, c, flagged, int(scores.size), weights)
 
 
 def _metrics_from_counts(n, n_flagged, pos, tp, value) -> dict[str, np.ndarray]:
@@ -149,13 +158,14 @@ def _metrics_from_counts(n, n_flagged, pos, tp, value) -> dict[str, np.ndarray]:
     return out
 
 
-def _points(w: _Window, p: np.ndarray, value: ValueKnobs | None) -> dict[str, np.ndarray]:
-    """Expected metrics, one per row of ``p`` (calibrated probabilities at each distinct
-    score: one calibration per row)."""
-    pos = w.counts * p
-    positives, tp = p @ w.counts, p @ (w.counts * w.flagged)
-    out = _metrics_from_counts(w.rows, w.counts @ w.flagged, positives, tp, value)
-    out["roc_auc"] = _auc_from_groups(pos, w.counts - pos, positives - (p * p) @ w.counts)
+def _points(
+    w: _Window, sums: np.ndarray, squares: np.ndarray, value: ValueKnobs | None
+) -> dict[str, np.ndarray]:
+    """Expected metrics from the sums ``p @ w.weights`` and ``p ** 2 @ w.counts`` (``p`` the
+    calibrated probabilities at each distinct score; a row of sums per calibration, or one)."""
+    positives, tp, rank_sum = np.moveaxis(sums, -1, 0)
+    out = _metrics_from_counts(w.rows, w.weights[:, 1].sum(), positives, tp, value)
+    out["roc_auc"] = _auc(rank_sum, positives, w.rows, positives - squares)
     return out
 
 
@@ -166,7 +176,7 @@ def _sampling_std(w: _Window, p: np.ndarray, value: ValueKnobs | None) -> dict[s
     c, f = w.counts, w.flagged.astype(np.float64)
     n, nf = float(w.rows), float(c @ f)
     big_p, tp = float(c @ p), float((c * f) @ p)
-    rank_sum = c * (np.cumsum(c) - (c - 1) / 2)  # the average rank, times the rows sharing it
+    rank_sum = w.weights[:, 2]  # the average rank, times the rows sharing it
     a = float(rank_sum @ p)
     den = big_p * (n - big_p)
     nan = float("nan")
@@ -194,10 +204,13 @@ def _sampling_std(w: _Window, p: np.ndarray, value: ValueKnobs | None) -> dict[s
     return out
 
 
-def _std(values) -> float:
-    values = np.asarray(values, dtype=np.float64)
-    values = values[np.isfinite(values)]
-    return float(values.std(ddof=1)) if values.size > 1 else float("nan")
+def _std(values: np.ndarray) -> np.ndarray:
+    """Each row's sample standard deviation over its finite values (NaN below two)."""
+    ok = np.isfinite(values)
+    count = ok.sum(axis=-1)
+    mean = np.where(ok, values, 0.0).sum(axis=-1) / np.maximum(count, 1)
+    square = np.where(ok, (values - mean[:, None]) ** 2, 0.0).sum(axis=-1)
+    return np.sqrt(_ratio(square, count - 1))
 
 
 def _calibration_std(model: CBPEModel, s: np.ndarray, whole: _Window) -> dict[str, float]:
@@ -207,9 +220,11 @@ def _calibration_std(model: CBPEModel, s: np.ndarray, whole: _Window) -> dict[st
     fit = model.calibration
     rows = s if s.size <= _CAL_ROWS else np.random.default_rng(fit.seed).choice(s, _CAL_ROWS)
     w = whole if rows is s else _window(rows, model.threshold)
-    points = _points(w, apply_all(fit.bootstraps, w.scores), model.value)
+    sums = sums_all(fit.bootstraps, w.scores, w.weights, w.counts)
+    points = _points(w, *sums, model.value)
     scale = {"value": s.size / rows.size}
-    return {k: _std(v) * scale.get(k, 1.0) for k, v in points.items()}
+    spread = _std(np.vstack(list(points.values())))
+    return {k: float(v) * scale.get(k, 1.0) for k, v in zip(points, spread, strict=True)}
 
 
 def estimate_performance(
@@ -225,14 +240,16 @@ def estimate_performance(
         )
     w = _window(s, model.threshold)
     p = model.calibration.calibrator(w.scores)
-    point = {k: float(v) for k, v in _points(w, p, model.value).items()}
+    sums = (p @ w.weights, (p * p) @ w.counts)
+    point = {k: float(v) for k, v in _points(w, *sums, model.value).items()}
     sampling, calibration = _sampling_std(w, p, model.value), _calibration_std(model, s, w)
 
     def est(name: str, lo: float = 0.0, hi: float = 1.0) -> Estimate | None:
         value, std = point[name], sampling[name]
-        if not (np.isfinite(value) and np.isfinite(std)):
+        if not (math.isfinite(value) and math.isfinite(std)):
             return None
-        std = float(np.hypot(std, np.nan_to_num(calibration[name])))
+        spread = calibration[name]
+        std = math.hypot(std, spread if math.isfinite(spread) else 0.0)
         return normal(value, std, confidence, lo=lo, hi=hi)
 
     n, n_flagged = w.rows, float(w.counts[w.flagged].sum())

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from tasks.estimation import calibration
-from tasks.estimation.calibration import apply_all, fit_calibration, fit_spline, fit_splines
+from tasks.estimation.calibration import (
+    apply_all,
+    fit_calibration,
+    fit_spline,
+    fit_splines,
+    sums_all,
+)
 from tasks.estimation.cbpe import (
     ValueKnobs,
     _sampling_std,
@@ -77,6 +83,12 @@ def test_apply_all_is_each_calibrator_in_turn() -> None:
     assert np.allclose(apply_all(boots, probe), np.vstack([c(probe) for c in boots]), atol=1e-12)
     mixed = (*boots[:2], fit_spline(s[::2], y[::2]))
     assert np.allclose(apply_all(mixed, probe), np.vstack([c(probe) for c in mixed]), atol=1e-12)
+    weights, square = rng.random((probe.size, 3)), rng.random(probe.size)
+    for group in (boots, mixed):  # on the knots (one grid) and row by row (mixed grids)
+        p = np.vstack([c(probe) for c in group])
+        sums, squares = sums_all(group, probe, weights, square)
+        assert np.allclose(sums, p @ weights, rtol=1e-12, atol=0)
+        assert np.allclose(squares, (p * p) @ square, rtol=1e-12, atol=0)
 
 
 def test_binned_fits_match_row_fits(monkeypatch) -> None:
@@ -90,6 +102,60 @@ def test_binned_fits_match_row_fits(monkeypatch) -> None:
     rows = fit_spline(s, y)
     middle = np.quantile(s, np.linspace(0.02, 0.98, 80))
     assert np.max(np.abs(binned(middle) - rows(middle))) < 2e-3
+
+
+def _plain_fit(s: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The fit the calibration had before its pieces were shared and its fits batched:
+    ``np.quantile`` knots, grid and bins, one Newton loop per row of ``weights``; the curves
+    on the grid."""
+    x = calibration._logit(s)
+    at = np.unique(np.quantile(x, np.linspace(*calibration.KNOT_RANGE, calibration.SPLINE_KNOTS)))
+    scale = calibration._spline_basis(x, at).std(axis=0)
+    grid = np.unique(np.quantile(s, np.linspace(0, 1, calibration.GRID_POINTS)))
+    if s.size > calibration.FIT_BINS:
+        edges = np.quantile(x, np.linspace(0, 1, calibration.FIT_BINS + 1)[1:-1])
+        _, group = np.unique(np.searchsorted(edges, x, side="right"), return_inverse=True)
+    else:
+        group = np.arange(s.size)
+    design = np.column_stack([np.ones(group.max() + 1), calibration._spline_basis(
+        np.bincount(group, weights=x) / np.bincount(group), at) / scale])  # fmt: skip
+    curves = []
+    for row in weights:
+        total = np.bincount(group, weights=row)
+        share = np.bincount(group, weights=row * y) / np.where(total > 0, total, 1)
+        penalty = calibration.RIDGE * np.diag([1.0] + [row.sum()] * (design.shape[1] - 1))
+        w = np.zeros(design.shape[1])
+        for _ in range(calibration.NEWTON_STEPS):
+            p = _sigmoid(design @ w)
+            hessian = design.T @ (design * (total * p * (1 - p))[:, None]) + penalty
+            step = np.linalg.solve(hessian, design.T @ (total * (share - p)) - penalty @ w)
+            w += step
+            if np.max(np.abs(step)) < 1e-9:
+                break
+        curves.append(_sigmoid(w[0] + calibration._spline_basis(calibration._logit(grid), at)
+                               / scale @ w[1:]))  # fmt: skip
+    return np.array(curves)
+
+
+@pytest.mark.parametrize("rows", [1_500, 9_000])
+def test_the_shared_batched_fit_is_the_plain_one(rows: int) -> None:
+    """The curve, the cross-fit's folds and the bootstraps, fitted at once on pieces computed
+    once per reference (knots, grid, bins: tied scores leave some bins empty), are each the
+    plain one-at-a-time fit's to rounding."""
+    rng = np.random.default_rng(11)
+    s = np.round(rng.beta(2, 4, rows), 3)  # ties
+    y = (rng.random(rows) < _sigmoid(1.5 * _logit(np.clip(s, 1e-3, 1)) - 0.3)).astype(float)
+    fit = fit_calibration(s, y, seed=3, bootstraps=4)
+    draws = np.random.default_rng(3).integers(0, rows, (4, rows))
+    counts = np.stack([np.bincount(d, minlength=rows) for d in draws]).astype(float)
+    plain = _plain_fit(s, y, np.vstack([np.ones(rows), counts]))
+    assert fit.calibrated
+    assert np.max(np.abs(fit.calibrator.knots_y - plain[0])) < 1e-12
+    assert np.max(np.abs(np.vstack([b.knots_y for b in fit.bootstraps]) - plain[1:])) < 1e-12
+    fold = np.random.default_rng(3).permutation(rows) % 5
+    folds = (fold != np.arange(5)[:, None]).astype(float)
+    batched = np.vstack([c.knots_y for c in fit_splines(s, y, folds)])
+    assert np.max(np.abs(batched - _plain_fit(s, y, folds))) < 1e-12
 
 
 def test_calibration_is_kept_only_when_it_helps() -> None:
@@ -192,6 +258,18 @@ def test_value_knobs_come_from_the_dataset_extras() -> None:
 
     assert ValueKnobs.from_extras(load_dataset("telco").extras) == KNOBS
     assert ValueKnobs.from_extras({}) is None
+
+
+def test_the_window_sums_give_the_expected_auc_of_its_rows() -> None:
+    """A window's AUC from its sums (the positives' rank sum) is :func:`expected_auc` of its
+    rows, ties and repeated rows included; one row has no pair."""
+    rng = np.random.default_rng(12)
+    s, _ = _rows(3_000, rng)
+    s = np.concatenate([np.round(s, 2), s[:50]])
+    model = fit_cbpe(s, (rng.random(s.size) < s).astype(float), threshold=0.4)
+    estimated = estimate_performance(model, s).metrics.roc_auc.value
+    assert estimated == pytest.approx(expected_auc(s, model.calibration.calibrator(s)), rel=1e-12)
+    assert estimate_performance(model, s[:1]).metrics.roc_auc is None
 
 
 def test_an_empty_window_estimates_nothing() -> None:

@@ -4,6 +4,13 @@ SHELL := /bin/bash
 # uv on PATH, else uv as a Python module (pip-installed on first use).
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
+# `make test` runs the suite in parallel (pytest-xdist): much of it waits on servers booting
+# (Prefect, bentoml serve, workers), so even 2 cores gain. Workers: cores + 1, at least 3 and
+# at most 8 (PYTEST_WORKERS=0: one process). --dist loadfile keeps each test module on one
+# worker, so a module's shared server or demo run (module-scoped fixtures) is built once, not
+# once a worker. (Not loadgroup: with pytest 9.2 it silently ignores xdist_group marks,
+# pytest-xdist issue 1386.)
+PYTEST_WORKERS ?= $(shell n=$$(( $$(nproc 2>/dev/null || echo 2) + 1 )); echo $$(( n < 3 ? 3 : n > 8 ? 8 : n )))
 DEMO_ARGS ?=
 
 .PHONY: .uv-bootstrap demo test lint bench bench-smoke env sysdeps clean-state help
@@ -36,7 +43,7 @@ sysdeps:  ## system packages for the tests: prometheus (promtool), chromium (+ d
 
 test: env sysdeps  ## lint, then the whole test suite (unit, integration, end-to-end, bench smoke)
 	$(UV) run --frozen ruff check .
-	$(UV) run --frozen pytest $(PYTEST_ARGS)
+	$(UV) run --frozen pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: env  ## ruff check and format check
 	$(UV) run --frozen ruff check .

@@ -51,3 +51,21 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         and not os.environ.get("DRIFTLOOP_TEST_KEEP")
     ):
         shutil.rmtree(home, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In a pytest-xdist worker, modules with an ``e2e`` or ``slow`` test go first (the order
+    within them, and among the rest, kept). ``make test`` hands whole modules to workers in
+    collection order (``--dist loadfile --no-loadscope-reorder``): the minute-long modules
+    (demo runs, namespaces, killed services) start at once and the short ones fill in around
+    them, rather than one of them starting when the other workers are done. (xdist's own
+    reorder, most tests first, put exactly those few-test modules last.) Every worker
+    collects the same order; a run without xdist keeps the files' order."""
+    if not hasattr(config, "workerinput"):
+        return
+    heavy = {
+        item.path
+        for item in items
+        if item.get_closest_marker("e2e") or item.get_closest_marker("slow")
+    }
+    items.sort(key=lambda item: item.path not in heavy)  # stable: only heavy modules move up

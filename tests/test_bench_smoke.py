@@ -11,8 +11,12 @@ import time
 import warnings
 from pathlib import Path
 
+import pytest
+
 from bench.harness import REQUIRED_KEYS
 from bench.run import EXPECTED_AREAS, MD_NAME, discover
+
+pytestmark = pytest.mark.slow  # minutes long: xdist workers start it first (tests/conftest.py)
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE_TIMEOUT_S = 58  # the runner's own budget is 45 s; this bounds the whole command

@@ -24,6 +24,8 @@ from driftloop.prefect_api import deployment_runs, retrain_timeline
 from driftloop.stack import LocalStack, StackConfig
 from tasks import events, registry
 
+pytestmark = pytest.mark.slow  # minutes long: xdist workers start it first (tests/conftest.py)
+
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
 CHEAP = {"dataset": "telco", "strategy": "full_refit", "trials": 1, "timeout_s": 60,
          "min_rows": 100, "holdout_fraction": 0.3}  # fmt: skip

@@ -26,6 +26,8 @@ from tasks.training.split import split_data
 from tasks.training.storage import open_storage
 from tests.support.artifacts import latest_artifacts, table_rows
 
+pytestmark = pytest.mark.slow  # minutes long: xdist workers start it first (tests/conftest.py)
+
 DS = load_dataset("telco")
 AUC_FLOOR = 0.845
 

@@ -21,6 +21,8 @@ from tests.support.homes import tiny_champion_home
 from tests.support.models import tiny_models
 from tests.support.server import make_home
 
+pytestmark = pytest.mark.slow  # minutes long: xdist workers start it first (tests/conftest.py)
+
 KILLS = 3
 LOAD_SECONDS = (2.0, 4.0)  # steady load between kills, seconds (uniform)
 

@@ -29,6 +29,8 @@ from tasks.settings import Settings
 from tests.reliability.kit import figures
 from tests.support.telco import REPO, TELCO_CSV
 
+pytestmark = pytest.mark.slow  # minutes long: xdist workers start it first (tests/conftest.py)
+
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import State
 

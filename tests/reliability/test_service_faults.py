@@ -30,6 +30,8 @@ from tests.support.homes import ChampionHome, tiny_champion_home
 from tests.support.models import save_tiny, tiny_models
 from tests.support.server import ADMIN_TOKEN, make_home
 
+pytestmark = pytest.mark.slow  # minutes long: xdist workers start it first (tests/conftest.py)
+
 SENTINEL = "sentinel-secret-4f1c9a77d2"  # must never reach a file the service writes
 ANSWER_S = 5.0  # every bad request is answered within this
 MEMORY_GROWTH_MB = 32  # three more passes of the corpus may not grow the service by more

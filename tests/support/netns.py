@@ -49,13 +49,28 @@ class Network:
         return f"{self.prefix}.1"
 
 
+def _free_prefix() -> str:
+    """A random private ``10.a.b`` /24 that no interface of the root namespace is on: tests
+    run in parallel (pytest-xdist) each make their own bridge, and two bridges on one subnet
+    would route each other's hosts. OS randomness, not ``random``'s state, which a test may
+    seed identically in two workers."""
+    pick = random.SystemRandom()
+    shown = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True,
+                           timeout=30).stdout  # fmt: skip
+    used = {word.split("/")[0].rsplit(".", 1)[0] for word in shown.split() if "/" in word}
+    while True:
+        prefix = f"10.{pick.randint(64, 250)}.{pick.randint(1, 250)}"
+        if prefix not in used:
+            return prefix
+
+
 @contextlib.contextmanager
 def network(n_hosts: int) -> Iterator[Network]:
     """``n_hosts`` namespaces on a fresh bridge; all of it deleted on the way out."""
     if os.geteuid() != 0:
         raise PermissionError("network namespaces need root (CI runs these tests as root)")
     tag = uuid.uuid4().hex[:6]
-    net = Network(f"10.{random.randint(64, 250)}.{random.randint(1, 250)}", f"dlbr{tag}")
+    net = Network(_free_prefix(), f"dlbr{tag}")
     try:
         _ip("link", "add", net.bridge, "type", "bridge")
         _ip("addr", "add", f"{net.gateway}/24", "dev", net.bridge)
@@ -93,8 +108,12 @@ def _pg_bin(name: str) -> str:
 
 
 @contextlib.contextmanager
-def private_postgres(listen: str, port: int = 5432) -> Iterator[str]:
-    """A throwaway PostgreSQL cluster on ``listen:port`` (trust auth); yields its URL."""
+def private_postgres(listen: str, port: int | None = None) -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on ``listen:port`` (trust auth; no port: a free one on
+    ``listen``, so tests running in parallel never ask for the same); yields its URL."""
+    from driftloop.supervise import free_port
+
+    port = port or free_port(listen)
     root = Path(tempfile.mkdtemp(prefix="driftloop-pg-"))
     data = root / "data"
     as_pg = ["runuser", "-u", "postgres", "--"]

@@ -118,7 +118,7 @@ def test_a_killed_worker_namespace_loses_no_trial(tmp_path: Path, monkeypatch):
     import optuna
 
     trials = 30
-    with network(2) as net, private_postgres(net.gateway, 55432) as pg:
+    with network(2) as net, private_postgres(net.gateway) as pg:
         monkeypatch.setenv("DRIFTLOOP_HOME", str(tmp_path / "home"))
         monkeypatch.setenv("DRIFTLOOP_OPTUNA_STORAGE", pg)
         monkeypatch.setenv("DRIFTLOOP_OPTUNA_STALE_AFTER_S", "8")  # heartbeat every 2 s

@@ -22,6 +22,7 @@ import pytest
 
 from driftloop import prefect_api
 from driftloop.stack import LocalStack, StackConfig
+from driftloop.supervise import free_port
 from tasks import registry
 from tasks.settings import Settings
 from tests.support.netns import Host, network, wait_for
@@ -37,17 +38,19 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 @contextlib.contextmanager
 def git_daemon(root: Path, listen: str):
-    """A bare clone of this repository's HEAD, served read-only over git:// on ``listen``."""
+    """A bare clone of this repository's HEAD, served read-only over git:// on ``listen``, on a
+    free port (not git's 9418: tests run in parallel, and the machine may run a daemon)."""
     bare = root / "driftloop.git"
+    port = free_port(listen)
     subprocess.run(["git", "clone", "--quiet", "--bare", str(REPO), str(bare)], check=True,
                    timeout=120)  # fmt: skip
     proc = subprocess.Popen(
         ["git", "daemon", f"--base-path={root}", "--export-all", "--reuseaddr",
-         f"--listen={listen}", "--port=9418", str(root)],
+         f"--listen={listen}", f"--port={port}", str(root)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        url = f"git://{listen}/driftloop.git"
+        url = f"git://{listen}:{port}/driftloop.git"
         wait_for(lambda: _ls_remote(url), 30, 0.3, "git daemon up")
         yield url
     finally:

@@ -25,10 +25,9 @@ import httpx
 import psutil
 
 from tasks.settings import Settings
+from tests.support.figures import FIGURES
 from tests.support.server import ADMIN_TOKEN
 from tests.support.telco import REPO
-
-FIGURES: list[tuple[str, dict]] = []  # printed in the terminal summary (conftest)
 
 
 def figures(case: str, **numbers: object) -> None:

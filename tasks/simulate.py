@@ -5,10 +5,13 @@ same columns (except ``schema_break``, which breaks the contract on purpose):
 
 - ``covariate``: numeric features shifted by ``severity`` standard deviations, and the
   categorical features' mix tilted towards one category;
-- ``prior``: the positive rate moved by resampling rows (label shift);
+- ``prior``: the positive rate (multiclass: the rarest class's; regression: the share above the
+  median) moved by resampling rows (label shift);
 - ``concept``: the label's relationship to a feature changed by a rule: in the top half of
-  ``column`` labels flip with probability ``severity`` (the world changed; a retrain can learn it);
-- ``label_noise``: labels replaced by coin flips at the base rate (nothing left to learn);
+  ``column`` labels flip with probability ``severity`` (multiclass: to the next class;
+  regression: mirrored around the mean; the world changed; a retrain can learn it);
+- ``label_noise``: labels replaced by coin flips at the base rate (multiclass and regression:
+  shuffled; nothing left to learn);
 - ``missing``: a burst of missing values in a few feature columns;
 - ``schema_break``: a column renamed, one dropped, and text written into a numeric column;
 - ``none``: the rows reshuffled (a sample of the same distribution: what "no change" looks like);
@@ -59,7 +62,31 @@ class DriftSpec:
 
 
 def _label_is_positive(frame: pl.DataFrame, dataset: DatasetSpec) -> np.ndarray:
-    return (frame[dataset.target] == dataset.positive_class).fill_null(False).to_numpy()
+    """Binary: the positive class. Multiclass: the rarest class. Regression: above the median
+    (what ``prior`` makes more common)."""
+    y = frame[dataset.target]
+    if dataset.task == "regression":
+        return (y.cast(pl.Float64) > y.cast(pl.Float64).median()).fill_null(False).to_numpy()
+    if dataset.task == "multiclass":
+        counts = y.drop_nulls().value_counts(sort=True)
+        rarest = counts[y.name][-1] if counts.height else None
+        return (y == rarest).fill_null(False).to_numpy()
+    return (y == dataset.positive_class).fill_null(False).to_numpy()
+
+
+def _changed_labels(frame: pl.DataFrame, dataset: DatasetSpec, where: np.ndarray) -> pl.DataFrame:
+    """A multiclass or regression target changed in the rows ``where``: a class becomes the
+    next one in the contract's order, a value is mirrored around the mean (``concept``)."""
+    y, target = frame[dataset.target], dataset.target
+    if dataset.task == "regression":
+        mean = y.cast(pl.Float64).mean() or 0.0
+        new = (2 * mean - y.cast(pl.Float64)).cast(y.dtype)
+    else:
+        order = [str(c) for c in dataset.classes] or sorted(y.drop_nulls().cast(pl.String).unique())
+        step = {c: order[(i + 1) % len(order)] for i, c in enumerate(order)}
+        new = y.cast(pl.String).replace(step).cast(y.dtype)
+    changed = frame.with_columns(pl.when(pl.Series(where)).then(new).otherwise(y).alias(target))
+    return _keep_valid(changed, frame, dataset)
 
 
 def _with_labels(frame: pl.DataFrame, dataset: DatasetSpec, positive: np.ndarray) -> pl.DataFrame:
@@ -138,13 +165,18 @@ def concept_drift(frame: pl.DataFrame, dataset: DatasetSpec, spec: DriftSpec) ->
     else:
         rule = (values.cast(pl.Float64) > values.cast(pl.Float64).median()).fill_null(False)
         rule = rule.to_numpy()
-    positive = _label_is_positive(frame, dataset)
     flip = rule & (rng.random(frame.height) < spec.severity)
+    if dataset.task != "binary":
+        return _changed_labels(frame, dataset, flip)
+    positive = _label_is_positive(frame, dataset)
     return _with_labels(frame, dataset, np.where(flip, ~positive, positive))
 
 
 def label_noise(frame: pl.DataFrame, dataset: DatasetSpec, spec: DriftSpec) -> pl.DataFrame:
     rng = np.random.default_rng(spec.seed)
+    if dataset.task != "binary":  # the labels shuffled: their mix kept, their signal gone
+        shuffled = frame[dataset.target].sample(fraction=1.0, shuffle=True, seed=spec.seed)
+        return frame.with_columns(shuffled.alias(dataset.target))
     base_rate = _label_is_positive(frame, dataset).mean()
     return _with_labels(frame, dataset, rng.random(frame.height) < base_rate)
 

@@ -6,12 +6,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandera.polars as pa
 import polars as pl
 import pytest
 from typer.testing import CliRunner
 
 from driftloop.cli import build_app
 from schemas import load_dataset
+from schemas.base import DatasetSpec
 from tasks.ingest.compose import ingest_file, read_valid_rows
 from tasks.ingest.table import DataFileError
 from tasks.simulate import KINDS, SCENARIOS, DriftSpec, inject_drift, scenario_windows
@@ -192,3 +194,57 @@ def test_a_tilt_within_a_column_keeps_that_column_and_moves_its_own(telco: pl.Da
     tilted = inject_drift(telco, TELCO, spec)
     assert tilted["gender"].eq(TELCO.columns["gender"].categories[0]).mean() > first.mean() + 0.08
     assert abs(tilted["MonthlyCharges"].mean() - charges.mean()) < 0.05 * charges.std()
+
+
+class _Tier(pa.DataFrameModel):
+    x: pl.Float64 = pa.Field()
+    tier: str = pa.Field(isin=["bronze", "gold", "silver"])
+
+
+class _Price(pa.DataFrameModel):
+    x: pl.Float64 = pa.Field()
+    price: pl.Float64 = pa.Field(ge=0)
+
+
+TIERS = DatasetSpec(name="tiers", model=_Tier, target="tier", task="multiclass",
+                    classes=("bronze", "gold", "silver"))  # fmt: skip
+PRICES = DatasetSpec(name="prices", model=_Price, target="price", task="regression")
+
+
+def _rows(n: int = 4000) -> pl.DataFrame:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=n)
+    tier = np.asarray(["bronze", "gold", "silver"])[np.digitize(x, [-1.0, 0.3])]
+    return pl.DataFrame({"x": x, "tier": tier, "price": 50 + 10 * x + rng.normal(size=n)})
+
+
+def test_label_kinds_work_on_multiclass_and_regression_targets() -> None:
+    """concept, prior and label_noise on a multiclass and a regression contract (they once
+    needed a binary dataset: ``driftloop simulate concept`` failed with a TypeError)."""
+    rows = _rows()
+    tiers, prices = rows.select("x", "tier"), rows.select("x", "price")
+    upper = (rows["x"] > rows["x"].median()).to_numpy()
+    moved = inject_drift(tiers, TIERS, DriftSpec("concept", severity=1.0))
+    changed = (moved["tier"] != tiers["tier"]).to_numpy()
+    assert changed[upper].all() and not changed[~upper].any()  # every top-half label, only those
+    step = {"bronze": "gold", "gold": "silver", "silver": "bronze"}
+    assert moved["tier"].to_list() == [step[t] if u else t for t, u in
+                                       zip(tiers["tier"], upper, strict=True)]  # fmt: skip
+    mirrored = inject_drift(prices, PRICES, DriftSpec("concept", severity=1.0))
+    mean = prices["price"].mean()
+    assert np.allclose(
+        mirrored["price"].to_numpy()[upper], 2 * mean - prices["price"].to_numpy()[upper]
+    )
+    assert (
+        mirrored["price"].to_numpy()[~upper].tolist() == prices["price"].to_numpy()[~upper].tolist()
+    )
+    rarest = tiers["tier"].value_counts(sort=True)["tier"][-1]
+    prior = inject_drift(tiers, TIERS, DriftSpec("prior", severity=1.0))
+    assert (prior["tier"] == rarest).mean() > (tiers["tier"] == rarest).mean() + 0.05
+    high = inject_drift(prices, PRICES, DriftSpec("prior", severity=1.0))
+    assert high["price"].mean() > prices["price"].mean() + 1
+    noisy = inject_drift(tiers, TIERS, DriftSpec("label_noise", seed=2))
+    assert sorted(noisy["tier"].to_list()) == sorted(tiers["tier"].to_list())
+    assert (noisy["tier"] == tiers["tier"]).mean() < 0.6
+    shuffled = inject_drift(prices, PRICES, DriftSpec("label_noise", seed=2))
+    assert abs(np.corrcoef(shuffled["x"], shuffled["price"])[0, 1]) < 0.1

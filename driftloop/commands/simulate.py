@@ -33,7 +33,7 @@ def simulate(
         drifted = inject_drift(
             rows.accepted, spec, DriftSpec(kind=kind, severity=severity, column=column, seed=seed)
         )
-        write_table(drifted, out)
+        write_table(drifted, out, delimiter=spec.delimiter)  # ingestible as the contract says
         emit(
             {
                 "kind": kind,

@@ -119,12 +119,12 @@ def csv_inert(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def write_table(frame: pl.DataFrame, path: Path | str) -> Path:
-    """Write a frame as CSV (formula-like text made inert) or Parquet, by the file's suffix
-    (atomically). Every CSV driftloop writes goes through here."""
+def write_table(frame: pl.DataFrame, path: Path | str, delimiter: str = ",") -> Path:
+    """Write a frame as CSV (formula-like text made inert; fields separated by ``delimiter``)
+    or Parquet, by the file's suffix (atomically). Every CSV driftloop writes goes through here."""
     path = Path(path)
     if path.suffix.lower() in (".parquet", ".pq"):
         atomic_write(path, lambda fh: frame.write_parquet(fh, compression="zstd"))
     else:
-        atomic_write(path, csv_inert(frame).write_csv)
+        atomic_write(path, lambda fh: csv_inert(frame).write_csv(fh, separator=delimiter))
     return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from driftloop.cli import build_app
 from schemas import load_dataset
 from schemas.base import DatasetSpec
 from tasks.ingest.compose import ingest_file, read_valid_rows
+from tasks.ingest.snapshot import write_table
 from tasks.ingest.table import DataFileError
 from tasks.simulate import KINDS, SCENARIOS, DriftSpec, inject_drift, scenario_windows
 
@@ -248,3 +250,14 @@ def test_label_kinds_work_on_multiclass_and_regression_targets() -> None:
     assert (noisy["tier"] == tiers["tier"]).mean() < 0.6
     shuffled = inject_drift(prices, PRICES, DriftSpec("label_noise", seed=2))
     assert abs(np.corrcoef(shuffled["x"], shuffled["price"])[0, 1]) < 0.1
+
+
+def test_a_drifted_copy_is_written_in_the_contracts_delimiter(tmp_path: Path) -> None:
+    """`driftloop simulate` writes its copy as the contract reads it (a `;` dataset's copy was
+    written with `,` and could not be ingested)."""
+    semicolon = replace(TIERS, delimiter=";")
+    rows = _rows(50).select("x", "tier")
+    path = write_table(inject_drift(rows, semicolon, DriftSpec("concept")), tmp_path / "d.csv",
+                       delimiter=semicolon.delimiter)  # fmt: skip
+    assert path.read_text().splitlines()[0] == "x;tier"
+    assert read_valid_rows(path, semicolon).accepted.height == 50

@@ -94,7 +94,8 @@ def monitor(config: MonitorConfig | None = None) -> dict[str, Any]:
     gathered = gather_evidence(rows=rows, labels=labels, bounds=bounds, estimators=est,
         dataset=dataset, quality=quality, state=state.load_state(champion.name, settings),
         config=config.evidence, settings=settings, reference=reference)  # fmt: skip
-    verdict = policy.judge(evidence=gathered, champion=champion, policy=config.policy)
+    verdict = policy.judge(evidence=gathered, champion=champion, policy=config.policy,
+                           performance=performance)  # fmt: skip
     findings = WindowFindings(champion, bounds, rows.height, drift, quality, performance, health,
                               gathered, verdict, process)  # fmt: skip
     due = decide_window(findings=findings, config=config.drift, now=now, settings=settings)

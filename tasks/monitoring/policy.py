@@ -29,6 +29,7 @@ from tasks.estimation.stats import Estimate, metric_items
 from tasks.estimation.trust import MIN_LABELS
 
 if TYPE_CHECKING:
+    from tasks.monitoring.checks import Performance
     from tasks.monitoring.evidence import Evidence
     from tasks.monitoring.window import Champion
 
@@ -164,9 +165,16 @@ def _interval(e: Estimate) -> str:
     return f"{e.value:.3f} [{e.lower:.3f}, {e.upper:.3f}]"
 
 
-def judge(evidence: Evidence, champion: Champion, policy: PolicyConfig) -> Verdict:
+def judge(
+    evidence: Evidence,
+    champion: Champion,
+    policy: PolicyConfig,
+    performance: Performance | None = None,
+) -> Verdict:
     """Which evidence asks for a retrain, by the policy's switches, at the policy's
-    false-alarm rate per run."""
+    false-alarm rate per run. A multiclass champion has no like-for-like test here yet (no
+    estimator, no reference level of its one-vs-rest AUC): its realized loss is the
+    fixed-margin check's (``performance``, ``checks.compute_performance``)."""
     metric, sign = _headline(evidence.task)
     baseline = _baseline(evidence, champion, metric)
     realized_base = metric_items(evidence.reference_realized).get(metric) if (
@@ -202,6 +210,10 @@ def judge(evidence: Evidence, champion: Champion, policy: PolicyConfig) -> Verdi
                        f"labels of the window from {w.start.isoformat()}, worse than the "
                        f"estimate {t.base.value:.3f} on the same rows {beyond} at z {t.z:.2f} > "
                        f"{limit:.2f}")  # fmt: skip
+    if (champion.task == "multiclass" and policy.retrain_on_realized_loss
+            and performance is not None and performance.degraded):  # fmt: skip
+        reasons.append(f"realized loss on {performance.labelled} labels of the window "
+                       f"(multiclass, fixed-margin check): {performance.reason}")  # fmt: skip
     tests = sum(len(f) for f in families.values())
     drift_retrains = policy.input_drift == "retrain" or (
         policy.input_drift == "retrain_without_estimate" and evidence.estimate is None

@@ -134,3 +134,23 @@ def test_realized_windows_are_judged_against_the_reference_rows_realized_level(t
     assert reference_realized(reference, "multiclass", 0.5) is None
     few = Reference("m:1", tmp_path / "p", tmp_path / "s", {}, sample.head(100))
     assert reference_realized(few, "binary", 0.5) is None  # too few labels: no level
+
+
+def test_a_multiclass_champions_realized_loss_retrains():
+    """A multiclass champion (no estimator, no like-for-like reference level yet) retrains on
+    the fixed-margin check's realized loss; it never did (found by a new-user run: a concept
+    change on a user's multiclass data, one-vs-rest AUC 0.74 -> 0.65 on 6,000 labels, quiet)."""
+    champ = Champion("m", "m:1", {"roc_auc_ovr_macro": 0.74}, None, 0.5, None,
+                     ("bronze", "gold", "silver"), "multiclass")  # fmt: skip
+    evidence = _evidence([], _auc(0.8, 0.01))
+    worse = Performance(6000, 0.646, 0.45, 0.40, 0.74, 0.60, 0.47, True,
+                        "AUC 0.646 < champion test 0.740 - 0.05")  # fmt: skip
+    fine = Performance(6000, 0.73, 0.6, 0.47, 0.74, 0.60, 0.47, False, "")
+    verdict = judge(evidence, champ, PolicyConfig(), performance=worse)
+    assert verdict.retrain and "multiclass, fixed-margin check" in verdict.reasons[0]
+    assert "AUC 0.646" in verdict.reasons[0]
+    assert not judge(evidence, champ, PolicyConfig(), performance=fine).retrain
+    off = PolicyConfig(retrain_on_realized_loss=False)
+    assert not judge(evidence, champ, off, performance=worse).retrain
+    binary = judge(evidence, _champion(), PolicyConfig(), performance=worse)
+    assert not binary.retrain  # a binary champion's realized loss is the like-for-like test's

@@ -150,11 +150,11 @@ def monitor_frames(
 
     cols = [c for c in dataset.feature_columns if c in window.columns]
     per_class = [c for c in window.columns if c.startswith(PROBA_PREFIX)]  # multiclass
-    outputs = [pl.col(c) for c in ("score", *per_class) if c in window.columns]
-    if champion_tag is not None and "model_tag" in window.columns:
-        outputs = [pl.when(answered_by(champion_tag)).then(e) for e in outputs]
-    outputs = [e.alias(score_column) if i == 0 and "score" in window.columns else e
-               for i, e in enumerate(outputs)]  # fmt: skip
+    named = [(c, score_column if c == "score" else c) for c in ("score", *per_class)
+             if c in window.columns]  # fmt: skip
+    mine = answered_by(champion_tag) if champion_tag and "model_tag" in window.columns else None
+    outputs = [(pl.col(c) if mine is None else pl.when(mine).then(pl.col(c))).alias(name)
+               for c, name in named]  # fmt: skip
     return window.select([*cols, *outputs])
 
 

@@ -108,10 +108,26 @@ def test_two_workers_share_one_study(tmp_path: Path, pg_url: str, monkeypatch):
     assert out["model_tag"] and out["metrics"]["roc_auc"] > 0.8
 
 
-def _kill_namespace(netns: str) -> None:
+def _signal_namespace(netns: str, sig: str) -> None:
     pids = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True,
                           check=True).stdout.split()  # fmt: skip
-    subprocess.run(["kill", "-9", *pids], check=False)
+    subprocess.run(["kill", f"-{sig}", *pids], check=False)
+
+
+def _kill_mid_trial(netns: str, running_on_worker_1, timeout_s: float) -> None:
+    """Freeze every process of ``netns`` (SIGSTOP); if worker 1 then has a trial running in
+    the study (a frozen process cannot finish it), kill them all (SIGKILL); else thaw them
+    (it was between trials) and look again, for at most ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        _signal_namespace(netns, "STOP")
+        time.sleep(0.3)  # a commit already on the wire lands
+        if running_on_worker_1():
+            _signal_namespace(netns, "KILL")
+            return
+        _signal_namespace(netns, "CONT")
+        time.sleep(0.2)
+    raise AssertionError(f"worker 1 had no trial running when frozen within {timeout_s}s")
 
 
 def test_a_killed_worker_namespace_loses_no_trial(tmp_path: Path, monkeypatch):
@@ -138,16 +154,18 @@ def test_a_killed_worker_namespace_loses_no_trial(tmp_path: Path, monkeypatch):
             runner = threading.Thread(target=run_train)
             runner.start()
 
-            def worker_1_busy() -> bool:
+            def worker_1_trials() -> list:
                 summaries = optuna.get_all_study_summaries(storage)
                 if not summaries:
-                    return False
+                    return []
                 study = optuna.load_study(study_name=summaries[0].study_name, storage=storage)
-                done = [t for t in study.trials if t.user_attrs.get("worker") == 1]
-                return len(done) >= 4
+                return [t for t in study.trials if t.user_attrs.get("worker") == 1]
 
-            wait_for(worker_1_busy, 120, 0.2, "worker 1 running trials")
-            _kill_namespace(net.hosts[1].netns)
+            wait_for(lambda: len(worker_1_trials()) >= 4, 120, 0.2, "worker 1 running trials")
+            running = optuna.trial.TrialState.RUNNING
+            _kill_mid_trial(
+                net.hosts[1].netns, lambda: any(t.state == running for t in worker_1_trials()), 30
+            )
             killed_at = time.monotonic()
             runner.join(timeout=150)
             assert not runner.is_alive() and "out" in result

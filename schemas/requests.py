@@ -225,20 +225,25 @@ def frame_errors(frame: pl.DataFrame, models: RequestModels, loc: str = "records
     lazy = frame.lazy()
     for column, check in models.frame_checks:
         result = check._check_fn(PolarsData(lazy, column or "*"))
-        names = result.collect_schema().names()
-        ok = result.select(pl.all_horizontal(pl.all().fill_null(False))).collect().to_series()
-        if ok.all():  # one polars query per rule when the batch is clean
+        bad = _failed_rows(result, small=frame.height <= _ROW_WISE_MAX)
+        if not bad:  # one polars query per rule when the batch is clean
             continue
+        names = result.collect_schema().names()
         where = f"column {column!r}" if column else f"columns {', '.join(names)}"
-        for i in (~ok).arg_true().to_list():
-            errors.append(
-                {
-                    "type": check.name,
-                    "loc": (loc, i) if column is None else (loc, i, column),
-                    "msg": f"record violates the contract rule {check.name!r} on {where}",
-                }
-            )
+        msg = f"record violates the contract rule {check.name!r} on {where}"
+        errors += [{"type": check.name, "loc": (loc, i) if column is None else (loc, i, column),
+                    "msg": msg} for i in bad]  # fmt: skip
     return errors
+
+
+def _failed_rows(result: pl.LazyFrame, *, small: bool) -> list[int]:
+    """Rows where a rule's boolean result is not true in every column (null fails)."""
+    if small:  # a request's few rows: polars' streaming start-up, query planning and Series
+        # operations would cost ~0.1 ms per rule; in memory, unplanned, read in Python ~0.03
+        done = result.collect(engine="in-memory", optimizations=pl.QueryOptFlags.none())
+        return [i for i, row in enumerate(done.iter_rows()) if not all(v is True for v in row)]
+    ok = result.select(pl.all_horizontal(pl.all().fill_null(False))).collect().to_series()
+    return [] if ok.all() else (~ok).arg_true().to_list()
 
 
 class RecordList(list):

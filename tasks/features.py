@@ -88,6 +88,61 @@ def to_matrix(features: pl.DataFrame) -> np.ndarray:
     return np.ascontiguousarray(features.to_numpy(order="c"), dtype=np.float64)
 
 
+SMALL_ROWS = 16  # at most this many rows: the matrix is built in Python (a request's size)
+
+
+def feature_matrix(frame: pl.DataFrame, spec: FeatureSpec) -> np.ndarray:
+    """``to_matrix(build_features(frame, spec))``. A small frame (a served request) is encoded
+    in Python when every column's type encodes exactly as the polars expressions do: the
+    expressions' fixed cost is most of a one-row request's CPU (~0.35 ms of ~2 ms)."""
+    plan = _row_plan(spec, frame) if frame.height <= SMALL_ROWS else None
+    if plan is None:
+        return to_matrix(build_features(frame, spec))
+    out = [[encode(row[i]) for i, encode in plan] for row in frame.rows()]
+    return np.array(out, dtype=np.float64).reshape(frame.height, len(plan))
+
+
+_NAN = float("nan")
+_PLANS: dict[tuple, tuple[FeatureSpec, list | None]] = {}
+
+
+def _row_plan(spec: FeatureSpec, frame: pl.DataFrame) -> list | None:
+    """(position in the frame's rows, value -> float) per feature column, or None when a
+    column is missing or its type has no exact Python twin of its polars cast (then the
+    polars path runs). Cached per spec and frame layout."""
+    columns, dtypes = frame.columns, frame.dtypes
+    key = (id(spec), tuple(columns), tuple(dtypes))
+    hit = _PLANS.get(key)
+    if hit is None or hit[0] is not spec:
+        types = dict(zip(columns, dtypes, strict=True))
+        plan: list | None = []
+        for col in spec.columns:
+            dtype = types.get(col)
+            encoder = None if dtype is None else _encoder(dtype, spec.categories.get(col))
+            if encoder is None:
+                plan = None
+                break
+            plan.append((columns.index(col), encoder))
+        hit = _PLANS[key] = (spec, plan)
+    return hit[1]
+
+
+def _encoder(dtype: pl.DataType, domain: tuple[str, ...] | None):
+    """The Python twin of :func:`feature_exprs`' expression for a column of ``dtype``."""
+    if domain is None:  # numeric feature: cast to Float64 (bool -> 0/1; int -> nearest float)
+        if dtype.is_integer() or dtype.is_float() or dtype == pl.Boolean:
+            return lambda v: _NAN if v is None else float(v)
+        return None
+    codes = {value: float(i) for i, value in enumerate(domain)}
+    if dtype == pl.String or isinstance(dtype, pl.Categorical | pl.Enum):
+        return lambda v: codes.get(v, _NAN)  # unknown or missing -> missing
+    if dtype.is_integer():  # cast(String) of an integer is its decimal digits, as str() gives
+        return lambda v: _NAN if v is None else codes.get(str(v), _NAN)
+    if dtype == pl.Boolean:
+        return lambda v: _NAN if v is None else codes.get("true" if v else "false", _NAN)
+    return None  # floats, dates, ...: their text form differs between polars and Python
+
+
 def features_schema(spec: FeatureSpec) -> Any:
     """The pandera contract of :func:`build_features` output: every feature Float64 and
     nullable (missing stays missing); a categorical feature is a code in its frozen domain."""

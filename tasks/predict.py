@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tasks.features import build_features, to_matrix
+from tasks.features import feature_matrix
 
 if TYPE_CHECKING:
     import polars as pl
@@ -24,7 +24,7 @@ PREDICTED_CLASS = "predicted_class"
 def score_frame(frame: pl.DataFrame, model: LoadedModel) -> np.ndarray:
     """Scores of ``model`` for the rows of ``frame``: float64, one per row, or for a
     multiclass model one row of class probabilities per row (n, K)."""
-    matrix = to_matrix(build_features(frame, model.features))
+    matrix = feature_matrix(frame, model.features)
     raw = np.asarray(model.predict(matrix), dtype=np.float64)
     return raw if raw.ndim == 2 else raw.reshape(-1)
 

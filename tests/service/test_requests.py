@@ -117,3 +117,22 @@ def test_non_finite_numbers_are_refused_by_name():
     for value in (math.nan, math.inf, -math.inf):
         with pytest.raises(ValidationError, match="MonthlyCharges"):
             request_models(ds).record.model_validate({**base, "MonthlyCharges": value})
+
+
+def test_rule_errors_are_the_same_for_a_request_and_a_large_batch():
+    """A request's few rows are checked in memory and read in Python (``_ROW_WISE_MAX``); a
+    large batch in polars: both name the same rows."""
+    ds = load_dataset("telco")
+    models = request_models(ds)
+    frame = telco_frame().drop(ds.target).head(48).with_row_index("i")
+    broken = [0, 7, 15, 16, 33, 47]  # rule broken (TotalCharges blank after month 0) ...
+    frame = frame.with_columns(  # ... and rows where the rule's result is null (tenure null)
+        TotalCharges=pl.when(pl.col("i").is_in(broken + [20])).then(None)
+        .otherwise(pl.col("TotalCharges")),
+        tenure=pl.when(pl.col("i").is_in(broken)).then(5)
+        .when(pl.col("i") == 20).then(None).otherwise(pl.col("tenure")),
+    ).drop("i")  # fmt: skip
+    whole = [e["loc"][1] for e in frame_errors(frame, models)]
+    parts = [e["loc"][1] + start for start in range(0, 48, 16)
+             for e in frame_errors(frame.slice(start, 16), models)]  # fmt: skip
+    assert whole == parts == sorted([*broken, 20])

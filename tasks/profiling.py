@@ -136,16 +136,17 @@ def use_stock_whylogs(stock: bool) -> None:
 
 
 def profile_frame(frame: pl.DataFrame, chunk_rows: int = PROFILE_CHUNK_ROWS) -> Any:
-    """A whylogs ``DatasetProfileView`` of a polars frame (converted to pandas chunk by chunk)."""
-    why = _whylogs()
-    view = None
+    """A whylogs ``DatasetProfileView`` of a polars frame, converted to pandas chunk by chunk,
+    every chunk tracked into one profile (no view built and merged per chunk)."""
+    _whylogs()
+    from whylogs.core import DatasetProfile
+
+    profile = DatasetProfile(schema=_schema())
     for start in range(0, max(frame.height, 1), chunk_rows):
         chunk = _to_pandas(frame.slice(start, chunk_rows))
         with np.errstate(invalid="ignore"):  # whylogs' mean/variance of a column with inf
-            part = why.log(pandas=chunk, schema=_schema()).view()
-        with np.errstate(invalid="ignore"):
-            view = part if view is None else view.merge(part)
-    return view
+            profile.track(pandas=chunk)
+    return profile.view()
 
 
 def _schema() -> Any:

@@ -22,6 +22,7 @@ from tasks.estimation.stats import (
     BinaryMetrics,
     Estimate,
     Metrics,
+    MulticlassMetrics,
     RegressionMetrics,
     delong,
     normal,
@@ -29,7 +30,7 @@ from tasks.estimation.stats import (
     wilson,
 )
 
-Task = Literal["binary", "regression"]
+Task = Literal["binary", "regression", "multiclass"]
 _KEYS = ("request_id", "entity_id", "ts")
 
 
@@ -139,6 +140,9 @@ def _score(
     y, s = frame["label"].to_numpy(), frame["score"].to_numpy()
     if task == "regression":
         return regression_metrics(y, s, confidence), None
+    if task == "multiclass":  # ``score`` is the predicted class's index, as labels are logged
+        hits = float((y == s).sum())
+        return MulticlassMetrics(wilson(hits, y.size, confidence)), None
     if threshold is None:
         raise ValueError("binary metrics need the champion's threshold")
     return binary_metrics(y, s, threshold, confidence), wilson(

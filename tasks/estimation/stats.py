@@ -48,7 +48,16 @@ class RegressionMetrics:
     rmse: Estimate | None
 
 
-Metrics = BinaryMetrics | RegressionMetrics
+@dataclass(frozen=True)
+class MulticlassMetrics:
+    """Realized metrics of a multiclass model: the predicted class against the label."""
+
+    accuracy: Estimate | None
+
+
+Metrics = BinaryMetrics | RegressionMetrics | MulticlassMetrics
+_KINDS = {"binary": BinaryMetrics, "regression": RegressionMetrics,
+          "multiclass": MulticlassMetrics}  # fmt: skip
 
 
 def metric_items(metrics: Metrics) -> dict[str, Estimate | None]:
@@ -59,11 +68,12 @@ def metric_items(metrics: Metrics) -> dict[str, Estimate | None]:
 def metrics_to_json(metrics: Metrics) -> dict[str, Any]:
     fields_ = {k: None if e is None else [e.value, e.lower, e.upper, e.std]
                for k, e in metric_items(metrics).items()}  # fmt: skip
-    return {"kind": "binary" if isinstance(metrics, BinaryMetrics) else "regression", **fields_}
+    kind = next(k for k, cls in _KINDS.items() if isinstance(metrics, cls))
+    return {"kind": kind, **fields_}
 
 
 def metrics_from_json(doc: dict[str, Any]) -> Metrics:
-    cls = BinaryMetrics if doc["kind"] == "binary" else RegressionMetrics
+    cls = _KINDS[doc["kind"]]
     values = {f.name: doc[f.name] for f in fields(cls)}
     return cls(**{k: None if v is None else Estimate(*v) for k, v in values.items()})
 

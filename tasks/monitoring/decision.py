@@ -177,8 +177,11 @@ def emit_events(report: MonitorReport, due: Due, emitter: Emitter | None = None)
             why += " (reported: no evidence of loss, the policy does not retrain on it)"
             sent.append(("drift_reported", emitter.emit_drift_reported, why, False))
     if due.performance_fire:
-        why = "; ".join([*due.retrain_reasons] + (
-            [report.performance.reason] if report.performance.degraded else []))  # fmt: skip
+        reasons = list(due.retrain_reasons)
+        check = report.performance.reason if report.performance.degraded else None
+        if check and not any(check in r for r in reasons):  # once: a reason may quote it
+            reasons.append(check)
+        why = "; ".join(reasons)
         sent.append(("performance_degraded", emitter.emit_performance_degraded, why, True))
     done: list[SentEvent] = [
         SentEvent(event=event, id=fn(report.model_name, evidence(report, why, again)), reason=why)

@@ -30,6 +30,7 @@ from tasks.estimation.stats import Estimate, Metrics
 from tasks.estimation.trust import MIN_LABELS, TrustCheck, check_estimate
 from tasks.monitoring.estimators import Estimators, encode, estimate
 from tasks.monitoring.window import Window, champion_rows
+from tasks.predict import PREDICTED_CLASS
 from tasks.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from tasks.monitoring.state import MonitorState
     from tasks.profiling import Reference
 
-_SCORED = ("request_id", "entity_id", "ts", "score", "model_tag")
+_SCORED = ("request_id", "entity_id", "ts", "score", "model_tag", PREDICTED_CLASS)
 
 
 class EvidenceConfig(BaseModel):
@@ -136,6 +137,16 @@ def _horizon_scored(
     return pl.concat([earlier, window], how="diagonal_relaxed", rechunk=False)
 
 
+def _class_index_as_score(scored: pl.DataFrame, dataset: DatasetSpec) -> pl.DataFrame:
+    """A multiclass window is scored on its predicted class: as its index in the contract's
+    classes, the form labels are logged in (``schemas.requests``), in place of ``score``."""
+    classes = [str(c) for c in dataset.classes]
+    predicted = pl.col(PREDICTED_CLASS) if PREDICTED_CLASS in scored.columns else pl.lit(None)
+    index = predicted.cast(pl.String).replace_strict(classes, range(len(classes)), default=None,
+                                                     return_dtype=pl.Float64)  # fmt: skip
+    return scored.with_columns(score=index)
+
+
 def estimate_window(
     estimators: Estimators, rows: pl.DataFrame, dataset: DatasetSpec
 ) -> WindowEstimate | None:
@@ -171,7 +182,7 @@ def _window_evidence(
     start: datetime, n: int, part: pl.DataFrame, *, every: timedelta, estimators: Estimators,
     state: MonitorState, config: EvidenceConfig,
 ) -> WindowEvidence:  # fmt: skip
-    task = "regression" if estimators.task == "regression" else "binary"
+    task = estimators.task
     realized = rz.score_window(start, every, n, part, threshold=estimators.threshold, task=task)
     stored = _stored(state, estimators.champion_tag, start, start + every)
     trust = estimated = None
@@ -229,7 +240,9 @@ def gather_evidence(
     horizon = max(timedelta(hours=config.horizon_hours), every)
     scored = champion_rows(_horizon_scored(rows, bounds, horizon, settings),
                             estimators.champion_tag).drop("model_tag", strict=False)  # fmt: skip
-    task = "regression" if estimators.task == "regression" else "binary"
+    task = estimators.task
+    if task == "multiclass":
+        scored = _class_index_as_score(scored, dataset)
     parts = rz.labelled_by_window(scored, labels, every=every, horizon=horizon,
                                   as_of=bounds.until, anchor=bounds.until)  # fmt: skip
     windows = [_window_evidence(s, n, part, every=every, estimators=estimators, state=state,

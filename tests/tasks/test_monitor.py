@@ -426,3 +426,25 @@ def test_report_html_names_drifted_features():
     drifted = page.split("id='drifted-features'>")[1].split("</ul>")[0]
     assert "tenure" in drifted and "gender" not in drifted
     assert "&lt;drift&gt;" in page  # escaped
+
+
+def test_the_performance_event_states_the_checks_text_once():
+    """A multiclass retrain reason quotes the fixed-margin check: the event does not repeat it;
+    a check the reasons do not quote is added after them."""
+    q = checks.check_quality(_log(50), DS, checks.QualityConfig())
+    check = "AUC 0.646 < 0.74 - 0.05"
+    perf = checks.Performance(900, 0.646, None, None, 0.74, None, None, True, check)
+    verdict = DriftDecision("quiet", False, 0, 2, "x")
+
+    class Fake:
+        reasons: list = []
+
+        def emit_performance_degraded(self, name, evidence):
+            self.reasons.append(evidence["reason"])
+            return "id"
+
+    for quoted in (f"realized loss on 900 labels of the window (multiclass): {check}", "other"):
+        due = decision.Due(verdict, False, True, retrain_reasons=(quoted,))
+        decision.emit_events(_report(q, verdict, performance=perf), due, Fake())
+    assert [r.count(check) for r in Fake.reasons] == [1, 1]
+    assert Fake.reasons[1] == f"other; {check}"

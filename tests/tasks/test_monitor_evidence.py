@@ -227,3 +227,40 @@ def test_harmless_drift_fires_a_report_only_event_and_the_estimate_is_stored(hom
     due = decide_window(findings, config, UNTIL + HOUR)
     assert due.drift_fire and due.drift_retrains and not due.performance_fire
     assert due.retrain_reasons and load_state("m").last_retrain_requested_at == UNTIL + HOUR
+
+
+def test_multiclass_windows_are_scored_on_the_predicted_class(home):
+    """A multiclass window's realized metric is the accuracy of its predicted class against
+    the labels (logged as the class's index), with its interval; no label-rate drift."""
+    from types import SimpleNamespace
+
+    classes = ("bronze", "gold", "silver")
+    rng = np.random.default_rng(5)
+    n = 400
+    predicted = rng.integers(0, 3, n)
+    hit = rng.random(n) < 0.7  # about 70% right
+    label = np.where(hit, predicted, (predicted + 1 + rng.integers(0, 2, n)) % 3)
+    preds = _predictions(UNTIL - HOUR, rng.random(n), "mc").with_columns(
+        predicted_class=pl.Series([classes[k] for k in predicted])
+    )
+    _write(home, "mc", preds)
+    estimators = Estimators(TAG, "multiclass", 0.5, None, None, None, None, 0, 0, ())
+    from tasks.predlog import load_predictions
+
+    rows = load_predictions(UNTIL - HOUR, UNTIL)
+    got = gather_evidence(
+        rows=rows, labels=_labels(preds, label, UNTIL - HOUR / 2),
+        bounds=Window(UNTIL - HOUR, UNTIL), estimators=estimators,
+        dataset=SimpleNamespace(classes=classes), quality=Quality(rows=rows.height),
+        state=MonitorState(), config=EvidenceConfig(horizon_hours=1, estimate=False,
+                                                    multivariate=False), reference=None,
+    )  # fmt: skip
+    (window,) = got.windows
+    accuracy = window.realized.accuracy
+    assert window.labels == n and accuracy.value == pytest.approx(hit.mean())
+    assert accuracy.lower < accuracy.value < accuracy.upper
+    assert window.label_rate is None and got.label_drift is None
+    assert got.labels_since_last_run.metrics.accuracy.value == pytest.approx(hit.mean())
+    from tasks.estimation.stats import metrics_from_json, metrics_to_json
+
+    assert metrics_from_json(metrics_to_json(window.realized)) == window.realized

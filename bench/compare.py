@@ -3,6 +3,7 @@ tree's own code, one run, round-robin (before, after, after, before, ...) so bot
 same load. For "speed unchanged" claims across a refactor.
 
     python -m bench.compare --before REV [--rounds 2] [--parts ingest profiling ...]
+    python -m bench.compare --before REV --rounds 6 --parts serving-fresh  # a server per round
 
 ``REV`` (and ``--after``, default HEAD) are checked out into throwaway git worktrees, so
 merging into this checkout during the run changes nothing. Each part
@@ -28,18 +29,36 @@ from typing import Any
 from bench import harness
 from bench.harness import REPO, RESULTS_DIR
 
-# part -> (benchmark module, the call that runs it in full mode); the same call in both trees
+# part -> (benchmark module, code setting `rows` with that module as `m`); the same code runs
+# in both trees, so it calls only what both trees' modules have
+_FRESH_SERVER = """
+s = m.prepare(False)
+p = m.start_bentoml(s)
+try:
+    load = {"/predict b1000 c2": ("/predict", 1000, 2, 6.0, "rows_per_s", "rows/s"),
+            "/predict_batch b1000 c2": ("/predict_batch", 1000, 2, 6.0, "rows_per_s", "rows/s"),
+            "/predict b1 c32": ("/predict", 1, 32, 4.0, "rps", "req/s")}
+    rows = [{"name": f"fresh server {k}", "unit": unit,
+             "value": m.run_load(p.port, path, s.records, b, c, sec, warmup=1.0)[key]}
+            for k, (path, b, c, sec, key, unit) in load.items()]
+finally:
+    p.stop()
+"""
 PARTS: dict[str, tuple[str, str]] = {
-    "ingest": ("bench_ingest", "m.run(False)"),
-    "profiling": ("bench_profiling", "[*m.bench_profiling_speed(1_000_000, 3, 'float'), "
+    "ingest": ("bench_ingest", "rows = m.run(False)"),
+    "profiling": ("bench_profiling", "rows = [*m.bench_profiling_speed(1_000_000, 3, 'float'), "
                                      "*m.bench_profiling_speed(1_000_000, 3, 'mixed')]"),
-    "training-overhead": ("bench_training", "m.bench_overhead(False)"),
-    "serving": ("bench_serving", "m.run(False, soak_seconds=5.0)"),
+    "training-overhead": ("bench_training", "rows = m.bench_overhead(False)"),
+    "serving": ("bench_serving", "rows = m.run(False, soak_seconds=5.0)"),
+    # one server process per tree per round: LightGBM's speed differs between processes of the
+    # same model by up to ~15% (measured), which two rounds of `serving` cannot average out
+    "serving-fresh": ("bench_serving", _FRESH_SERVER),
 }  # fmt: skip
+DEFAULT_PARTS = ["ingest", "profiling", "training-overhead", "serving"]
 CHILD = """
 import json, sys
 from bench import {module} as m
-rows = {call}
+{code}
 json.dump(rows, open(sys.argv[1], "w"), default=str)
 """
 
@@ -57,7 +76,7 @@ def _run_part(tree: Path, part: str, timeout_s: float) -> list[dict[str, Any]]:
     out = base / "rows.json"
     env = {**os.environ, **harness.bench_env(base), "PYTHONPATH": str(tree)}
     env.pop("PREFECT_API_URL", None)
-    code = CHILD.format(module=module, call=call)
+    code = CHILD.format(module=module, code=call)
     try:
         proc = subprocess.run([sys.executable, "-c", code, str(out)], cwd=tree, env=env,
                               capture_output=True, text=True, timeout=timeout_s)  # fmt: skip
@@ -112,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before", required=True, help="the git revision to compare against")
     parser.add_argument("--after", default="HEAD", help="the revision to compare (default HEAD)")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS))
+    parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=DEFAULT_PARTS)
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per part run")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "compare.md")
     args = parser.parse_args(argv)

@@ -43,7 +43,11 @@ FILE_FAILURES = {
         ),
         "unexpected extra columns: note",
     ),
-    "no_target": (lambda b: b.replace(b",Churn", b",Label", 1), "target column 'Churn' is absent"),
+    "no_target": (
+        lambda b: b.replace(b",Churn", b",Label", 1),
+        "target column 'Churn' is absent "
+        "(dataset 'telco'; another dataset's file needs --dataset NAME)",
+    ),  # fmt: skip
 }
 
 

@@ -32,8 +32,9 @@ def check_columns(
     present = set(header)
     extra = [c for c in header if c not in set(expected)]
     if dataset.target not in present:
-        raise DataFileError(
-            f"target column {dataset.target!r} is absent{_close(dataset.target, extra)}"
+        raise DataFileError(  # a file of another dataset is the usual cause: say which one
+            f"target column {dataset.target!r} is absent{_close(dataset.target, extra)} "
+            f"(dataset {dataset.name!r}; another dataset's file needs --dataset NAME)"
         )
     missing = [c for c in expected if c not in present]
     if missing:

@@ -123,6 +123,8 @@ def _row_plan(spec: FeatureSpec, frame: pl.DataFrame) -> list | None:
                 plan = None
                 break
             plan.append((columns.index(col), encoder))
+        if len(_PLANS) >= 64:  # bounded: every model swap brings a new spec
+            _PLANS.clear()
         hit = _PLANS[key] = (spec, plan)
     return hit[1]
 

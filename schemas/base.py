@@ -115,6 +115,12 @@ class DatasetSpec:
     def numeric_features(self) -> list[str]:
         return [c for c in self.feature_columns if not self.columns[c].is_categorical]
 
+    @property
+    def class_index(self) -> dict[str, float]:
+        """A multiclass label as a number: each class (as text) -> its index in ``classes``
+        (the probability order; how labels are logged and profiled)."""
+        return {str(c): float(i) for i, c in enumerate(self.classes)}
+
     @cached_property
     def schema_hash(self) -> str:
         """Hash of the contract's source and metadata: changes when the contract changes."""

@@ -186,7 +186,7 @@ def _build(dataset: DatasetSpec) -> RequestModels:
     if dataset.task == "binary" and target is not None and target.categories:
         labels = {c: float(str(c) == str(dataset.positive_class)) for c in target.categories}
     elif dataset.task == "multiclass":  # a class is logged as its index (probability order)
-        labels = {str(c): float(i) for i, c in enumerate(dataset.classes)}
+        labels = dataset.class_index
     return RequestModels(
         dataset=dataset,
         record=record,

@@ -316,8 +316,9 @@ def _label(target: pl.Series, dataset: DatasetSpec) -> pl.Series:
         label = (target.cast(pl.String) == str(dataset.positive_class)).cast(pl.Float64)
         return label.alias(LABEL_COLUMN)
     if dataset.task == "multiclass":
-        index = {str(c): float(i) for i, c in enumerate(dataset.classes)}
-        label = target.cast(pl.String).replace_strict(index, default=None, return_dtype=pl.Float64)
+        label = target.cast(pl.String).replace_strict(
+            dataset.class_index, default=None, return_dtype=pl.Float64
+        )
         return label.alias(LABEL_COLUMN)
     return target.cast(pl.Float64).alias(LABEL_COLUMN)
 

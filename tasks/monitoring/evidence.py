@@ -139,10 +139,9 @@ def _horizon_scored(
 
 def _class_index_as_score(scored: pl.DataFrame, dataset: DatasetSpec) -> pl.DataFrame:
     """A multiclass window is scored on its predicted class: as its index in the contract's
-    classes, the form labels are logged in (``schemas.requests``), in place of ``score``."""
-    classes = [str(c) for c in dataset.classes]
+    classes (``DatasetSpec.class_index``, the form labels are logged in), in place of ``score``."""
     predicted = pl.col(PREDICTED_CLASS) if PREDICTED_CLASS in scored.columns else pl.lit(None)
-    index = predicted.cast(pl.String).replace_strict(classes, range(len(classes)), default=None,
+    index = predicted.cast(pl.String).replace_strict(dataset.class_index, default=None,
                                                      return_dtype=pl.Float64)  # fmt: skip
     return scored.with_columns(score=index)
 

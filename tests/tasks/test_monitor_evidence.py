@@ -251,7 +251,8 @@ def test_multiclass_windows_are_scored_on_the_predicted_class(home):
     got = gather_evidence(
         rows=rows, labels=_labels(preds, label, UNTIL - HOUR / 2),
         bounds=Window(UNTIL - HOUR, UNTIL), estimators=estimators,
-        dataset=SimpleNamespace(classes=classes), quality=Quality(rows=rows.height),
+        dataset=SimpleNamespace(class_index={c: float(i) for i, c in enumerate(classes)}),
+        quality=Quality(rows=rows.height),
         state=MonitorState(), config=EvidenceConfig(horizon_hours=1, estimate=False,
                                                     multivariate=False), reference=None,
     )  # fmt: skip
